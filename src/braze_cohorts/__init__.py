@@ -1,0 +1,76 @@
+"""braze_cohorts: keep Braze partner cohorts equal to a membership that lives elsewhere.
+
+The public surface is re-exported here; the modules starting with ``_`` are private.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from braze_cohorts._identifiers import DeviceId, ExternalId, UserAlias, UserRef, ref_from_key
+from braze_cohorts._models import (
+    Batch,
+    CohortResponse,
+    FailedBatch,
+    ImportRun,
+    RateLimitInfo,
+    RunResult,
+    Trigger,
+    UploadReport,
+)
+from braze_cohorts._version import __version__
+from braze_cohorts.exceptions import (
+    APIError,
+    AuthenticationError,
+    BrazeCohortsError,
+    ConfigurationError,
+    ImportInProgressError,
+    InputError,
+    InvalidIdentifierError,
+    InvalidRequestError,
+    NotificationError,
+    RateLimitedError,
+    ResourceLockedError,
+    ScheduleConflictError,
+    ScheduleError,
+    ServerError,
+    StoreError,
+    TransportError,
+    UnexpectedResponseError,
+)
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+__all__ = [
+    "APIError",
+    "AuthenticationError",
+    "Batch",
+    "BrazeCohortsError",
+    "CohortResponse",
+    "ConfigurationError",
+    "DeviceId",
+    "ExternalId",
+    "FailedBatch",
+    "ImportInProgressError",
+    "ImportRun",
+    "InputError",
+    "InvalidIdentifierError",
+    "InvalidRequestError",
+    "NotificationError",
+    "RateLimitInfo",
+    "RateLimitedError",
+    "ResourceLockedError",
+    "RunResult",
+    "ScheduleConflictError",
+    "ScheduleError",
+    "ServerError",
+    "StoreError",
+    "TransportError",
+    "Trigger",
+    "UnexpectedResponseError",
+    "UploadReport",
+    "UserAlias",
+    "UserRef",
+    "__version__",
+    "ref_from_key",
+]
