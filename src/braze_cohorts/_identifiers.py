@@ -7,6 +7,7 @@ reversible with :func:`ref_from_key`; sets, the state store and plans use keys.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Union
 
 import attrs
@@ -41,7 +42,7 @@ def _check_value(kind: str, value: object) -> None:
         raise InvalidIdentifierError(f"{kind} must not contain control characters")
 
 
-def _validate(kind: str) -> attrs._ValidatorType[str]:  # noqa: SLF001 - attrs' own validator type
+def _validate(kind: str) -> Callable[[object, attrs.Attribute[str], str], None]:
     def validator(_inst: object, _attr: attrs.Attribute[str], value: str) -> None:
         _check_value(kind, value)
 

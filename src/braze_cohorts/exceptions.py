@@ -4,7 +4,7 @@
 
     BrazeCohortsError
     ├── ConfigurationError (ValueError)      bad endpoint, refused http://, missing key, bad option
-    ├── InvalidIdentifierError (ValueError)  an ExternalId / UserAlias / DeviceId that Braze cannot take
+    ├── InvalidIdentifierError (ValueError)  an identifier Braze cannot take
     ├── InputError (ValueError)              an input file or record stream that cannot be read
     ├── ScheduleError (ValueError)           an invalid schedule spec
     ├── APIError                             Braze answered, and the answer is not success

@@ -1,0 +1,1 @@
+"""Subcommands of the ``braze-cohorts`` command line (private)."""
