@@ -7,7 +7,19 @@ from __future__ import annotations
 
 import logging
 
-from braze_cohorts._identifiers import DeviceId, ExternalId, UserAlias, UserRef, ref_from_key
+from braze_cohorts._identifiers import (
+    DeviceId,
+    ExternalId,
+    IdentifierMatcher,
+    MalformedRecord,
+    MatchResult,
+    RejectReason,
+    Rejection,
+    UserAlias,
+    UserRef,
+    as_ref,
+    ref_from_key,
+)
 from braze_cohorts._models import (
     Batch,
     CohortResponse,
@@ -51,14 +63,19 @@ __all__ = [
     "DeviceId",
     "ExternalId",
     "FailedBatch",
+    "IdentifierMatcher",
     "ImportInProgressError",
     "ImportRun",
     "InputError",
     "InvalidIdentifierError",
     "InvalidRequestError",
+    "MalformedRecord",
+    "MatchResult",
     "NotificationError",
     "RateLimitInfo",
     "RateLimitedError",
+    "RejectReason",
+    "Rejection",
     "ResourceLockedError",
     "RunResult",
     "ScheduleConflictError",
@@ -72,5 +89,6 @@ __all__ = [
     "UserAlias",
     "UserRef",
     "__version__",
+    "as_ref",
     "ref_from_key",
 ]
