@@ -30,6 +30,7 @@ from braze_cohorts._models import (
     Trigger,
     UploadReport,
 )
+from braze_cohorts._notify import SmtpNotifier
 from braze_cohorts._version import __version__
 from braze_cohorts.exceptions import (
     APIError,
@@ -81,6 +82,7 @@ __all__ = [
     "ScheduleConflictError",
     "ScheduleError",
     "ServerError",
+    "SmtpNotifier",
     "StoreError",
     "TransportError",
     "Trigger",
