@@ -1,0 +1,721 @@
+"""BatchUploader: packs membership changes into requests and sends them fast, politely and safely.
+
+Three parts work together:
+
+* **packing** (:func:`_pack`) streams the ``add`` and ``remove`` iterables into :class:`Batch`
+  objects of at most ``batch_size`` (1,000) ids, counted over all identifier kinds together;
+* a **rate limiter** (:class:`RateLimiter`) shared by every worker thread paces request starts
+  evenly below ``requests_per_hour`` and pauses when Braze says the window is nearly used up;
+* **retries** (:class:`RetryPolicy`, run by tenacity) resend a batch after 429, 423, 5XX and
+  transport errors with capped, jittered exponential backoff that honours the server's wait.
+
+The coordinating thread (the caller of :meth:`BatchUploader.upload`) reads the input, keeps a
+bounded number of batches in flight on a thread pool, and calls every hook itself, so hooks are
+never called concurrently.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from itertools import islice
+from typing import Literal
+
+import attrs
+from tenacity import RetryCallState, Retrying, retry_if_exception
+
+from braze_cohorts._identifiers import UserRef, as_ref
+from braze_cohorts._models import Batch, CohortResponse, FailedBatch, RateLimitInfo, UploadReport
+from braze_cohorts.exceptions import (
+    AuthenticationError,
+    BrazeCohortsError,
+    ConfigurationError,
+    InputError,
+    InvalidIdentifierError,
+    RateLimitedError,
+    ServerError,
+    TransportError,
+)
+from braze_cohorts.typing import MembersClient
+
+__all__ = [
+    "DEFAULT_RETRY",
+    "MAX_IDS_PER_REQUEST",
+    "BatchUploader",
+    "RateLimiter",
+    "RetryPolicy",
+    "UploadProgress",
+]
+
+log = logging.getLogger(__name__)
+
+#: Braze's cap on identifiers per request, counted over user ids, aliases and device ids together.
+MAX_IDS_PER_REQUEST = 1_000
+
+#: The rate limiter plans for this share of ``requests_per_hour``, so that however a window is
+#: measured (sliding, fixed, first to last request) the limit is never exceeded.
+_PACING_SHARE = 0.99
+
+Jitter = Literal["full", "equal", "none"]
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], object]
+BatchDoneHook = Callable[[Batch, "CohortResponse | None"], object]
+BatchFailedHook = Callable[[FailedBatch], object]
+ProgressHook = Callable[["UploadProgress"], object]
+
+
+def _positive_number(name: str) -> Callable[[object, attrs.Attribute[float], float], None]:
+    def validator(_inst: object, _attr: attrs.Attribute[float], value: float) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+            raise ConfigurationError(f"{name} must be a number >= 0, not {value!r}")
+        if math.isinf(value):
+            raise ConfigurationError(f"{name} must be finite")
+
+    return validator
+
+
+def _check_attempts(_inst: object, _attr: attrs.Attribute[int], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(f"attempts must be an int >= 1, not {value!r}")
+
+
+def _check_jitter(_inst: object, _attr: attrs.Attribute[str], value: str) -> None:
+    if value not in ("full", "equal", "none"):
+        raise ConfigurationError(f"jitter must be 'full', 'equal' or 'none', not {value!r}")
+
+
+@attrs.frozen(slots=True)
+class RetryPolicy:
+    """How a failed request is retried: a value object, changed with :func:`attrs.evolve`.
+
+    Only errors whose ``retryable`` is true are retried: 429, 423, 5XX and transport errors.
+    400 and 401 never are. The wait before retry *n* (1-based) is the larger of the server's
+    ``Retry-After`` (429 only) and ``min(max_backoff, initial_backoff * 2 ** (n - 1))`` with
+    jitter applied. Retrying stops after ``attempts`` requests in total, or when the next
+    attempt would start more than ``max_elapsed`` seconds after the first, or when the server
+    asks for a longer wait than ``max_server_wait`` (waiting less than asked would only earn
+    another 429); the batch then fails with the last error.
+
+    Args:
+        attempts: Requests per batch at most, the first one included (``1`` disables retries).
+        initial_backoff: Seconds before the first retry, before jitter.
+        max_backoff: Cap on the exponential backoff, before jitter.
+        jitter: ``"full"`` (uniform in ``[0, backoff]``), ``"equal"`` (uniform in
+            ``[backoff / 2, backoff]``) or ``"none"``.
+        max_elapsed: Seconds from a batch's first attempt after which no retry starts.
+        max_server_wait: The longest wait asked by the server that is still honoured.
+
+    Raises:
+        ConfigurationError: If a value is out of range.
+    """
+
+    attempts: int = attrs.field(default=6, validator=_check_attempts)
+    initial_backoff: float = attrs.field(default=0.5, validator=_positive_number("initial_backoff"))
+    max_backoff: float = attrs.field(default=30.0, validator=_positive_number("max_backoff"))
+    jitter: Jitter = attrs.field(default="full", validator=_check_jitter)
+    max_elapsed: float = attrs.field(default=300.0, validator=_positive_number("max_elapsed"))
+    max_server_wait: float = attrs.field(
+        default=120.0, validator=_positive_number("max_server_wait")
+    )
+
+    def __attrs_post_init__(self) -> None:
+        if self.max_backoff < self.initial_backoff:
+            raise ConfigurationError("max_backoff must be >= initial_backoff")
+
+    def backoff(
+        self, attempt: int, *, uniform: Callable[[float, float], float] = random.uniform
+    ) -> float:
+        """Return the backoff before retrying after failed attempt number ``attempt`` (1-based).
+
+        Args:
+            attempt: The number of the attempt that just failed.
+            uniform: The random source for jitter (``random.uniform`` by default).
+
+        Returns:
+            Seconds to wait, never more than ``max_backoff``.
+        """
+        exponent = min(max(attempt, 1) - 1, 64)
+        ceiling = min(self.max_backoff, self.initial_backoff * 2.0**exponent)
+        if self.jitter == "full":
+            return min(ceiling, uniform(0.0, ceiling))
+        if self.jitter == "equal":
+            return min(ceiling, ceiling / 2 + uniform(0.0, ceiling / 2))
+        return ceiling
+
+
+#: The policy :class:`BatchUploader` uses unless told otherwise.
+DEFAULT_RETRY = RetryPolicy()
+
+
+@attrs.frozen(slots=True)
+class UploadProgress:
+    """How far an upload is, passed to the ``progress`` hook after every finished batch.
+
+    Attributes:
+        batches_done: Batches acknowledged by Braze.
+        batches_failed: Batches that failed after retries.
+        added: Ids acknowledged as added.
+        removed: Ids acknowledged as removed.
+        failed_ids: Ids in failed batches.
+        requests: Requests sent so far, retries included.
+        retries: Retries among them.
+    """
+
+    batches_done: int = 0
+    batches_failed: int = 0
+    added: int = 0
+    removed: int = 0
+    failed_ids: int = 0
+    requests: int = 0
+    retries: int = 0
+
+    @property
+    def ids_done(self) -> int:
+        """Ids acknowledged, added and removed together."""
+        return self.added + self.removed
+
+
+class RateLimiter:
+    """Paces request starts, shared by threads, so that ``requests_per_hour`` is never exceeded.
+
+    Starts are spaced evenly, ``3600 / (0.99 * requests_per_hour)`` seconds apart, with no burst:
+    a slot unused while idle is not saved for later, and the very first start waits one interval.
+    So any stretch of time ``T`` sees at most ``T / interval + 1`` starts, which stays under the
+    limit for an hour-long window (sliding or fixed) and for the whole run. Besides pacing it
+    pauses every caller (up to ``max_hold`` seconds) when Braze says the window is nearly used up
+    (``X-RateLimit-Remaining`` no more than the requests in flight) or answers 429.
+
+    Args:
+        requests_per_hour: The limit to stay under.
+        clock: Monotonic seconds (``time.monotonic``).
+        wall_clock: UTC epoch seconds (``time.time``), to read ``X-RateLimit-Reset``.
+        max_hold: The longest pause a response can impose on everyone.
+
+    Raises:
+        ConfigurationError: If ``requests_per_hour`` is not a positive number.
+    """
+
+    def __init__(
+        self,
+        requests_per_hour: float,
+        *,
+        clock: Clock = time.monotonic,
+        wall_clock: Clock = time.time,
+        max_hold: float = 120.0,
+    ) -> None:
+        if (
+            isinstance(requests_per_hour, bool)
+            or not isinstance(requests_per_hour, (int, float))
+            or not 0 < requests_per_hour < math.inf
+        ):
+            raise ConfigurationError(
+                f"requests_per_hour must be a positive number, not {requests_per_hour!r}"
+            )
+        self.interval = 3600.0 / (requests_per_hour * _PACING_SHARE)
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._max_hold = max_hold
+        self._lock = threading.Lock()
+        self._next: float | None = None
+        self._hold_until = -math.inf
+        self._in_flight = 0
+
+    def __repr__(self) -> str:
+        return f"RateLimiter(interval={self.interval:.6f}s)"
+
+    @property
+    def in_flight(self) -> int:
+        """Requests that were granted a start and not yet finished."""
+        return self._in_flight
+
+    def acquire(self, sleep: Sleep) -> None:
+        """Wait (with ``sleep``) until a request may start, and count it as in flight.
+
+        Every successful call must be paired with one :meth:`finish`.
+        """
+        while True:
+            with self._lock:
+                now = self._clock()
+                if self._next is None:
+                    self._next = now + self.interval
+                slot = max(self._next, now, self._hold_until)
+                self._next = slot + self.interval
+            delay = slot - self._clock()
+            if delay > 0:
+                sleep(delay)
+            with self._lock:
+                # A pause imposed while we slept moves us behind it (the slot is forfeited).
+                if self._hold_until <= slot:
+                    self._in_flight += 1
+                    return
+
+    def finish(self, rate_limit: RateLimitInfo | None = None) -> None:
+        """Mark a request as finished; ``rate_limit`` is what its response's headers said."""
+        with self._lock:
+            self._in_flight -= 1
+            if rate_limit is None or rate_limit.remaining is None or rate_limit.reset is None:
+                return
+            if rate_limit.remaining > self._in_flight:
+                return
+            until_reset = rate_limit.reset - self._wall_clock()
+        if until_reset > 0:
+            log.debug(
+                "rate limit nearly used up (%d left); pausing %.3fs until the window resets",
+                rate_limit.remaining,
+                min(until_reset, self._max_hold),
+            )
+            self.hold(until_reset)
+
+    def hold(self, seconds: float) -> None:
+        """Let no request start for ``seconds`` (capped at ``max_hold``) from now."""
+        seconds = min(max(seconds, 0.0), self._max_hold)
+        with self._lock:
+            self._hold_until = max(self._hold_until, self._clock() + seconds)
+
+
+class _CancelledError(Exception):
+    """The upload stopped before this attempt was sent (internal; never escapes)."""
+
+
+@attrs.define(slots=True)
+class _Outcome:
+    """What one worker did with one batch (internal)."""
+
+    batch: Batch
+    attempts: int = 0
+    response: CohortResponse | None = None
+    error: BrazeCohortsError | None = None
+    outcome_unknown: bool = False
+    sent: bool = False
+
+
+def _is_retryable(exc: BaseException) -> bool:
+    return bool(getattr(exc, "retryable", False))
+
+
+class _Run:
+    """The shared state of one :meth:`BatchUploader.upload` call (internal)."""
+
+    def __init__(self, uploader: BatchUploader, cohort_id: str) -> None:
+        self.uploader = uploader
+        self.cohort_id = cohort_id
+        self.stopped = threading.Event()
+        if uploader._sleep is time.sleep:
+            # Real waits end early when the upload stops (401, a failing hook, Ctrl-C).
+            self.pause: Sleep = self.stopped.wait
+        else:
+            self.pause = uploader._sleep
+
+    def _tenacity_sleep(self, seconds: float) -> None:
+        self.pause(seconds)
+
+    def send(self, batch: Batch) -> _Outcome:
+        """Send one batch with retries; runs on a worker thread."""
+        try:
+            return self._send(batch)
+        except BaseException:
+            self.stopped.set()  # a bug: stop everything, the coordinator re-raises it
+            raise
+
+    def _send(self, batch: Batch) -> _Outcome:
+        outcome = _Outcome(batch)
+        if self.stopped.is_set():
+            return outcome
+        up = self.uploader
+        policy = up._retry
+        clock = up._clock
+        started = clock()
+        plans: dict[int, tuple[float, bool]] = {}
+
+        def plan(state: RetryCallState) -> tuple[float, bool]:
+            number = state.attempt_number
+            if number not in plans:
+                assert state.outcome is not None
+                exc = state.outcome.exception()
+                server_wait = getattr(exc, "retry_after", None) or 0.0
+                delay = max(server_wait, policy.backoff(number))
+                give_up = (
+                    number >= policy.attempts
+                    or server_wait > policy.max_server_wait
+                    or clock() - started + delay > policy.max_elapsed
+                    or self.stopped.is_set()
+                )
+                plans[number] = (delay, give_up)
+            return plans[number]
+
+        def before_sleep(state: RetryCallState) -> None:
+            assert state.outcome is not None
+            log.debug(
+                "retrying a batch of %d ids after attempt %d failed with %s; waiting %.3fs",
+                len(batch),
+                state.attempt_number,
+                type(state.outcome.exception()).__name__,
+                plans[state.attempt_number][0],
+            )
+
+        def attempt() -> CohortResponse | None:
+            if self.stopped.is_set():
+                raise _CancelledError
+            up._limiter.acquire(self.pause)
+            if self.stopped.is_set():
+                up._limiter.finish()
+                raise _CancelledError
+            outcome.attempts += 1
+            outcome.sent = True
+            try:
+                response = up._client.update_members(
+                    self.cohort_id, add=batch.add, remove=batch.remove
+                )
+            except RateLimitedError as exc:
+                up._limiter.finish()
+                if exc.retry_after:
+                    up._limiter.hold(exc.retry_after)
+                outcome.error = exc
+                raise
+            except BrazeCohortsError as exc:
+                up._limiter.finish()
+                if isinstance(exc, AuthenticationError):
+                    self.stopped.set()  # every later request would fail too
+                if isinstance(exc, ServerError) or (
+                    isinstance(exc, TransportError) and exc.outcome_unknown
+                ):
+                    outcome.outcome_unknown = True
+                outcome.error = exc
+                raise
+            except BaseException:
+                up._limiter.finish()
+                raise
+            up._limiter.finish(response.rate_limit if response is not None else None)
+            return response
+
+        retrying = Retrying(
+            retry=retry_if_exception(_is_retryable),
+            stop=lambda state: plan(state)[1],
+            wait=lambda state: plan(state)[0],
+            sleep=self._tenacity_sleep,
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        try:
+            outcome.response = retrying(attempt)
+            outcome.error = None
+        except (_CancelledError, BrazeCohortsError):
+            # The last real error (if any attempt was sent) is already in outcome.error.
+            pass
+        return outcome
+
+
+@attrs.define(slots=True)
+class _Tally:
+    """Running totals of one upload (internal; touched by the coordinating thread only)."""
+
+    requests: int = 0
+    retries: int = 0
+    added: int = 0
+    removed: int = 0
+    batches_done: int = 0
+    failed_ids: int = 0
+    failed: list[FailedBatch] = attrs.field(factory=list)
+    warnings: list[object] = attrs.field(factory=list)
+
+    def progress(self) -> UploadProgress:
+        return UploadProgress(
+            batches_done=self.batches_done,
+            batches_failed=len(self.failed),
+            added=self.added,
+            removed=self.removed,
+            failed_ids=self.failed_ids,
+            requests=self.requests,
+            retries=self.retries,
+        )
+
+    def report(self) -> UploadReport:
+        return UploadReport(
+            requests=self.requests,
+            retries=self.retries,
+            added=self.added,
+            removed=self.removed,
+            failed_batches=tuple(self.failed),
+            warnings=tuple(self.warnings),
+        )
+
+
+def _refs(
+    items: Iterator[UserRef | str], count: int, kind: str, offset: int
+) -> tuple[UserRef, ...]:
+    try:
+        return tuple(map(as_ref, islice(items, count)))
+    except InvalidIdentifierError as exc:
+        raise InvalidIdentifierError(
+            f"{exc} (in {kind}, among items {offset + 1} to {offset + count})"
+        ) from exc
+
+
+def _check_disjoint(batch: Batch) -> None:
+    if batch.add and batch.remove:
+        removed = {ref.key for ref in batch.remove}
+        both = sum(1 for ref in batch.add if ref.key in removed)
+        if both:
+            raise InputError(
+                f"{both} user(s) are both added and removed in the same upload; "
+                "add and remove must not overlap"
+            )
+
+
+def _pack(
+    add: Iterable[UserRef | str], remove: Iterable[UserRef | str], size: int
+) -> Iterator[Batch]:
+    """Yield batches of at most ``size`` ids: all adds first, then all removes, lazily.
+
+    At most one batch (where the adds run out) carries both adds and removes; it is checked
+    for a user in both.
+    """
+    adds, removes = iter(add), iter(remove)
+    n_add = n_remove = 0
+    while True:
+        chunk = _refs(adds, size, "add", n_add)
+        n_add += len(chunk)
+        if len(chunk) == size:
+            yield Batch(add=chunk)
+            continue
+        rest = _refs(removes, size - len(chunk), "remove", n_remove)
+        n_remove += len(rest)
+        if chunk or rest:
+            batch = Batch(add=chunk, remove=rest)
+            _check_disjoint(batch)
+            yield batch
+        break
+    while True:
+        chunk = _refs(removes, size, "remove", n_remove)
+        if not chunk:
+            return
+        n_remove += len(chunk)
+        yield Batch(remove=chunk)
+
+
+class BatchUploader:
+    """Sends membership changes of any size: packed, concurrent, rate limited, retried.
+
+    One uploader may run several uploads (for several cohorts, from several threads) at once;
+    they share its rate limiter, so share one uploader to share one budget.
+
+    Args:
+        client: What sends one request; :class:`~braze_cohorts.CohortClient` or any
+            :class:`~braze_cohorts.typing.MembersClient`. It must be thread-safe.
+        concurrency: Worker threads, i.e. requests in flight at most.
+        requests_per_hour: The rate never to exceed (Braze allows 250,000).
+        retry: The :class:`RetryPolicy`.
+        batch_size: Ids per request at most (1 to 1,000).
+        clock: Monotonic seconds; inject a fake one in tests.
+        sleep: Waits; inject a fake one in tests so they never really wait. With the default
+            (``time.sleep``) waits end early when an upload stops.
+        wall_clock: UTC epoch seconds, to read ``X-RateLimit-Reset``.
+
+    Raises:
+        ConfigurationError: If an option is out of range.
+    """
+
+    def __init__(
+        self,
+        client: MembersClient,
+        *,
+        concurrency: int = 8,
+        requests_per_hour: float = 250_000,
+        retry: RetryPolicy = DEFAULT_RETRY,
+        batch_size: int = MAX_IDS_PER_REQUEST,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = time.sleep,
+        wall_clock: Clock = time.time,
+    ) -> None:
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise ConfigurationError(f"concurrency must be an int >= 1, not {concurrency!r}")
+        if (
+            isinstance(batch_size, bool)
+            or not isinstance(batch_size, int)
+            or not 1 <= batch_size <= MAX_IDS_PER_REQUEST
+        ):
+            raise ConfigurationError(
+                f"batch_size must be an int from 1 to {MAX_IDS_PER_REQUEST}, not {batch_size!r}"
+            )
+        if not isinstance(retry, RetryPolicy):
+            raise ConfigurationError(f"retry must be a RetryPolicy, not {type(retry).__name__}")
+        self._client = client
+        self._concurrency = concurrency
+        self._retry = retry
+        self._batch_size = batch_size
+        self._clock = clock
+        self._sleep = sleep
+        self._limiter = RateLimiter(
+            requests_per_hour, clock=clock, wall_clock=wall_clock, max_hold=retry.max_server_wait
+        )
+        self.requests_per_hour = requests_per_hour
+
+    def __repr__(self) -> str:
+        return (
+            f"BatchUploader(concurrency={self._concurrency}, "
+            f"requests_per_hour={self.requests_per_hour}, retry={self._retry!r})"
+        )
+
+    @property
+    def concurrency(self) -> int:
+        """Requests in flight at most."""
+        return self._concurrency
+
+    @property
+    def retry(self) -> RetryPolicy:
+        """The retry policy."""
+        return self._retry
+
+    def upload(
+        self,
+        cohort_id: str,
+        *,
+        add: Iterable[UserRef | str] = (),
+        remove: Iterable[UserRef | str] = (),
+        progress: ProgressHook | None = None,
+        on_batch_done: BatchDoneHook | None = None,
+        on_batch_failed: BatchFailedHook | None = None,
+    ) -> UploadReport:
+        """Add and remove users, in as many requests as it takes.
+
+        ``add`` and ``remove`` are read lazily, a few batches ahead of the requests, so they may
+        be generators of any size. A plain ``str`` means an external id. All adds are sent
+        before the removes; the two must not overlap (only the one request that carries both
+        is checked, since checking the whole input would need memory for all of it).
+
+        Hooks are called from the thread that called ``upload``, one at a time, as batches
+        finish (in completion order, not input order).
+
+        Args:
+            cohort_id: The partner's cohort id.
+            add: Users to add.
+            remove: Users to remove.
+            progress: Called with an :class:`UploadProgress` after every finished batch.
+            on_batch_done: Called with the batch and Braze's answer for every acknowledged
+                batch.
+            on_batch_failed: Called with a :class:`~braze_cohorts.FailedBatch` for every batch
+                that failed after retries (``outcome_unknown`` says whether Braze may have
+                applied it anyway), and for a batch whose retries were cut short by a stop.
+
+        Returns:
+            The report. Failed batches are listed in it, not raised.
+
+        Raises:
+            AuthenticationError: On a 401. No new request starts; requests in flight finish
+                and are reported through the hooks first.
+            InvalidIdentifierError: If an item is not a valid identifier. The batch it would
+                have been in is not sent; earlier batches finish and are reported first.
+            InputError: If one request would both add and remove the same user.
+        """
+        run = _Run(self, cohort_id)
+        tally = _Tally()
+        hooks = _Hooks(progress, on_batch_done, on_batch_failed, tally)
+        limit = 2 * self._concurrency
+        pending: set[Future[_Outcome]] = set()
+        log.info("uploading to cohort %s", cohort_id)
+        executor = ThreadPoolExecutor(
+            max_workers=self._concurrency, thread_name_prefix="braze-cohorts-upload"
+        )
+        try:
+            try:
+                for batch in _pack(add, remove, self._batch_size):
+                    while len(pending) >= limit and not run.stopped.is_set():
+                        done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                        hooks.absorb(done, run)
+                    if run.stopped.is_set():
+                        break
+                    pending.add(executor.submit(run.send, batch))
+            except BaseException as exc:
+                hooks.fail(exc, run)
+            # Drain: requests in flight finish and are reported, whatever stopped the feed.
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                hooks.absorb(done, run)
+        finally:
+            run.stopped.set()
+            executor.shutdown(wait=True, cancel_futures=True)
+        report = tally.report()
+        log.info(
+            "upload to cohort %s %s: %d requests (%d retries), %d added, %d removed, "
+            "%d failed batches",
+            cohort_id,
+            "stopped" if hooks.fatal or hooks.auth_error else "finished",
+            report.requests,
+            report.retries,
+            report.added,
+            report.removed,
+            len(report.failed_batches),
+        )
+        if hooks.fatal is not None:
+            raise hooks.fatal
+        if hooks.auth_error is not None:
+            raise hooks.auth_error
+        return report
+
+
+class _Hooks:
+    """Turns worker outcomes into tallies and hook calls (internal; coordinating thread only)."""
+
+    def __init__(
+        self,
+        progress: ProgressHook | None,
+        on_batch_done: BatchDoneHook | None,
+        on_batch_failed: BatchFailedHook | None,
+        tally: _Tally,
+    ) -> None:
+        self.progress = progress
+        self.on_batch_done = on_batch_done
+        self.on_batch_failed = on_batch_failed
+        self.tally = tally
+        self.auth_error: AuthenticationError | None = None
+        self.fatal: BaseException | None = None
+
+    def fail(self, exc: BaseException, run: _Run) -> None:
+        """Stop the upload because of ``exc``; the first such error is the one raised."""
+        run.stopped.set()
+        if self.fatal is None:
+            self.fatal = exc
+        else:
+            log.error("another error while stopping an upload: %s", type(exc).__name__)
+
+    def absorb(self, done: Iterable[Future[_Outcome]], run: _Run) -> None:
+        """Handle finished batches; an error (a bug, a failing hook) stops the upload."""
+        for future in done:
+            try:
+                self.handle(future.result())
+            except BaseException as exc:
+                self.fail(exc, run)
+
+    def handle(self, outcome: _Outcome) -> None:
+        tally = self.tally
+        if not outcome.sent:
+            return  # stopped before its first request: Braze never saw it
+        tally.requests += outcome.attempts
+        tally.retries += outcome.attempts - 1
+        batch = outcome.batch
+        if outcome.error is None:
+            tally.batches_done += 1
+            tally.added += len(batch.add)
+            tally.removed += len(batch.remove)
+            if outcome.response is not None and outcome.response.errors:
+                tally.warnings.extend(outcome.response.errors)
+            if self.on_batch_done is not None:
+                self.on_batch_done(batch, outcome.response)
+        else:
+            if isinstance(outcome.error, AuthenticationError) and self.auth_error is None:
+                self.auth_error = outcome.error
+            failed = FailedBatch(
+                batch=batch, error=outcome.error, outcome_unknown=outcome.outcome_unknown
+            )
+            tally.failed.append(failed)
+            tally.failed_ids += len(batch)
+            if self.on_batch_failed is not None:
+                self.on_batch_failed(failed)
+        if self.progress is not None:
+            self.progress(tally.progress())
