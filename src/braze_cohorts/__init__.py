@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 
+from braze_cohorts._client import DEFAULT_TIMEOUT, CohortClient, Timeout, resolve_endpoint
 from braze_cohorts._identifiers import (
     DeviceId,
     ExternalId,
@@ -35,6 +36,7 @@ from braze_cohorts._version import __version__
 from braze_cohorts.exceptions import (
     APIError,
     AuthenticationError,
+    BatchTooLargeError,
     BrazeCohortsError,
     ConfigurationError,
     ImportInProgressError,
@@ -58,9 +60,12 @@ __all__ = [
     "APIError",
     "AuthenticationError",
     "Batch",
+    "BatchTooLargeError",
     "BrazeCohortsError",
+    "CohortClient",
     "CohortResponse",
     "ConfigurationError",
+    "DEFAULT_TIMEOUT",
     "DeviceId",
     "ExternalId",
     "FailedBatch",
@@ -84,6 +89,7 @@ __all__ = [
     "ServerError",
     "SmtpNotifier",
     "StoreError",
+    "Timeout",
     "TransportError",
     "Trigger",
     "UnexpectedResponseError",
@@ -93,4 +99,5 @@ __all__ = [
     "__version__",
     "as_ref",
     "ref_from_key",
+    "resolve_endpoint",
 ]

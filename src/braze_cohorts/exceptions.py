@@ -4,6 +4,7 @@
 
     BrazeCohortsError
     ├── ConfigurationError (ValueError)      bad endpoint, refused http://, missing key, bad option
+    │   └── BatchTooLargeError               more than 1,000 ids given for one request
     ├── InvalidIdentifierError (ValueError)  an identifier Braze cannot take
     ├── InputError (ValueError)              an input file or record stream that cannot be read
     ├── ScheduleError (ValueError)           an invalid schedule spec
@@ -31,6 +32,7 @@ from collections.abc import Sequence
 __all__ = [
     "APIError",
     "AuthenticationError",
+    "BatchTooLargeError",
     "BrazeCohortsError",
     "ConfigurationError",
     "ImportInProgressError",
@@ -58,6 +60,18 @@ class BrazeCohortsError(Exception):
 
 class ConfigurationError(BrazeCohortsError, ValueError):
     """Invalid configuration, found before any request is sent."""
+
+
+class BatchTooLargeError(ConfigurationError):
+    """More ids were given for one request than Braze accepts; nothing was sent.
+
+    Attributes:
+        limit: The most ids one request may carry.
+    """
+
+    def __init__(self, message: str, *, limit: int) -> None:
+        super().__init__(message)
+        self.limit = limit
 
 
 class InvalidIdentifierError(BrazeCohortsError, ValueError):

@@ -1,0 +1,837 @@
+"""CohortClient: one method = one HTTP call to Braze's partner cohort import API.
+
+The client knows endpoints and clusters, holds the two keys, builds one request per call and maps
+every response (or the lack of one) to a typed result or error from :mod:`braze_cohorts.exceptions`.
+It knows nothing of batching, retries or state: that is the uploader's and the sync engine's job.
+
+Both keys travel only in the JSON body. They are never part of a URL, a header, a log line, a
+``repr`` or an exception's text.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import http.client
+import ipaddress
+import json
+import logging
+import math
+import re
+import time
+import urllib.parse
+from collections.abc import Callable, Iterable, Mapping
+from types import TracebackType
+from typing import Any, Final, Union
+
+import attrs
+import requests
+import requests.adapters
+import urllib3.exceptions
+
+from braze_cohorts._identifiers import DeviceId, ExternalId, UserAlias, UserRef, as_ref
+from braze_cohorts._models import CohortResponse, RateLimitInfo
+from braze_cohorts._version import __version__
+from braze_cohorts.exceptions import (
+    APIError,
+    AuthenticationError,
+    BatchTooLargeError,
+    ConfigurationError,
+    InvalidRequestError,
+    RateLimitedError,
+    ResourceLockedError,
+    ServerError,
+    TransportError,
+    UnexpectedResponseError,
+)
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "MAX_IDS_PER_REQUEST",
+    "CohortClient",
+    "Timeout",
+    "resolve_endpoint",
+]
+
+log = logging.getLogger(__name__)
+
+#: Braze accepts at most this many identifiers per request, over all kinds together.
+MAX_IDS_PER_REQUEST: Final = 1000
+
+_USER_AGENT: Final = f"braze-cohorts/{__version__}"
+_HEADERS: Final[Mapping[str, str]] = {
+    "User-Agent": _USER_AGENT,
+    "Content-Type": "application/json",
+    "Accept": "application/json",
+}
+_MASK: Final = "***"
+_SNIPPET_CHARS: Final = 120
+
+
+# --------------------------------------------------------------------------------------------
+# Timeouts
+
+
+def _check_seconds(_inst: object, attribute: attrs.Attribute[float], value: object) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ConfigurationError(
+            f"Timeout.{attribute.name} must be a positive, finite number of seconds, not {value!r}"
+        )
+
+
+@attrs.frozen(slots=True)
+class Timeout:
+    """How long the client waits for Braze, in seconds.
+
+    Args:
+        connect: Seconds to wait for a connection to be established.
+        read: Seconds to wait for the answer once the request is sent (between bytes).
+
+    Raises:
+        ConfigurationError: If a value is not a positive, finite number.
+    """
+
+    connect: float = attrs.field(default=5.0, validator=_check_seconds)
+    read: float = attrs.field(default=30.0, validator=_check_seconds)
+
+    def as_tuple(self) -> tuple[float, float]:
+        """Return ``(connect, read)``, the form ``requests`` takes."""
+        return (self.connect, self.read)
+
+
+#: The timeouts a client uses unless told otherwise: 5 s to connect, 30 s to read.
+DEFAULT_TIMEOUT: Final = Timeout()
+
+#: What ``timeout=`` accepts: a :class:`Timeout`, one number for both, or ``(connect, read)``.
+TimeoutTypes = Union[Timeout, float, tuple[float, float]]  # noqa: UP007 - runtime alias on 3.10
+
+
+def _as_timeout(value: object) -> Timeout:
+    if isinstance(value, Timeout):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return Timeout(connect=value, read=value)
+    if isinstance(value, tuple) and len(value) == 2:
+        return Timeout(connect=value[0], read=value[1])
+    raise ConfigurationError(
+        "timeout must be a Timeout, a number of seconds or a (connect, read) tuple, "
+        f"not {type(value).__name__}"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Endpoints
+
+_CLUSTER_HOSTS: Final[Mapping[str, str]] = {
+    **{f"US-0{n}": f"rest.iad-0{n}.braze.com" for n in range(1, 9)},
+    "EU-01": "rest.fra-01.braze.eu",
+    "EU-02": "rest.fra-02.braze.eu",
+    "AU-01": "rest.au-01.braze.com",
+}
+_CLUSTER_NAME = re.compile(r"[A-Za-z]{2}-\d+")
+
+# Dashboard host -> REST host.
+_DASHBOARD_HOSTS: Final[Mapping[str, str]] = {
+    **{f"dashboard-0{n}.braze.com": f"rest.iad-0{n}.braze.com" for n in range(1, 9)},
+    "dashboard-01.braze.eu": "rest.fra-01.braze.eu",
+    "dashboard-02.braze.eu": "rest.fra-02.braze.eu",
+    "dashboard.au-01.braze.com": "rest.au-01.braze.com",
+}
+_DASHBOARD_LIKE = re.compile(r"dashboard[.-]", re.IGNORECASE)
+_KNOWN_HOSTS: Final = frozenset(_CLUSTER_HOSTS.values()) | frozenset(_DASHBOARD_HOSTS)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def resolve_endpoint(endpoint: str) -> str:
+    """Return the REST base URL that ``endpoint`` names, without a trailing slash.
+
+    Accepted, surrounding whitespace ignored:
+
+    * a cluster name in any case: ``US-01`` ... ``US-08``, ``EU-01``, ``EU-02``, ``AU-01``;
+    * a REST URL such as ``https://rest.iad-03.braze.com`` (a Braze host may omit ``https://``);
+    * a dashboard URL such as ``https://dashboard-03.braze.com`` (its path is ignored);
+    * any other ``https://`` base URL (a proxy, a test server); its path prefix is kept;
+    * ``http://`` only when the host is loopback (``127.0.0.0/8``, ``::1``, ``localhost``).
+
+    Args:
+        endpoint: A cluster name or a URL.
+
+    Returns:
+        The base URL, e.g. ``"https://rest.iad-03.braze.com"``.
+
+    Raises:
+        ConfigurationError: For anything else: an unknown cluster, another scheme, plain
+            ``http://`` to a non-loopback host, credentials, a query or fragment in the URL.
+
+    Example:
+        >>> resolve_endpoint("us-03")
+        'https://rest.iad-03.braze.com'
+        >>> resolve_endpoint("https://dashboard-01.braze.eu")
+        'https://rest.fra-01.braze.eu'
+    """
+    if not isinstance(endpoint, str):
+        raise ConfigurationError(f"endpoint must be a str, not {type(endpoint).__name__}")
+    text = endpoint.strip()
+    if not text:
+        raise ConfigurationError(
+            "endpoint is empty: give a cluster name (e.g. US-03) or the REST endpoint URL"
+        )
+    if any(ord(ch) <= 32 or ord(ch) == 127 for ch in text):
+        raise ConfigurationError(
+            f"endpoint {_show(text)} contains whitespace or control characters"
+        )
+    if "://" not in text:
+        if _CLUSTER_NAME.fullmatch(text):
+            host = _CLUSTER_HOSTS.get(text.upper())
+            if host is None:
+                known = ", ".join(_CLUSTER_HOSTS)
+                raise ConfigurationError(f"unknown Braze cluster {_show(text)}; known: {known}")
+            return f"https://{host}"
+        bare = text.lower().rstrip("/")
+        if bare in _KNOWN_HOSTS:
+            text = f"https://{bare}"
+        else:
+            raise ConfigurationError(
+                f"endpoint {_show(text)} is neither a cluster name (e.g. US-03) nor a URL "
+                "starting with https://"
+            )
+    return _resolve_url(text)
+
+
+def _resolve_url(text: str) -> str:
+    try:
+        parts = urllib.parse.urlsplit(text)
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigurationError(f"endpoint {_show(text)} is not a valid URL") from exc
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    if scheme not in ("https", "http"):
+        raise ConfigurationError(
+            f"endpoint {_show(text)}: only https:// is accepted (http:// for loopback only)"
+        )
+    if not host:
+        raise ConfigurationError(f"endpoint {_show(text)} has no host")
+    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+        # Never echo the URL here: its userinfo may be a credential.
+        raise ConfigurationError(
+            "endpoint must not contain credentials (user:password@); keys are passed separately"
+        )
+    if parts.query or parts.fragment or text.endswith(("?", "#")):
+        raise ConfigurationError(f"endpoint {_show(text)} must not have a query or a fragment")
+    if scheme == "http" and not _is_loopback(host):
+        raise ConfigurationError(
+            f"endpoint {_show(text)}: plain http:// is refused except for loopback hosts "
+            "(the keys would travel unencrypted); use https://"
+        )
+    if host in _DASHBOARD_HOSTS:
+        if scheme != "https" or port is not None:
+            raise ConfigurationError(f"endpoint {_show(text)} is not a Braze dashboard URL")
+        return f"https://{_DASHBOARD_HOSTS[host]}"
+    if _DASHBOARD_LIKE.match(host) and host.endswith((".braze.com", ".braze.eu")):
+        raise ConfigurationError(f"endpoint {_show(text)} is an unknown Braze dashboard")
+    netloc = f"[{host}]" if ":" in host else host
+    if port is not None:
+        netloc = f"{netloc}:{port}"
+    return f"{scheme}://{netloc}{parts.path.rstrip('/')}"
+
+
+def _show(text: str) -> str:
+    """A short, quoted rendering of user input for error messages."""
+    return repr(text if len(text) <= 80 else text[:77] + "...")
+
+
+# --------------------------------------------------------------------------------------------
+# Secrets
+
+
+class _Secret:
+    """A key that does not show itself: ``repr`` and ``str`` are ``'***'``."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return repr(_MASK)
+
+    def __str__(self) -> str:
+        return _MASK
+
+    def __reduce__(self) -> Any:
+        raise TypeError("a secret cannot be pickled")
+
+
+def _check_key(name: str, value: object) -> _Secret:
+    if not isinstance(value, str):
+        raise ConfigurationError(f"{name} must be a str, not {type(value).__name__}")
+    if not value:
+        raise ConfigurationError(f"{name} is empty")
+    if value != value.strip():
+        raise ConfigurationError(f"{name} has surrounding whitespace (a stray newline?)")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise ConfigurationError(f"{name} contains control characters")
+    return _Secret(value)
+
+
+_PARTNER = re.compile(r"[A-Za-z0-9._~-]+")
+
+
+def _check_partner(value: object) -> str:
+    if not isinstance(value, str):
+        raise ConfigurationError(f"partner must be a str, not {type(value).__name__}")
+    if not value:
+        raise ConfigurationError("partner is empty")
+    if not _PARTNER.fullmatch(value) or value in (".", ".."):
+        raise ConfigurationError(
+            f"partner {_show(value)} must be a single URL path segment "
+            "(letters, digits, '.', '_', '~', '-')"
+        )
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# The client
+
+
+class CohortClient:
+    """A client of Braze's partner cohort import API: one method sends one request.
+
+    Safe to share between threads: calls keep no state on the client, and the underlying
+    ``requests.Session`` pools up to ``pool_size`` connections.
+
+    Args:
+        endpoint: A cluster name (``"US-03"``, any case), the REST URL, the dashboard URL, any
+            other ``https://`` base URL, or ``http://`` to a loopback host. See
+            :func:`resolve_endpoint`.
+        partner: The integration partner's name, as in ``/partners/{partner}/...``.
+        partner_api_key: The partner's API key (sent as ``partner_api_key``).
+        data_import_key: The customer's data import key (sent as ``client_secret``).
+        timeout: A :class:`Timeout`, one number of seconds for both, or ``(connect, read)``.
+        session: A ``requests.Session`` to use; the caller keeps ownership (``close()`` leaves
+            it open). By default the client makes its own, without retries or redirects.
+        pool_size: Connections kept per host by the client's own session; at least the
+            uploader's concurrency.
+        clock: Returns the current UTC epoch seconds; used for ``created_at`` and to turn
+            ``Retry-After`` dates and ``X-RateLimit-Reset`` into waits.
+
+    Raises:
+        ConfigurationError: If any argument is invalid; nothing has been sent then.
+
+    Example:
+        >>> client = CohortClient("US-03", partner="kubit", partner_api_key="pk",
+        ...                       data_import_key="dk")
+        >>> client
+        CohortClient(endpoint='https://rest.iad-03.braze.com', partner='kubit', partner_api_key='***', data_import_key='***')
+        >>> client.close()
+    """  # noqa: E501
+
+    #: Braze accepts at most this many identifiers per request, over all kinds together.
+    MAX_IDS_PER_REQUEST: Final = MAX_IDS_PER_REQUEST
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        partner: str,
+        partner_api_key: str,
+        data_import_key: str,
+        timeout: TimeoutTypes = DEFAULT_TIMEOUT,
+        session: requests.Session | None = None,
+        pool_size: int = 32,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._endpoint = resolve_endpoint(endpoint)
+        self._partner = _check_partner(partner)
+        self._partner_api_key = _check_key("partner_api_key", partner_api_key)
+        self._data_import_key = _check_key("data_import_key", data_import_key)
+        self._timeout = _as_timeout(timeout)
+        if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
+            raise ConfigurationError(f"pool_size must be a positive int, not {pool_size!r}")
+        if not callable(clock):
+            raise ConfigurationError("clock must be a callable returning epoch seconds")
+        if session is not None and not isinstance(session, requests.Session):
+            raise ConfigurationError(
+                f"session must be a requests.Session, not {type(session).__name__}"
+            )
+        self._clock = clock
+        base_path = urllib.parse.urlsplit(self._endpoint).path
+        self._name_path = f"{base_path}/partners/{self._partner}/cohorts"
+        self._users_path = f"{self._name_path}/users"
+        self._name_url = f"{self._endpoint}/partners/{self._partner}/cohorts"
+        self._users_url = f"{self._name_url}/users"
+        self._owns_session = session is None
+        if session is None:
+            session = requests.Session()
+            adapter = requests.adapters.HTTPAdapter(
+                pool_connections=4, pool_maxsize=pool_size, max_retries=0
+            )
+            session.mount("https://", adapter)
+            session.mount("http://", adapter)
+        self._session = session
+        self._closed = False
+
+    # -- properties ---------------------------------------------------------------------------
+
+    @property
+    def endpoint(self) -> str:
+        """The resolved REST base URL, without a trailing slash."""
+        return self._endpoint
+
+    @property
+    def partner(self) -> str:
+        """The integration partner's name."""
+        return self._partner
+
+    @property
+    def timeout(self) -> Timeout:
+        """The connect and read timeouts."""
+        return self._timeout
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(endpoint={self._endpoint!r}, partner={self._partner!r}, "
+            f"partner_api_key={_MASK!r}, data_import_key={_MASK!r})"
+        )
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release the connections; a session passed in by the caller is left open.
+
+        Calling it again does nothing. A closed client refuses further calls.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        if self._owns_session:
+            self._session.close()
+
+    def __enter__(self) -> CohortClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- the two endpoints ----------------------------------------------------------------------
+
+    def name_cohort(
+        self,
+        cohort_id: str,
+        name: str,
+        created_at: dt.datetime | None = None,
+    ) -> CohortResponse:
+        """Create or rename a cohort (``POST /partners/{partner}/cohorts``).
+
+        Call it before a cohort's first members are sent, and whenever its name changes.
+
+        Args:
+            cohort_id: The partner-chosen cohort id.
+            name: The name shown in Braze's segment filter; not blank.
+            created_at: When the cohort was created; timezone-aware. Defaults to now (UTC).
+
+        Returns:
+            Braze's answer; its ``errors`` are kept if Braze reported any.
+
+        Raises:
+            ConfigurationError: If an argument is invalid (nothing is sent).
+            APIError: A subclass for each status Braze answered with (see the error tree).
+            TransportError: If no answer arrived.
+        """
+        cohort_id = _check_cohort_id(cohort_id)
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigurationError("name must be a non-blank str")
+        if created_at is None:
+            created_at = dt.datetime.fromtimestamp(self._clock(), tz=dt.timezone.utc)
+        elif not isinstance(created_at, dt.datetime):
+            raise ConfigurationError(
+                f"created_at must be a datetime, not {type(created_at).__name__}"
+            )
+        elif created_at.tzinfo is None or created_at.utcoffset() is None:
+            raise ConfigurationError(
+                "created_at must be timezone-aware (a naive datetime is ambiguous); "
+                "e.g. datetime.now(timezone.utc)"
+            )
+        payload = {
+            "partner_api_key": self._partner_api_key.reveal(),
+            "client_secret": self._data_import_key.reveal(),
+            "cohort_id": cohort_id,
+            "name": name,
+            "created_at": created_at.astimezone(dt.timezone.utc).isoformat(),
+        }
+        response = self._post(self._name_url, self._name_path, payload, ids=0)
+        return response
+
+    def update_members(
+        self,
+        cohort_id: str,
+        add: Iterable[UserRef | str] = (),
+        remove: Iterable[UserRef | str] = (),
+    ) -> CohortResponse | None:
+        """Add and remove users in one request (``POST /partners/{partner}/cohorts/users``).
+
+        A plain ``str`` means an external id. Duplicates within ``add`` or within ``remove``
+        are sent once.
+
+        Args:
+            cohort_id: The cohort.
+            add: Users to add.
+            remove: Users to remove.
+
+        Returns:
+            Braze's answer, or ``None`` when there was nothing to send (no request was made).
+
+        Raises:
+            BatchTooLargeError: If more than 1,000 ids were given in total (nothing is sent).
+            ConfigurationError: If the same user is in ``add`` and ``remove``, or an argument
+                is invalid (nothing is sent).
+            InvalidIdentifierError: If an item is not an identifier or a valid ``str``.
+            APIError: A subclass for each status Braze answered with (see the error tree).
+            TransportError: If no answer arrived.
+        """
+        cohort_id = _check_cohort_id(cohort_id)
+        seen: set[str] = set()
+        added, n_add = _collect("add", add, seen, conflict=None, budget=MAX_IDS_PER_REQUEST)
+        added_keys = set(seen)
+        removed, n_remove = _collect(
+            "remove", remove, seen, conflict=added_keys, budget=MAX_IDS_PER_REQUEST - n_add
+        )
+        total = n_add + n_remove
+        if total == 0:
+            return None
+        changes: list[dict[str, object]] = []
+        if n_add:
+            changes.append(added)
+        if n_remove:
+            removed["should_remove"] = True
+            changes.append(removed)
+        payload = {
+            "partner_api_key": self._partner_api_key.reveal(),
+            "client_secret": self._data_import_key.reveal(),
+            "cohort_id": cohort_id,
+            "cohort_changes": changes,
+        }
+        return self._post(self._users_url, self._users_path, payload, ids=total)
+
+    # -- one request ------------------------------------------------------------------------------
+
+    def _post(
+        self, url: str, path: str, payload: Mapping[str, object], *, ids: int
+    ) -> CohortResponse:
+        if self._closed:
+            raise ConfigurationError("the client is closed")
+        body = json.dumps(payload, separators=(",", ":")).encode("ascii")
+        del payload
+        started = time.perf_counter()
+        try:
+            response = self._session.post(
+                url,
+                data=body,
+                headers=_HEADERS,
+                timeout=self._timeout.as_tuple(),
+                allow_redirects=False,
+            )
+            content = response.content
+        except (
+            requests.exceptions.RequestException,
+            urllib3.exceptions.HTTPError,
+            http.client.HTTPException,
+            OSError,
+        ) as exc:
+            ms = (time.perf_counter() - started) * 1000
+            error = self._transport_error(exc, path)
+            log.info(
+                "POST %s -> no answer (%s) after %.0f ms, %d ids, outcome %s",
+                path,
+                type(exc).__name__,
+                ms,
+                ids,
+                "unknown" if error.outcome_unknown else "not sent",
+            )
+            raise error from exc
+        elapsed = time.perf_counter() - started
+        log.info(
+            "POST %s -> %d in %.0f ms, %d ids", path, response.status_code, elapsed * 1000, ids
+        )
+        return self._interpret(response, content, path, elapsed)
+
+    def _transport_error(self, exc: BaseException, path: str) -> TransportError:
+        not_sent = _connect_failed(exc)
+        what = (
+            "could not connect, the request was not sent"
+            if not_sent
+            else "no answer, the request may have reached Braze"
+        )
+        detail = self._scrub(_truncate(str(exc)))
+        return TransportError(
+            f"POST {path}: {what} ({type(exc).__name__}: {detail})",
+            outcome_unknown=not not_sent,
+        )
+
+    def _interpret(
+        self, response: requests.Response, content: bytes, path: str, elapsed: float
+    ) -> CohortResponse:
+        status = response.status_code
+        headers = response.headers
+        if 300 <= status < 400:
+            location = headers.get("Location")
+            where = f" to {self._scrub(_truncate(location))!r}" if location else ""
+            raise UnexpectedResponseError(
+                f"redirect{where} refused: the client never follows redirects, since following "
+                "one would re-send the keys to another location; check the endpoint",
+                status_code=status,
+                path=path,
+            )
+        message, errors = self._parse_body(response, content)
+        if 200 <= status < 300:
+            if errors:
+                log.warning("POST %s succeeded but Braze reported %d errors", path, len(errors))
+            return CohortResponse(
+                status_code=status,
+                message=message,
+                errors=errors,
+                rate_limit=_rate_limit(headers),
+                elapsed=elapsed,
+            )
+        message = message or response.reason or f"HTTP {status}"
+        error: APIError
+        if status == 400:
+            error = InvalidRequestError(message, status_code=status, path=path, errors=errors)
+        elif status == 401:
+            error = AuthenticationError(
+                message, status_code=status, path=path, errors=errors, cause=_auth_cause(message)
+            )
+        elif status == 423:
+            error = ResourceLockedError(message, status_code=status, path=path, errors=errors)
+        elif status == 429:
+            error = RateLimitedError(
+                message,
+                status_code=status,
+                path=path,
+                errors=errors,
+                retry_after=_retry_after(headers, self._clock),
+            )
+        elif 500 <= status < 600:
+            error = ServerError(message, status_code=status, path=path, errors=errors)
+        else:
+            error = UnexpectedResponseError(message, status_code=status, path=path, errors=errors)
+        raise error
+
+    def _parse_body(
+        self, response: requests.Response, content: bytes
+    ) -> tuple[str, tuple[object, ...]]:
+        """Return Braze's ``message`` and ``errors``, or a safe description of an odd body."""
+        if not content.strip():
+            return "", ()
+        try:
+            data = json.loads(content)
+        except ValueError:
+            ctype = response.headers.get("Content-Type") or "no content type"
+            text = content[:_SNIPPET_CHARS].decode("utf-8", "replace")
+            snippet = " ".join(text.split())
+            more = "..." if len(content) > _SNIPPET_CHARS else ""
+            return (
+                self._scrub(
+                    f"non-JSON body ({_truncate(ctype, 60)}, {len(content)} bytes): "
+                    f"{snippet!r}{more}"
+                ),
+                (),
+            )
+        if not isinstance(data, dict):
+            return f"unexpected JSON body (a {type(data).__name__}, not an object)", ()
+        raw_message = data.get("message")
+        message = "" if raw_message is None else self._scrub(str(raw_message))
+        raw_errors = data.get("errors")
+        errors: tuple[object, ...]
+        if raw_errors is None or raw_errors == []:
+            errors = ()
+        elif isinstance(raw_errors, list):
+            errors = tuple(self._scrub_value(e) for e in raw_errors)
+        else:
+            errors = (self._scrub_value(raw_errors),)
+        return message, errors
+
+    def _scrub(self, text: str) -> str:
+        """Mask the keys in text that came from elsewhere (Braze, a proxy, an exception)."""
+        for secret in (self._partner_api_key, self._data_import_key):
+            value = secret.reveal()
+            if value in text:
+                text = text.replace(value, _MASK)
+        return text
+
+    def _scrub_value(self, value: object) -> object:
+        if isinstance(value, str):
+            return self._scrub(value)
+        if isinstance(value, list):
+            return [self._scrub_value(v) for v in value]
+        if isinstance(value, dict):
+            return {self._scrub(str(k)): self._scrub_value(v) for k, v in value.items()}
+        return value
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _check_cohort_id(cohort_id: object) -> str:
+    if not isinstance(cohort_id, str):
+        raise ConfigurationError(f"cohort_id must be a str, not {type(cohort_id).__name__}")
+    if not cohort_id.strip():
+        raise ConfigurationError("cohort_id must be a non-blank str")
+    return cohort_id
+
+
+def _collect(
+    which: str,
+    items: Iterable[UserRef | str],
+    seen: set[str],
+    *,
+    conflict: set[str] | None,
+    budget: int,
+) -> tuple[dict[str, object], int]:
+    """Sort ``items`` into the lists of one ``cohort_changes`` object.
+
+    Adds each key to ``seen`` (duplicates are skipped) and stops with an error as soon as more
+    than ``budget`` ids were found or a key is in ``conflict``.
+    """
+    if isinstance(items, (str, bytes, ExternalId, UserAlias, DeviceId)):
+        raise ConfigurationError(
+            f"{which} must be an iterable of identifiers, not a single {type(items).__name__}"
+        )
+    user_ids: list[str] = []
+    device_ids: list[str] = []
+    aliases: list[dict[str, str]] = []
+    count = 0
+    for item in items:
+        ref = item if type(item) is ExternalId else as_ref(item)
+        key = ref.key
+        if key in seen:
+            if conflict is not None and key in conflict:
+                raise ConfigurationError(
+                    "the same user is both in add and in remove; send one or the other"
+                )
+            continue
+        seen.add(key)
+        count += 1
+        if count > budget:
+            raise BatchTooLargeError(
+                f"more than {MAX_IDS_PER_REQUEST} ids in one request; Braze accepts at most "
+                f"{MAX_IDS_PER_REQUEST} (use BatchUploader to split them)",
+                limit=MAX_IDS_PER_REQUEST,
+            )
+        if isinstance(ref, ExternalId):
+            user_ids.append(ref.value)
+        elif isinstance(ref, DeviceId):
+            device_ids.append(ref.value)
+        else:
+            aliases.append({"alias_name": ref.alias_name, "alias_label": ref.alias_label})
+    change: dict[str, object] = {}
+    if user_ids:
+        change["user_ids"] = user_ids
+    if device_ids:
+        change["device_ids"] = device_ids
+    if aliases:
+        change["aliases"] = aliases
+    return change, count
+
+
+def _connect_failed(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) says the connection was never made."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return True
+    stack: list[BaseException] = [exc]
+    seen: set[int] = set()
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(
+            current,
+            (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError),
+        ):
+            return True
+        if isinstance(current, urllib3.exceptions.MaxRetryError) and current.reason is not None:
+            stack.append(current.reason)
+        stack.extend(arg for arg in current.args if isinstance(arg, BaseException))
+        if current.__cause__ is not None:
+            stack.append(current.__cause__)
+    return False
+
+
+def _auth_cause(message: str) -> str:
+    text = message.lower().replace("_", " ")
+    if "partner api key" in text:
+        return "partner_api_key"
+    if "client secret" in text or "data import key" in text:
+        return "data_import_key"
+    if "not enabled" in text:
+        return "partner_not_enabled"
+    return "unknown"
+
+
+def _number(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        number = float(value.strip())
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _rate_limit(headers: Mapping[str, str]) -> RateLimitInfo:
+    limit = _number(headers.get("X-RateLimit-Limit"))
+    remaining = _number(headers.get("X-RateLimit-Remaining"))
+    return RateLimitInfo(
+        limit=None if limit is None else int(limit),
+        remaining=None if remaining is None else int(remaining),
+        reset=_number(headers.get("X-RateLimit-Reset")),
+    )
+
+
+def _retry_after(headers: Mapping[str, str], clock: Callable[[], float]) -> float | None:
+    """Seconds to wait, from ``Retry-After`` (seconds or an HTTP date) or ``X-RateLimit-Reset``."""
+    value = headers.get("Retry-After")
+    if value is not None:
+        seconds = _number(value)
+        if seconds is not None:
+            return max(0.0, seconds)
+        try:
+            when = email.utils.parsedate_to_datetime(value.strip())
+        except (TypeError, ValueError, IndexError):
+            when = None
+        if when is not None:
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=dt.timezone.utc)
+            return max(0.0, when.timestamp() - clock())
+    reset = _number(headers.get("X-RateLimit-Reset"))
+    if reset is not None:
+        return max(0.0, reset - clock())
+    return None
+
+
+def _truncate(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
