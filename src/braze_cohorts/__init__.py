@@ -32,6 +32,7 @@ from braze_cohorts._models import (
     UploadReport,
 )
 from braze_cohorts._notify import SmtpNotifier
+from braze_cohorts._schedule import Schedule, ScheduleKind
 from braze_cohorts._version import __version__
 from braze_cohorts.exceptions import (
     APIError,
@@ -84,8 +85,10 @@ __all__ = [
     "Rejection",
     "ResourceLockedError",
     "RunResult",
+    "Schedule",
     "ScheduleConflictError",
     "ScheduleError",
+    "ScheduleKind",
     "ServerError",
     "SmtpNotifier",
     "StoreError",
