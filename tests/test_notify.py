@@ -233,7 +233,7 @@ class TestSmtpNotifierConfig:
     def test_options_are_keyword_only(self) -> None:
         """Everything after host and port must be named."""
         with pytest.raises(TypeError):
-            bc.SmtpNotifier("smtp.example.com", 25, "b@example.com")  # type: ignore[misc]
+            bc.SmtpNotifier("smtp.example.com", 25, "b@example.com")  # type: ignore[call-arg]
 
 
 class TestSmtpNotifierDelivery:

@@ -32,6 +32,7 @@ from braze_cohorts._models import (
     UploadReport,
 )
 from braze_cohorts._notify import SmtpNotifier
+from braze_cohorts._runner import ScheduledImport, ScheduleState
 from braze_cohorts._schedule import Schedule, ScheduleKind
 from braze_cohorts._version import __version__
 from braze_cohorts.exceptions import (
@@ -49,6 +50,7 @@ from braze_cohorts.exceptions import (
     ResourceLockedError,
     ScheduleConflictError,
     ScheduleError,
+    ScheduleNotFoundError,
     ServerError,
     StoreError,
     TransportError,
@@ -89,6 +91,9 @@ __all__ = [
     "ScheduleConflictError",
     "ScheduleError",
     "ScheduleKind",
+    "ScheduleNotFoundError",
+    "ScheduleState",
+    "ScheduledImport",
     "ServerError",
     "SmtpNotifier",
     "StoreError",

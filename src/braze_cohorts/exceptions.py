@@ -19,6 +19,7 @@
     ├── StoreError                           the state store failed (sqlite3 errors are translated)
     │   └── ImportInProgressError            another import of the same cohort holds its lock
     ├── ScheduleConflictError                a cohort already has a live schedule
+    ├── ScheduleNotFoundError (LookupError)  a cohort has no schedule
     └── NotificationError                    a notification could not be delivered
 
 Errors never carry a key: messages are built from status codes, Braze's ``message`` and counts only.
@@ -44,6 +45,7 @@ __all__ = [
     "ResourceLockedError",
     "ScheduleConflictError",
     "ScheduleError",
+    "ScheduleNotFoundError",
     "ServerError",
     "StoreError",
     "TransportError",
@@ -207,6 +209,10 @@ class ImportInProgressError(StoreError):
 
 class ScheduleConflictError(BrazeCohortsError):
     """A cohort already has a live schedule and the caller did not ask to replace it."""
+
+
+class ScheduleNotFoundError(BrazeCohortsError, LookupError):
+    """A cohort has no schedule (to show, pause, resume, clear or trigger)."""
 
 
 class NotificationError(BrazeCohortsError):

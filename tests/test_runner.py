@@ -1,0 +1,553 @@
+"""The schedule runner: due and missed runs, claims, manual triggers, pausing, notifications."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import attrs
+import pytest
+
+import braze_cohorts as bc
+from braze_cohorts._runner import ScheduledImport, ScheduleRunner, ScheduleStore
+
+UTC = dt.timezone.utc
+T0 = dt.datetime(2026, 11, 28, 8, 0, tzinfo=UTC)
+
+
+class FakeStore:
+    """An in-memory ScheduleStore whose claim is atomic under a lock."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, ScheduledImport] = {}
+        self.notification_errors: dict[int, str] = {}
+        self.lock = threading.Lock()
+
+    def put_schedule(self, entry: ScheduledImport, *, replace: bool = False) -> None:
+        with self.lock:
+            old = self.rows.get(entry.cohort_id)
+            if old is not None and old.state != "done" and not replace:
+                raise bc.ScheduleConflictError(f"{entry.cohort_id} has a schedule")
+            self.rows[entry.cohort_id] = entry
+
+    def get_schedule(self, cohort_id: str) -> ScheduledImport | None:
+        return self.rows.get(cohort_id)
+
+    def list_schedules(self) -> list[ScheduledImport]:
+        return [self.rows[k] for k in sorted(self.rows)]
+
+    def delete_schedule(self, cohort_id: str) -> bool:
+        return self.rows.pop(cohort_id, None) is not None
+
+    def due_schedules(self, now: dt.datetime) -> list[ScheduledImport]:
+        due = [
+            e
+            for e in self.rows.values()
+            if e.state == "active" and e.next_due is not None and e.next_due <= now
+        ]
+        return sorted(due, key=lambda e: (e.next_due, e.cohort_id))
+
+    def claim_schedule(
+        self, cohort_id: str, *, expected_due: dt.datetime, next_due: dt.datetime | None
+    ) -> bool:
+        with self.lock:
+            entry = self.rows.get(cohort_id)
+            if entry is None or entry.state != "active" or entry.next_due != expected_due:
+                return False
+            state: Any = "active" if next_due is not None else "done"
+            self.rows[cohort_id] = attrs.evolve(entry, next_due=next_due, state=state)
+            return True
+
+    def update_schedule(
+        self,
+        cohort_id: str,
+        *,
+        state: Any,
+        paused_reason: str | None,
+        next_due: dt.datetime | None,
+    ) -> None:
+        with self.lock:
+            self.rows[cohort_id] = attrs.evolve(
+                self.rows[cohort_id], state=state, paused_reason=paused_reason, next_due=next_due
+            )
+
+    def set_schedule_last_run(self, cohort_id: str, run_id: int | None) -> None:
+        with self.lock:
+            self.rows[cohort_id] = attrs.evolve(self.rows[cohort_id], last_run_id=run_id)
+
+    def record_notification_error(self, run_id: int, message: str) -> None:
+        self.notification_errors[run_id] = message
+
+
+class FakeImport:
+    """Records each import it is asked for; can be told to fail."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.calls: list[tuple[str, str, list[object], str]] = []
+        self.fail_with: BaseException | None = None
+        self.lock = threading.Lock()
+
+    def __call__(
+        self, cohort_id: str, name: str, members: Iterable[object], trigger: Any
+    ) -> bc.ImportRun:
+        if self.fail_with is not None:
+            raise self.fail_with
+        got = list(members)
+        with self.lock:
+            self.calls.append((cohort_id, name, got, trigger))
+            run_id = len(self.calls)
+        return bc.ImportRun(
+            cohort_id=cohort_id,
+            name=name,
+            trigger=trigger,
+            started_at=self.clock(),
+            finished_at=self.clock(),
+            result="succeeded",
+            users=len(got),
+            added=len(got),
+            id=run_id,
+        )
+
+
+class Clock:
+    """A settable clock."""
+
+    def __init__(self, now: dt.datetime = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += dt.timedelta(**delta)
+
+
+class RecordingNotifier:
+    """Keeps what it is asked to send; can be told to fail."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[bc.ImportRun, tuple[str, ...], str | None]] = []
+        self.fail_with: Exception | None = None
+
+    def notify_recipients(
+        self, run: bc.ImportRun, recipients: Sequence[str], *, paused_reason: str | None = None
+    ) -> None:
+        if self.fail_with is not None:
+            raise self.fail_with
+        self.sent.append((run, tuple(recipients), paused_reason))
+
+
+@attrs.define
+class Rig:
+    clock: Clock
+    store: FakeStore
+    run_import: FakeImport
+    notifier: RecordingNotifier
+    runner: ScheduleRunner
+
+
+@pytest.fixture
+def rig() -> Rig:
+    clock = Clock()
+    store = FakeStore()
+    run_import = FakeImport(clock)
+    notifier = RecordingNotifier()
+    runner = ScheduleRunner(store, run_import, notifier=notifier, clock=clock)
+    return Rig(clock, store, run_import, notifier, runner)
+
+
+def _members() -> list[str]:
+    return ["u1", "u2", "u3"]
+
+
+class TestSetSchedule:
+    def test_stores_next_due_from_the_clock(self, rig: Rig) -> None:
+        """A new daily schedule is active and due at the next 09:00 after now."""
+        entry = rig.runner.set_schedule(
+            "c1", "Cohort one", "daily 09:00 UTC", source=_members, recipients=["o@example.com"]
+        )
+        assert entry.state == "active"
+        assert entry.next_due == dt.datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
+        assert rig.runner.get_schedule("c1") == entry
+        assert entry.recipients == ("o@example.com",)
+
+    def test_second_schedule_conflicts(self, rig: Rig) -> None:
+        """One live schedule per cohort: a second one fails unless replace=True."""
+        rig.runner.set_schedule("c1", "One", "daily 09:00 UTC", source=_members)
+        with pytest.raises(bc.ScheduleConflictError):
+            rig.runner.set_schedule("c1", "One", "hourly 5", source=_members)
+        replaced = rig.runner.set_schedule("c1", "One", "hourly 5", source=_members, replace=True)
+        assert str(replaced.schedule) == "hourly 05"
+        assert rig.runner.get_schedule("c1").schedule == bc.Schedule.hourly(5)
+
+    def test_one_time_schedule_in_the_past_is_refused(self, rig: Rig) -> None:
+        """A one-time schedule that would never run is a ScheduleError."""
+        with pytest.raises(bc.ScheduleError):
+            rig.runner.set_schedule("c1", "One", bc.Schedule.once(T0 - dt.timedelta(hours=1)))
+
+    def test_invalid_recipient_is_refused(self, rig: Rig) -> None:
+        """A bad address fails before anything is stored."""
+        with pytest.raises(bc.ConfigurationError):
+            rig.runner.set_schedule("c1", "One", "hourly 0", recipients=["nope"])
+        assert rig.store.rows == {}
+
+    def test_file_source_is_kept_as_a_path(self, rig: Rig) -> None:
+        """A path source is stored as its string."""
+        entry = rig.runner.set_schedule("c1", "One", "hourly 0", source="members.csv")
+        assert entry.source == "members.csv"
+
+    def test_unknown_cohort_is_not_found(self, rig: Rig) -> None:
+        """Show, pause, resume, clear and trigger of a cohort without schedule fail clearly."""
+        for call in (
+            rig.runner.get_schedule,
+            rig.runner.pause,
+            rig.runner.resume,
+            rig.runner.clear,
+            rig.runner.trigger,
+        ):
+            with pytest.raises(bc.ScheduleNotFoundError):
+                call("nope")
+
+    def test_naive_clock_is_refused(self, rig: Rig) -> None:
+        """A clock returning naive datetimes is a configuration error."""
+        rig.clock.now = dt.datetime(2026, 1, 1)
+        with pytest.raises(bc.ConfigurationError):
+            rig.runner.set_schedule("c1", "One", "hourly 0", source=_members)
+
+
+class TestRunDue:
+    def test_not_due_runs_nothing(self, rig: Rig) -> None:
+        """Before its time a schedule does not run."""
+        rig.runner.set_schedule("c1", "One", "daily 09:00 UTC", source=_members)
+        rig.clock.advance(minutes=59)
+        assert rig.runner.run_due() == []
+        assert rig.run_import.calls == []
+
+    def test_due_runs_once_with_trigger_scheduled(self, rig: Rig) -> None:
+        """At its time it runs once, with trigger 'scheduled'; the next due time moves on."""
+        rig.runner.set_schedule("c1", "One", "daily 09:00 UTC", source=_members)
+        rig.clock.advance(hours=1)
+        runs = rig.runner.run_due()
+        assert [(r.cohort_id, r.trigger, r.users) for r in runs] == [("c1", "scheduled", 3)]
+        assert rig.run_import.calls == [("c1", "One", ["u1", "u2", "u3"], "scheduled")]
+        entry = rig.runner.get_schedule("c1")
+        assert entry.next_due == dt.datetime(2026, 11, 29, 9, 0, tzinfo=UTC)
+        assert entry.last_run_id == 1
+        assert rig.runner.run_due() == []
+        assert len(rig.run_import.calls) == 1
+
+    def test_missed_runs_happen_once(self, rig: Rig) -> None:
+        """After three days down, a daily schedule runs once, then is due tomorrow."""
+        rig.runner.set_schedule("c1", "One", "daily 09:00 UTC", source=_members)
+        rig.clock.advance(days=3, hours=4)  # 2026-12-01 12:00
+        assert len(rig.runner.run_due()) == 1
+        assert rig.runner.run_due() == []
+        assert len(rig.run_import.calls) == 1
+        assert rig.runner.get_schedule("c1").next_due == dt.datetime(2026, 12, 2, 9, tzinfo=UTC)
+
+    def test_each_minute_from_cron_runs_each_slot_once(self, rig: Rig) -> None:
+        """Called every minute for three hours, an hourly schedule runs exactly three times."""
+        rig.runner.set_schedule("c1", "One", "hourly 30", source=_members)
+        for _ in range(180):
+            rig.clock.advance(minutes=1)
+            rig.runner.run_due()
+        assert len(rig.run_import.calls) == 3
+
+    def test_explicit_now_overrides_the_clock(self, rig: Rig) -> None:
+        """run_due(now=...) decides what is due by that time."""
+        rig.runner.set_schedule("c1", "One", "daily 09:00 UTC", source=_members)
+        assert rig.runner.run_due(now=T0 + dt.timedelta(hours=2)) != []
+        with pytest.raises(bc.ConfigurationError):
+            rig.runner.run_due(now=dt.datetime(2026, 11, 28, 10))
+
+    def test_one_time_schedule_becomes_done(self, rig: Rig) -> None:
+        """A one-time schedule runs once and is then done; a new one may then be set."""
+        rig.runner.set_schedule(
+            "c1", "One", bc.Schedule.once(T0 + dt.timedelta(minutes=5)), source=_members
+        )
+        rig.clock.advance(minutes=10)
+        assert len(rig.runner.run_due()) == 1
+        entry = rig.runner.get_schedule("c1")
+        assert (entry.state, entry.next_due) == ("done", None)
+        rig.clock.advance(days=1)
+        assert rig.runner.run_due() == []
+        rig.runner.set_schedule("c1", "One", "hourly 0", source=_members)  # done is not live
+
+    def test_due_order_and_failure_isolation(self, rig: Rig) -> None:
+        """Every due schedule runs in due order; one failing import does not stop the others."""
+        rig.runner.set_schedule("b", "B", "daily 08:30 UTC", source=_members)
+        rig.runner.set_schedule("a", "A", "daily 08:45 UTC", source=_members)
+
+        def broken() -> list[str]:
+            raise bc.InputError("members.csv: no such file")
+
+        rig.runner.set_schedule("c", "C", "daily 08:10 UTC", source=broken)
+        rig.clock.advance(hours=1)
+        runs = rig.runner.run_due()
+        assert [r.cohort_id for r in runs] == ["c", "b", "a"]
+        assert runs[0].result == "failed"
+        assert "no such file" in (runs[0].error or "")
+        assert [c[0] for c in rig.run_import.calls] == ["b", "a"]
+
+    def test_unregistered_source_fails_the_run_only(self, rig: Rig) -> None:
+        """A schedule without a file or registered function fails with a clear error."""
+        rig.runner.set_schedule("c1", "One", "hourly 30", recipients=["o@example.com"])
+        rig.clock.advance(hours=1)
+        (run,) = rig.runner.run_due()
+        assert run.result == "failed"
+        assert "register_source" in (run.error or "")
+        assert rig.notifier.sent[0][0].result == "failed"
+
+    def test_registered_source_is_read_at_each_run(self, rig: Rig) -> None:
+        """register_source gives the members; they are read afresh at each run."""
+        members = ["u1"]
+        rig.runner.set_schedule("c1", "One", "hourly 30")
+        rig.runner.register_source("c1", lambda: list(members))
+        rig.clock.advance(hours=1)
+        rig.runner.run_due()
+        members.append("u2")
+        rig.clock.advance(hours=1)
+        rig.runner.run_due()
+        assert [c[2] for c in rig.run_import.calls] == [["u1"], ["u1", "u2"]]
+
+    def test_file_source_uses_the_reader(self) -> None:
+        """A file source is read with the reader at run time."""
+        clock = Clock()
+        run_import = FakeImport(clock)
+        read: list[str] = []
+
+        def reader(path: str) -> list[object]:
+            read.append(path)
+            return [{"external_id": "x"}]
+
+        runner = ScheduleRunner(FakeStore(), run_import, clock=clock, read_file=reader)
+        runner.set_schedule("c1", "One", "hourly 30", source="m.csv")
+        clock.advance(hours=1)
+        runner.run_due()
+        assert read == ["m.csv"]
+        assert run_import.calls[0][2] == [{"external_id": "x"}]
+
+    def test_busy_cohort_is_skipped(self, rig: Rig) -> None:
+        """When another import holds the cohort's lock the scheduled run is skipped, not raised."""
+        rig.runner.set_schedule("c1", "One", "hourly 30", source=_members)
+        rig.run_import.fail_with = bc.ImportInProgressError("busy")
+        rig.clock.advance(hours=1)
+        assert rig.runner.run_due() == []
+        assert rig.runner.get_schedule("c1").next_due == T0 + dt.timedelta(hours=1, minutes=30)
+
+
+class TestConcurrentRunners:
+    def test_claimed_schedule_is_not_run_twice(self, rig: Rig) -> None:
+        """A second runner while the first is importing finds nothing to run."""
+        inside = threading.Event()
+        release = threading.Event()
+
+        def slow() -> list[str]:
+            inside.set()
+            assert release.wait(10)
+            return ["u1"]
+
+        rig.runner.set_schedule("c1", "One", "hourly 30", source=slow)
+        rig.clock.advance(hours=1)
+        results: list[list[bc.ImportRun]] = []
+        first = threading.Thread(target=lambda: results.append(rig.runner.run_due()))
+        first.start()
+        assert inside.wait(10)
+        second = ScheduleRunner(rig.store, rig.run_import, clock=rig.clock)
+        assert second.run_due() == []
+        release.set()
+        first.join(10)
+        assert len(results[0]) == 1
+        assert len(rig.run_import.calls) == 1
+
+    def test_racing_runners_run_each_schedule_once(self, rig: Rig) -> None:
+        """Four runners started together run each of 30 due schedules exactly once."""
+        for i in range(30):
+            rig.runner.set_schedule(f"c{i:02d}", f"C{i}", "hourly 30", source=_members)
+        rig.clock.advance(hours=1)
+        barrier = threading.Barrier(4)
+        out: list[bc.ImportRun] = []
+        lock = threading.Lock()
+
+        def work() -> None:
+            runner = ScheduleRunner(rig.store, rig.run_import, clock=rig.clock)
+            for i in range(30):
+                runner.register_source(f"c{i:02d}", _members)
+            barrier.wait(10)
+            runs = runner.run_due()
+            with lock:
+                out.extend(runs)
+
+        threads = [threading.Thread(target=work) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        assert sorted(r.cohort_id for r in out) == [f"c{i:02d}" for i in range(30)]
+        assert all(r.result == "succeeded" for r in out)
+        assert sorted(c[0] for c in rig.run_import.calls) == [f"c{i:02d}" for i in range(30)]
+
+
+class TestTrigger:
+    def test_runs_now_with_trigger_manual(self, rig: Rig) -> None:
+        """trigger() runs at once with trigger 'manual' and leaves the due time alone."""
+        entry = rig.runner.set_schedule("c1", "One", "daily 09:00 UTC", source=_members)
+        run = rig.runner.trigger("c1")
+        assert (run.trigger, run.result) == ("manual", "succeeded")
+        assert rig.run_import.calls[0][3] == "manual"
+        assert rig.runner.get_schedule("c1").next_due == entry.next_due
+        assert rig.runner.get_schedule("c1").last_run_id == run.id
+
+    def test_busy_cohort_raises(self, rig: Rig) -> None:
+        """A manual trigger of a cohort being imported says so."""
+        rig.runner.set_schedule("c1", "One", "daily 09:00 UTC", source=_members)
+        rig.run_import.fail_with = bc.ImportInProgressError("busy")
+        with pytest.raises(bc.ImportInProgressError):
+            rig.runner.trigger("c1")
+
+    def test_paused_schedule_can_be_triggered(self, rig: Rig) -> None:
+        """A paused schedule still runs by hand, and stays paused."""
+        rig.runner.set_schedule("c1", "One", "daily 09:00 UTC", source=_members)
+        rig.runner.pause("c1")
+        assert rig.runner.trigger("c1").result == "succeeded"
+        assert rig.runner.get_schedule("c1").state == "paused"
+
+
+class TestPauseResume:
+    def test_authentication_error_pauses_and_tells_recipients(self, rig: Rig) -> None:
+        """A 401 pauses the schedule with the reason, and the email says so."""
+        rig.runner.set_schedule(
+            "c1", "One", "hourly 30", source=_members, recipients=["o@example.com"]
+        )
+        rig.run_import.fail_with = bc.AuthenticationError(
+            "Invalid client_secret", cause="data_import_key"
+        )
+        rig.clock.advance(hours=1)
+        (run,) = rig.runner.run_due()
+        assert run.result == "failed"
+        entry = rig.runner.get_schedule("c1")
+        assert entry.state == "paused"
+        assert entry.next_due is None
+        assert "data import key" in (entry.paused_reason or "")
+        (_run, recipients, reason) = rig.notifier.sent[0]
+        assert recipients == ("o@example.com",)
+        assert reason == entry.paused_reason
+        rig.clock.advance(hours=5)
+        assert rig.runner.run_due() == []
+
+    def test_returned_401_run_also_pauses(self, rig: Rig) -> None:
+        """An import that records the 401 and returns a failed run pauses the schedule too."""
+
+        def import_401(cohort_id: str, name: str, members: Iterable[object], trigger: Any) -> Any:
+            list(members)
+            return bc.ImportRun(
+                cohort_id=cohort_id,
+                name=name,
+                trigger=trigger,
+                started_at=T0,
+                result="failed",
+                error="HTTP 401 from POST /partners/p/cohorts: Invalid client_secret",
+                id=9,
+            )
+
+        runner = ScheduleRunner(rig.store, import_401, notifier=rig.notifier, clock=rig.clock)
+        runner.set_schedule("c1", "One", "hourly 30", source=_members)
+        rig.clock.advance(hours=1)
+        runner.run_due()
+        assert runner.get_schedule("c1").state == "paused"
+
+    def test_other_failures_do_not_pause(self, rig: Rig) -> None:
+        """A server error fails the run but keeps the schedule active."""
+        rig.runner.set_schedule("c1", "One", "hourly 30", source=_members)
+        rig.run_import.fail_with = bc.ServerError("down", status_code=503)
+        rig.clock.advance(hours=1)
+        (run,) = rig.runner.run_due()
+        assert run.result == "failed"
+        assert rig.runner.get_schedule("c1").state == "active"
+        assert rig.notifier.sent[0][2] is None
+
+    def test_resume_recomputes_next_due(self, rig: Rig) -> None:
+        """Resume re-activates from now: the next slot after the resume time."""
+        rig.runner.set_schedule("c1", "One", "daily 09:00 UTC", source=_members)
+        paused = rig.runner.pause("c1", "holiday")
+        assert (paused.state, paused.paused_reason, paused.next_due) == ("paused", "holiday", None)
+        rig.clock.advance(days=2, hours=3)  # 2026-11-30 11:00
+        assert rig.runner.run_due() == []
+        resumed = rig.runner.resume("c1")
+        assert resumed.state == "active"
+        assert resumed.paused_reason is None
+        assert resumed.next_due == dt.datetime(2026, 12, 1, 9, tzinfo=UTC)
+
+    def test_resumed_past_one_time_schedule_runs_at_once(self, rig: Rig) -> None:
+        """A paused one-time schedule whose time passed runs at the next run_due after resume."""
+        rig.runner.set_schedule(
+            "c1", "One", bc.Schedule.once(T0 + dt.timedelta(minutes=5)), source=_members
+        )
+        rig.runner.pause("c1")
+        rig.clock.advance(hours=1)
+        assert rig.runner.resume("c1").next_due == rig.clock.now
+        assert len(rig.runner.run_due()) == 1
+        assert rig.runner.get_schedule("c1").state == "done"
+
+    def test_clear_removes_the_schedule(self, rig: Rig) -> None:
+        """Clear deletes it; it no longer runs and a new one can be set without replace."""
+        rig.runner.set_schedule("c1", "One", "hourly 30", source=_members)
+        rig.runner.clear("c1")
+        assert rig.runner.schedules() == []
+        rig.clock.advance(hours=1)
+        assert rig.runner.run_due() == []
+
+
+class TestNotifications:
+    def test_each_run_notifies_the_schedule_recipients(self, rig: Rig) -> None:
+        """After each run the notifier gets the run and the schedule's recipients."""
+        rig.runner.set_schedule(
+            "c1", "One", "hourly 30", source=_members, recipients=["a@example.com"]
+        )
+        rig.clock.advance(hours=1)
+        rig.runner.run_due()
+        rig.runner.trigger("c1")
+        assert [(r.trigger, to, p) for r, to, p in rig.notifier.sent] == [
+            ("scheduled", ("a@example.com",), None),
+            ("manual", ("a@example.com",), None),
+        ]
+
+    def test_notification_failure_is_recorded_not_raised(self, rig: Rig) -> None:
+        """A failing notifier leaves the import succeeded and records the error on the run."""
+        rig.runner.set_schedule(
+            "c1", "One", "hourly 30", source=_members, recipients=["a@example.com"]
+        )
+        rig.notifier.fail_with = bc.NotificationError("could not send the email via x:25")
+        rig.clock.advance(hours=1)
+        (run,) = rig.runner.run_due()
+        assert run.result == "succeeded"
+        assert run.notification_error == "could not send the email via x:25"
+        assert rig.store.notification_errors == {run.id: "could not send the email via x:25"}
+
+    def test_unexpected_notifier_exception_is_recorded_too(self, rig: Rig) -> None:
+        """Even a notifier bug (any exception) never fails the import."""
+        rig.runner.set_schedule("c1", "One", "hourly 30", source=_members)
+        rig.notifier.fail_with = RuntimeError("oops")
+        assert rig.runner.trigger("c1").notification_error == "oops"
+
+    def test_plain_notifier_gets_notify_run(self, rig: Rig) -> None:
+        """A notifier with only notify(run) is called with the run."""
+        got: list[bc.ImportRun] = []
+
+        class Plain:
+            def notify(self, run: bc.ImportRun) -> None:
+                got.append(run)
+
+        runner = ScheduleRunner(rig.store, rig.run_import, notifier=Plain(), clock=rig.clock)
+        runner.set_schedule("c1", "One", "hourly 30", source=_members)
+        runner.trigger("c1")
+        assert [r.cohort_id for r in got] == ["c1"]
+
+
+def test_fake_store_satisfies_the_protocol() -> None:
+    """The test double is a ScheduleStore (checked by mypy on the tests too)."""
+    store: ScheduleStore = FakeStore()
+    assert store.list_schedules() == []
