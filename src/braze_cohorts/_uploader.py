@@ -624,7 +624,16 @@ class BatchUploader:
         )
         try:
             try:
-                for batch in _pack(add, remove, self._batch_size):
+                batches = _pack(add, remove, self._batch_size)
+                while not run.stopped.is_set():
+                    try:
+                        batch = next(batches)
+                    except StopIteration:
+                        break
+                    except Exception as exc:
+                        # Bad input: this batch never goes; those handed out before it finish.
+                        hooks.fail(exc, run, stop=False)
+                        break
                     while len(pending) >= limit and not run.stopped.is_set():
                         done, pending = wait(pending, return_when=FIRST_COMPLETED)
                         hooks.absorb(done, run)
@@ -676,9 +685,10 @@ class _Hooks:
         self.auth_error: AuthenticationError | None = None
         self.fatal: BaseException | None = None
 
-    def fail(self, exc: BaseException, run: _Run) -> None:
-        """Stop the upload because of ``exc``; the first such error is the one raised."""
-        run.stopped.set()
+    def fail(self, exc: BaseException, run: _Run, *, stop: bool = True) -> None:
+        """Record ``exc`` to raise at the end (the first one wins); ``stop`` stops new requests."""
+        if stop:
+            run.stopped.set()
         if self.fatal is None:
             self.fatal = exc
         else:

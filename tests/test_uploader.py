@@ -1,0 +1,736 @@
+"""BatchUploader: packing, retries, rate limiting, stopping and hooks, against a fake client."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+from collections.abc import Callable, Iterable, Iterator
+
+import attrs
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from braze_cohorts._identifiers import DeviceId, ExternalId, UserAlias, UserRef, as_ref
+from braze_cohorts._models import Batch, CohortResponse, FailedBatch, RateLimitInfo
+from braze_cohorts._uploader import (
+    DEFAULT_RETRY,
+    BatchUploader,
+    RateLimiter,
+    RetryPolicy,
+    UploadProgress,
+)
+from braze_cohorts.exceptions import (
+    AuthenticationError,
+    BrazeCohortsError,
+    ConfigurationError,
+    InputError,
+    InvalidIdentifierError,
+    InvalidRequestError,
+    RateLimitedError,
+    ResourceLockedError,
+    ServerError,
+    TransportError,
+)
+
+# A rate so high that pacing never matters, for tests about something else.
+UNLIMITED = 1e12
+# Retries without jitter, so the waits are exact.
+EXACT = RetryPolicy(attempts=6, initial_backoff=0.5, max_backoff=30.0, jitter="none")
+
+Call = tuple[str, tuple[UserRef, ...], tuple[UserRef, ...]]
+Behaviour = Callable[[int, Call], "CohortResponse | BaseException | None"]
+
+
+class FakeTime:
+    """A clock that only moves when someone sleeps; records every sleep (thread-safe)."""
+
+    def __init__(self, start: float = 1000.0, wall: float = 1_700_000_000.0) -> None:
+        self._lock = threading.Lock()
+        self.now = start
+        self.wall_offset = wall - start
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        with self._lock:
+            return self.now
+
+    def wall_clock(self) -> float:
+        with self._lock:
+            return self.now + self.wall_offset
+
+    def sleep(self, seconds: float) -> None:
+        with self._lock:
+            self.sleeps.append(seconds)
+            self.now += max(seconds, 0.0)
+
+    def waits(self) -> list[float]:
+        """Sleeps longer than the pacing of an UNLIMITED rate limiter."""
+        return [s for s in self.sleeps if s > 1e-6]
+
+
+class FakeClient:
+    """Records every call; ``behaviour(n, call)`` may return a response or an error to raise."""
+
+    def __init__(self, behaviour: Behaviour | None = None, time: FakeTime | None = None) -> None:
+        self._lock = threading.Lock()
+        self.behaviour = behaviour
+        self.time = time
+        self.calls: list[Call] = []
+        self.call_times: list[float] = []
+        self.acknowledged: list[Call] = []
+
+    def update_members(
+        self,
+        cohort_id: str,
+        add: Iterable[UserRef | str] = (),
+        remove: Iterable[UserRef | str] = (),
+    ) -> CohortResponse | None:
+        call = (cohort_id, tuple(map(as_ref, add)), tuple(map(as_ref, remove)))
+        if len(call[1]) + len(call[2]) > 1000:
+            raise ValueError("more than 1,000 ids")
+        with self._lock:
+            n = len(self.calls)
+            self.calls.append(call)
+            if self.time is not None:
+                self.call_times.append(self.time.clock())
+        result = self.behaviour(n, call) if self.behaviour else None
+        if isinstance(result, BaseException):
+            raise result
+        response = result or CohortResponse(status_code=201, message="success")
+        with self._lock:
+            self.acknowledged.append(call)
+        return response
+
+
+def script(*results: CohortResponse | BaseException | None) -> Behaviour:
+    """Answer the n-th call with ``results[n]`` (success once they run out)."""
+
+    def behaviour(n: int, _call: Call) -> CohortResponse | BaseException | None:
+        return results[n] if n < len(results) else None
+
+    return behaviour
+
+
+def make(
+    client: FakeClient,
+    time: FakeTime,
+    *,
+    retry: RetryPolicy = EXACT,
+    concurrency: int = 1,
+    requests_per_hour: float = UNLIMITED,
+    batch_size: int = 1000,
+) -> BatchUploader:
+    return BatchUploader(
+        client,
+        concurrency=concurrency,
+        requests_per_hour=requests_per_hour,
+        retry=retry,
+        batch_size=batch_size,
+        clock=time.clock,
+        sleep=time.sleep,
+        wall_clock=time.wall_clock,
+    )
+
+
+def ids(prefix: str, n: int) -> list[str]:
+    return [f"{prefix}{i}" for i in range(n)]
+
+
+class Recorder:
+    """Collects hook calls and the threads they came from."""
+
+    def __init__(self) -> None:
+        self.done: list[tuple[Batch, CohortResponse | None]] = []
+        self.failed: list[FailedBatch] = []
+        self.progress: list[UploadProgress] = []
+        self.threads: set[int] = set()
+
+    def on_batch_done(self, batch: Batch, response: CohortResponse | None) -> None:
+        self.threads.add(threading.get_ident())
+        self.done.append((batch, response))
+
+    def on_batch_failed(self, failed: FailedBatch) -> None:
+        self.threads.add(threading.get_ident())
+        self.failed.append(failed)
+
+    def on_progress(self, info: UploadProgress) -> None:
+        self.threads.add(threading.get_ident())
+        self.progress.append(info)
+
+    def hooks(self) -> dict[str, object]:
+        return {
+            "on_batch_done": self.on_batch_done,
+            "on_batch_failed": self.on_batch_failed,
+            "progress": self.on_progress,
+        }
+
+
+class TestRetryPolicy:
+    def test_defaults(self) -> None:
+        """The default policy retries six times in all, from 0.5 s up to 30 s, for 300 s at most."""
+        assert RetryPolicy() == DEFAULT_RETRY
+        assert (DEFAULT_RETRY.attempts, DEFAULT_RETRY.initial_backoff) == (6, 0.5)
+        assert (DEFAULT_RETRY.max_backoff, DEFAULT_RETRY.max_elapsed) == (30.0, 300.0)
+        assert DEFAULT_RETRY.jitter == "full"
+
+    @pytest.mark.parametrize(
+        "kwargs",
+        [
+            {"attempts": 0},
+            {"attempts": 1.5},
+            {"initial_backoff": -1},
+            {"max_backoff": float("inf")},
+            {"initial_backoff": 5, "max_backoff": 1},
+            {"jitter": "some"},
+            {"max_elapsed": -0.1},
+            {"max_server_wait": "10"},
+        ],
+    )
+    def test_invalid_values_are_refused(self, kwargs: dict[str, object]) -> None:
+        """Out-of-range values raise ConfigurationError, which is also a ValueError."""
+        with pytest.raises(ConfigurationError):
+            RetryPolicy(**kwargs)  # type: ignore[arg-type]
+        assert issubclass(ConfigurationError, ValueError)
+
+    def test_backoff_doubles_up_to_the_cap(self) -> None:
+        """Without jitter the backoff doubles per attempt and stops at max_backoff."""
+        policy = RetryPolicy(initial_backoff=0.5, max_backoff=3.0, jitter="none")
+        assert [policy.backoff(n) for n in range(1, 7)] == [0.5, 1.0, 2.0, 3.0, 3.0, 3.0]
+
+    @settings(max_examples=200, deadline=None)
+    @given(
+        attempt=st.integers(min_value=1, max_value=200),
+        jitter=st.sampled_from(["full", "equal"]),
+        initial=st.floats(min_value=0, max_value=10),
+        extra=st.floats(min_value=0, max_value=100),
+    )
+    def test_jittered_backoff_stays_within_bounds(
+        self, attempt: int, jitter: str, initial: float, extra: float
+    ) -> None:
+        """Jittered backoff never exceeds the cap, and equal jitter keeps at least half of it."""
+        policy = RetryPolicy(initial_backoff=initial, max_backoff=initial + extra, jitter=jitter)  # type: ignore[arg-type]
+        ceiling = min(policy.max_backoff, initial * 2.0 ** min(attempt - 1, 64))
+        value = policy.backoff(attempt)
+        assert 0 <= value <= policy.max_backoff
+        if jitter == "equal":
+            assert ceiling / 2 <= value <= ceiling
+        else:
+            assert value <= ceiling
+
+    def test_jitter_uses_the_given_random_source(self) -> None:
+        """Full jitter draws from [0, backoff] with the injected source."""
+        policy = RetryPolicy(initial_backoff=1.0, max_backoff=8.0, jitter="full")
+        assert policy.backoff(3, uniform=lambda lo, hi: hi) == 4.0
+        assert policy.backoff(3, uniform=lambda lo, hi: lo) == 0.0
+
+
+class TestUploaderOptions:
+    @pytest.mark.parametrize(
+        "kwargs",
+        [
+            {"concurrency": 0},
+            {"concurrency": True},
+            {"requests_per_hour": 0},
+            {"requests_per_hour": float("inf")},
+            {"batch_size": 1001},
+            {"batch_size": 0},
+            {"retry": 3},
+        ],
+    )
+    def test_invalid_options_are_refused(self, kwargs: dict[str, object]) -> None:
+        """Bad options fail at construction with ConfigurationError."""
+        with pytest.raises(ConfigurationError):
+            BatchUploader(FakeClient(), **kwargs)  # type: ignore[arg-type]
+
+    def test_repr_shows_the_options(self) -> None:
+        """The repr names concurrency and the rate, and nothing of the client."""
+        text = repr(BatchUploader(FakeClient(), concurrency=3, requests_per_hour=100))
+        assert "concurrency=3" in text
+        assert "requests_per_hour=100" in text
+
+
+mixed_ref = st.one_of(
+    st.builds(ExternalId, st.from_regex(r"[a-z0-9]{1,6}", fullmatch=True)),
+    st.builds(
+        UserAlias,
+        alias_name=st.from_regex(r"[a-z0-9]{1,6}", fullmatch=True),
+        alias_label=st.sampled_from(["email", "phone"]),
+    ),
+    st.builds(DeviceId, st.from_regex(r"[a-z0-9]{1,6}", fullmatch=True)),
+    st.from_regex(r"[A-Z0-9]{1,6}", fullmatch=True),
+)
+
+
+class TestPacking:
+    @settings(max_examples=60, deadline=None)
+    @given(
+        users=st.lists(mixed_ref, max_size=120, unique_by=lambda r: as_ref(r).key),
+        split=st.data(),
+        batch_size=st.integers(min_value=1, max_value=40),
+        concurrency=st.integers(min_value=1, max_value=4),
+    )
+    def test_every_id_goes_out_exactly_once(
+        self,
+        users: list[UserRef | str],
+        split: st.DataObject,
+        batch_size: int,
+        concurrency: int,
+    ) -> None:
+        """Disjoint adds and removes go out once each, in the right direction, in small requests."""
+        flags = split.draw(st.lists(st.booleans(), min_size=len(users), max_size=len(users)))
+        add = [u for u, f in zip(users, flags, strict=True) if f]
+        remove = [u for u, f in zip(users, flags, strict=True) if not f]
+        time = FakeTime()
+        client = FakeClient(time=time)
+        rec = Recorder()
+        uploader = make(client, time, concurrency=concurrency, batch_size=batch_size)
+        report = uploader.upload("c1", add=iter(add), remove=iter(remove), **rec.hooks())  # type: ignore[arg-type]
+
+        sent_add = [r.key for _, a, _ in client.calls for r in a]
+        sent_remove = [r.key for _, _, r_ in client.calls for r in r_]
+        assert sorted(sent_add) == sorted(as_ref(u).key for u in add)
+        assert sorted(sent_remove) == sorted(as_ref(u).key for u in remove)
+        for _, a, r in client.calls:
+            assert 0 < len(a) + len(r) <= batch_size
+            assert not {x.key for x in a} & {x.key for x in r}
+        # The hooks saw exactly the acknowledged batches.
+        hooked = sorted(ref.key for batch, _ in rec.done for ref in (*batch.add, *batch.remove))
+        assert hooked == sorted(as_ref(u).key for u in users)
+        assert (report.added, report.removed) == (len(add), len(remove))
+        assert report.requests == len(client.calls) == len(rec.done)
+        assert report.retries == 0
+        assert report.ok
+
+    def test_full_size_requests_hold_a_thousand_ids(self) -> None:
+        """2,500 adds and 600 removes make four requests, the third carrying both kinds."""
+        time = FakeTime()
+        client = FakeClient(time=time)
+        report = make(client, time).upload("c1", add=ids("a", 2500), remove=ids("r", 600))
+        sizes = [(len(a), len(r)) for _, a, r in client.calls]
+        assert sizes == [(1000, 0), (1000, 0), (500, 500), (0, 100)]
+        assert report.requests == 4
+
+    def test_strings_are_sent_as_external_ids(self) -> None:
+        """A plain str means an external id; identifiers pass through unchanged."""
+        time = FakeTime()
+        client = FakeClient(time=time)
+        alias = UserAlias(alias_name="a@x.io", alias_label="email")
+        make(client, time).upload("c1", add=["u1", alias], remove=[DeviceId("d1")])
+        assert client.calls == [("c1", (ExternalId("u1"), alias), (DeviceId("d1"),))]
+
+    def test_nothing_to_send_sends_nothing(self) -> None:
+        """Empty inputs make no request and an empty, successful report."""
+        time = FakeTime()
+        client = FakeClient(time=time)
+        report = make(client, time).upload("c1")
+        assert client.calls == []
+        assert report.requests == 0
+        assert report.ok
+
+    def test_same_user_added_and_removed_in_one_request_is_refused(self) -> None:
+        """A user both added and removed in one request stops the upload before it is sent."""
+        time = FakeTime()
+        client = FakeClient(time=time)
+        uploader = make(client, time, batch_size=10)
+        with pytest.raises(InputError, match="both added and removed"):
+            uploader.upload("c1", add=[*ids("a", 15), "x"], remove=["y", "x"])
+        # The first full batch of adds went out; the mixed batch with "x" in both did not.
+        assert [len(a) + len(r) for _, a, r in client.calls] == [10]
+
+    def test_invalid_identifier_stops_before_its_batch(self) -> None:
+        """An invalid item raises InvalidIdentifierError; its batch is not sent, earlier ones go."""
+        time = FakeTime()
+        client = FakeClient(time=time)
+        rec = Recorder()
+        uploader = make(client, time, batch_size=10)
+        with pytest.raises(InvalidIdentifierError, match="in add, among items 21 to 30"):
+            uploader.upload("c1", add=[*ids("a", 25), " padded ", "z"], **rec.hooks())  # type: ignore[arg-type]
+        assert len(client.calls) == 2
+        assert len(rec.done) == 2
+
+    def test_input_is_read_lazily(self) -> None:
+        """A huge generator is read only a bounded number of batches ahead of the requests."""
+        consumed = 0
+
+        def source() -> Iterator[str]:
+            nonlocal consumed
+            for i in range(5000):
+                consumed += 1
+                yield f"u{i}"
+
+        time = FakeTime()
+        client = FakeClient(time=time)
+        ahead: list[int] = []
+
+        def on_done(batch: Batch, _response: CohortResponse | None) -> None:
+            ahead.append(consumed - len(rec_done) * 10)
+            rec_done.append(batch)
+
+        rec_done: list[Batch] = []
+        make(client, time, concurrency=2, batch_size=10).upload(
+            "c1", add=source(), on_batch_done=on_done
+        )
+        assert len(rec_done) == 500
+        # At most 2 x concurrency batches in flight, plus the one being packed.
+        assert max(ahead) <= (2 * 2 + 1) * 10
+
+
+class TestRetries:
+    def test_retry_after_is_honoured(self) -> None:
+        """A 429 with Retry-After waits exactly that long, then the batch succeeds."""
+        time = FakeTime()
+        client = FakeClient(script(RateLimitedError("slow down", retry_after=7.0)), time)
+        report = make(client, time).upload("c1", add=["u1"])
+        assert time.waits() == [7.0]
+        assert (report.requests, report.retries, report.added) == (2, 1, 1)
+        assert report.ok
+
+    def test_backoff_wins_over_a_shorter_server_wait(self) -> None:
+        """The wait is the larger of the server's wait and the backoff."""
+        time = FakeTime()
+        policy = attrs.evolve(EXACT, initial_backoff=2.0)
+        client = FakeClient(script(RateLimitedError("slow down", retry_after=0.5)), time)
+        make(client, time, retry=policy).upload("c1", add=["u1"])
+        assert time.waits() == [2.0]
+
+    def test_server_wait_beyond_the_cap_fails_the_batch(self) -> None:
+        """A 429 asking for longer than max_server_wait is not retried; the batch fails."""
+        time = FakeTime()
+        err = RateLimitedError("slow down", retry_after=500.0)
+        client = FakeClient(script(err), time)
+        report = make(client, time).upload("c1", add=["u1"])
+        assert len(client.calls) == 1
+        assert [f.error for f in report.failed_batches] == [err]
+
+    @pytest.mark.parametrize(
+        "error",
+        [
+            ResourceLockedError("locked", status_code=423),
+            ServerError("oops", status_code=503),
+            TransportError("reset", outcome_unknown=True),
+            RateLimitedError("slow down"),
+        ],
+    )
+    def test_transient_errors_back_off_exponentially_up_to_the_cap(
+        self, error: BrazeCohortsError
+    ) -> None:
+        """429, 423, 5XX and transport errors are retried with capped exponential waits."""
+        time = FakeTime()
+        client = FakeClient(lambda n, call: error, time)
+        policy = attrs.evolve(EXACT, attempts=6, max_backoff=3.0)
+        report = make(client, time, retry=policy).upload("c1", add=["u1"])
+        assert time.waits() == [0.5, 1.0, 2.0, 3.0, 3.0]
+        assert len(client.calls) == 6
+        assert (report.requests, report.retries) == (6, 5)
+        assert [f.error for f in report.failed_batches] == [error]
+
+    def test_retrying_stops_at_max_elapsed(self) -> None:
+        """No retry starts later than max_elapsed after the first attempt."""
+        time = FakeTime()
+        client = FakeClient(lambda n, call: ServerError("oops", status_code=500), time)
+        policy = attrs.evolve(EXACT, attempts=100, max_elapsed=4.0)
+        make(client, time, retry=policy).upload("c1", add=["u1"])
+        # 0.5 + 1 + 2 = 3.5 s; one more (4 s) would end past 4 s.
+        assert time.waits() == [0.5, 1.0, 2.0]
+        assert len(client.calls) == 4
+
+    @pytest.mark.parametrize(
+        "error",
+        [
+            InvalidRequestError("cohort_id must be a valid string", status_code=400),
+            TransportError("refused", outcome_unknown=False),
+        ],
+    )
+    def test_failures_are_reported_not_raised(self, error: BrazeCohortsError) -> None:
+        """A batch that fails for good is listed with its ids and error; the others still go."""
+        time = FakeTime()
+        client = FakeClient(script(None, error), time)
+        rec = Recorder()
+        policy = attrs.evolve(EXACT, attempts=1)
+        report = make(client, time, retry=policy, batch_size=2).upload(
+            "c1",
+            add=ids("a", 6),
+            **rec.hooks(),  # type: ignore[arg-type]
+        )
+        assert len(client.calls) == 3
+        assert report.added == 4
+        [failed] = report.failed_batches
+        assert failed.batch == Batch(add=(ExternalId("a2"), ExternalId("a3")))
+        assert failed.error is error
+        assert failed.outcome_unknown is False
+        assert rec.failed == [failed]
+        assert not report.ok
+
+    def test_bad_request_is_never_retried(self) -> None:
+        """A 400 is sent once, with no wait, whatever the policy."""
+        time = FakeTime()
+        client = FakeClient(lambda n, call: InvalidRequestError("bad", status_code=400), time)
+        report = make(client, time).upload("c1", add=["u1"])
+        assert len(client.calls) == 1
+        assert time.waits() == []
+        assert report.retries == 0
+
+    def test_outcome_unknown_is_carried(self) -> None:
+        """A timeout in any attempt makes the outcome unknown, even if the last was refused."""
+        time = FakeTime()
+        client = FakeClient(
+            script(
+                TransportError("read timeout", outcome_unknown=True),
+                TransportError("refused", outcome_unknown=False),
+            ),
+            time,
+        )
+        report = make(client, time, retry=attrs.evolve(EXACT, attempts=2)).upload("c1", add=["u1"])
+        [failed] = report.failed_batches
+        assert failed.outcome_unknown is True
+        assert isinstance(failed.error, TransportError)
+        assert failed.error.outcome_unknown is False
+
+    def test_server_error_makes_the_outcome_unknown(self) -> None:
+        """A 5XX may have been applied, so the failed batch says its outcome is unknown."""
+        time = FakeTime()
+        client = FakeClient(lambda n, call: ServerError("bad gateway", status_code=502), time)
+        report = make(client, time, retry=attrs.evolve(EXACT, attempts=1)).upload("c1", add=["u1"])
+        assert report.failed_batches[0].outcome_unknown is True
+
+    def test_each_retry_is_logged_at_debug_without_ids(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """One DEBUG line per retry names the attempt, the wait and the error class, never an id."""
+        time = FakeTime()
+        client = FakeClient(script(ServerError("x", status_code=500)), time)
+        with caplog.at_level(logging.DEBUG, logger="braze_cohorts"):
+            make(client, time).upload("c1", add=["secret-user-17"])
+        retries = [r.getMessage() for r in caplog.records if "retrying" in r.getMessage()]
+        assert retries == [
+            "retrying a batch of 1 ids after attempt 1 failed with ServerError; waiting 0.500s"
+        ]
+        assert all("secret-user-17" not in r.getMessage() for r in caplog.records)
+
+
+class TestStopping:
+    def test_unauthorized_stops_the_upload(self) -> None:
+        """A 401 is raised from upload(), never retried, and no later batch is sent."""
+        time = FakeTime()
+        err = AuthenticationError("invalid client secret", cause="data_import_key")
+        client = FakeClient(script(None, None, err), time)
+        rec = Recorder()
+        with pytest.raises(AuthenticationError) as info:
+            make(client, time, batch_size=1).upload("c1", add=ids("a", 50), **rec.hooks())  # type: ignore[arg-type]
+        assert info.value is err
+        assert len(client.calls) == 3
+        assert len(rec.done) == 2
+        assert [f.error for f in rec.failed] == [err]
+
+    def test_unauthorized_with_concurrency_reports_everything_acknowledged(self) -> None:
+        """Every batch acknowledged while the 401 came back reaches the hook before the raise."""
+        time = FakeTime()
+        started = threading.Barrier(4, timeout=10)
+
+        def behaviour(n: int, call: Call) -> BaseException | None:
+            if n < 4:
+                started.wait()  # four requests in flight together
+            if n == 1:
+                return AuthenticationError("invalid partner api key")
+            return None
+
+        client = FakeClient(behaviour, time)
+        rec = Recorder()
+        with pytest.raises(AuthenticationError):
+            make(client, time, concurrency=4, batch_size=5).upload(
+                "c1",
+                add=ids("a", 1000),
+                **rec.hooks(),  # type: ignore[arg-type]
+            )
+        hooked = {batch.add for batch, _ in rec.done}
+        assert hooked == {a for _, a, _ in client.acknowledged}
+        assert len(client.calls) < 200
+
+    def test_failing_hook_stops_the_upload_and_propagates(self) -> None:
+        """An exception in a hook stops the upload and is raised, with no thread left hanging."""
+        time = FakeTime()
+        client = FakeClient(time=time)
+        calls = 0
+
+        def on_done(batch: Batch, response: CohortResponse | None) -> None:
+            nonlocal calls
+            calls += 1
+            if calls == 3:
+                raise RuntimeError("disk full")
+
+        with pytest.raises(RuntimeError, match="disk full"):
+            make(client, time, concurrency=3, batch_size=10).upload(
+                "c1", add=ids("a", 10_000), on_batch_done=on_done
+            )
+        assert len(client.calls) < 100
+        assert not [t for t in threading.enumerate() if t.name.startswith("braze-cohorts-upload")]
+
+    def test_unexpected_client_error_propagates(self) -> None:
+        """A bug in the client (an exception outside the library's tree) stops the upload."""
+        time = FakeTime()
+        client = FakeClient(lambda n, call: KeyError("bug") if n == 5 else None, time)
+        with pytest.raises(KeyError):
+            make(client, time, concurrency=2, batch_size=10).upload("c1", add=ids("a", 10_000))
+        assert len(client.calls) < 100
+
+
+class TestHooks:
+    def test_hooks_run_on_the_calling_thread(self) -> None:
+        """Hooks are called one at a time from the thread that called upload()."""
+        time = FakeTime()
+        client = FakeClient(
+            lambda n, call: ServerError("x", status_code=500) if n % 7 == 0 else None, time
+        )
+        rec = Recorder()
+        make(
+            client, time, concurrency=4, batch_size=10, retry=attrs.evolve(EXACT, attempts=1)
+        ).upload(
+            "c1",
+            add=ids("a", 500),
+            **rec.hooks(),  # type: ignore[arg-type]
+        )
+        assert rec.threads == {threading.get_ident()}
+        assert len(rec.done) + len(rec.failed) == 50
+
+    def test_progress_counts_up_to_the_report(self) -> None:
+        """Progress follows every batch, counts only grow, and the last one matches the report."""
+        time = FakeTime()
+        client = FakeClient(script(None, ServerError("x", status_code=500)), time)
+        rec = Recorder()
+        report = make(client, time, concurrency=1, batch_size=10).upload(
+            "c1",
+            add=ids("a", 45),
+            remove=ids("r", 20),
+            **rec.hooks(),  # type: ignore[arg-type]
+        )
+        assert len(rec.progress) == 7
+        done = [p.batches_done for p in rec.progress]
+        assert done == sorted(done)
+        last = rec.progress[-1]
+        assert (last.added, last.removed, last.requests, last.retries) == (
+            report.added,
+            report.removed,
+            report.requests,
+            report.retries,
+        )
+        assert last.ids_done == 65
+        assert report.retries == 1
+
+    def test_errors_in_successful_responses_become_warnings(self) -> None:
+        """The ``errors`` of a 2XX answer are kept in the report; the response reaches the hook."""
+        time = FakeTime()
+        response = CohortResponse(status_code=201, message="success", errors=("bad alias",))
+        client = FakeClient(script(response), time)
+        rec = Recorder()
+        report = make(client, time).upload("c1", add=["u1"], **rec.hooks())  # type: ignore[arg-type]
+        assert report.warnings == ("bad alias",)
+        assert rec.done[0][1] is response
+
+
+class TestRateLimiter:
+    def test_first_hour_never_exceeds_the_limit(self) -> None:
+        """Paced starts stay at or under the hourly limit and reach at least 95 % of it."""
+        time = FakeTime(start=0.0)
+        limiter = RateLimiter(3600, clock=time.clock, wall_clock=time.wall_clock)
+        starts = []
+        while time.now <= 3600:
+            limiter.acquire(time.sleep)
+            starts.append(time.now)
+            limiter.finish()
+        in_first_hour = sum(1 for t in starts if t <= 3600)
+        assert 0.95 * 3600 <= in_first_hour <= 3600
+
+    def test_no_burst_after_idle(self) -> None:
+        """Time spent idle is not saved up: starts after a pause are still spaced."""
+        time = FakeTime(start=0.0)
+        limiter = RateLimiter(360, clock=time.clock, wall_clock=time.wall_clock)
+        limiter.acquire(time.sleep)
+        limiter.finish()
+        time.sleep(10_000)
+        starts = []
+        for _ in range(3):
+            limiter.acquire(time.sleep)
+            starts.append(time.now)
+            limiter.finish()
+        gaps = [b - a for a, b in itertools.pairwise(starts)]
+        assert all(gap >= limiter.interval for gap in gaps)
+
+    def test_pauses_until_reset_when_remaining_is_low(self) -> None:
+        """When no more than the in-flight requests remain, the next start waits for the reset."""
+        time = FakeTime(start=0.0)
+        limiter = RateLimiter(UNLIMITED, clock=time.clock, wall_clock=time.wall_clock)
+        limiter.acquire(time.sleep)
+        limiter.acquire(time.sleep)
+        reset = time.wall_clock() + 30
+        limiter.finish(RateLimitInfo(limit=100, remaining=1, reset=reset))
+        before = time.now
+        limiter.acquire(time.sleep)
+        assert time.now - before == pytest.approx(30)
+
+    def test_no_pause_while_plenty_remains(self) -> None:
+        """Remaining above the requests in flight does not slow anything down."""
+        time = FakeTime(start=0.0)
+        limiter = RateLimiter(UNLIMITED, clock=time.clock, wall_clock=time.wall_clock)
+        limiter.acquire(time.sleep)
+        limiter.acquire(time.sleep)
+        limiter.finish(RateLimitInfo(limit=100, remaining=5, reset=time.wall_clock() + 30))
+        before = time.now
+        limiter.acquire(time.sleep)
+        assert time.now - before < 1e-6
+
+    def test_pause_imposed_while_waiting_for_a_slot_is_obeyed(self) -> None:
+        """A caller already waiting for its slot also waits out a pause that began meanwhile."""
+        time = FakeTime(start=0.0)
+        limiter = RateLimiter(3600, clock=time.clock, wall_clock=time.wall_clock)
+
+        def sleep(seconds: float) -> None:
+            if not time.sleeps:
+                limiter.hold(50)  # another thread's 429 arrives while this one waits
+            time.sleep(seconds)
+
+        limiter.acquire(sleep)
+        assert time.now >= 50
+
+    def test_hold_is_capped(self) -> None:
+        """A pause longer than max_hold is shortened to max_hold."""
+        time = FakeTime(start=0.0)
+        limiter = RateLimiter(UNLIMITED, clock=time.clock, wall_clock=time.wall_clock, max_hold=60)
+        limiter.hold(3600)
+        limiter.acquire(time.sleep)
+        assert time.now == pytest.approx(60)
+
+    def test_rate_limited_answer_pauses_every_thread(self) -> None:
+        """After a 429 with Retry-After no request starts before that wait is over."""
+        time = FakeTime(start=0.0)
+        client = FakeClient(script(None, RateLimitedError("slow", retry_after=20.0)), time)
+        make(client, time, batch_size=1).upload("c1", add=ids("a", 5))
+        assert client.call_times[2] - client.call_times[1] >= 20.0
+
+    @settings(max_examples=10, deadline=None)
+    @given(
+        concurrency=st.integers(min_value=1, max_value=6),
+        per_hour=st.integers(min_value=100, max_value=400),
+    )
+    def test_uploads_never_exceed_the_limit(self, concurrency: int, per_hour: int) -> None:
+        """With threads and retries, no hour-long window holds more requests than the limit."""
+        time = FakeTime(start=0.0)
+        client = FakeClient(
+            lambda n, call: ServerError("x", status_code=500) if n % 5 == 0 else None, time
+        )
+        make(
+            client,
+            time,
+            concurrency=concurrency,
+            requests_per_hour=per_hour,
+            batch_size=1,
+            retry=attrs.evolve(EXACT, initial_backoff=0.0, max_backoff=0.0),
+        ).upload("c1", add=ids("a", 2 * per_hour))
+        starts = sorted(client.call_times)
+        assert len(starts) > per_hour
+        for i in range(len(starts) - per_hour):
+            assert starts[i + per_hour] - starts[i] > 3600
+        # Over the whole run (from the upload's start) the rate is under the limit, and close to it.
+        rate = len(starts) / (starts[-1] - 0.0) * 3600
+        assert 0.95 * per_hour <= rate <= per_hour
