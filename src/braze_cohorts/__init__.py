@@ -14,8 +14,8 @@ from braze_cohorts._identifiers import (
     IdentifierMatcher,
     MalformedRecord,
     MatchResult,
-    RejectReason,
     Rejection,
+    RejectReason,
     UserAlias,
     UserRef,
     as_ref,
@@ -34,6 +34,7 @@ from braze_cohorts._models import (
 from braze_cohorts._notify import SmtpNotifier
 from braze_cohorts._runner import ScheduledImport, ScheduleState
 from braze_cohorts._schedule import Schedule, ScheduleKind
+from braze_cohorts._sources import read_records
 from braze_cohorts._version import __version__
 from braze_cohorts.exceptions import (
     APIError,
@@ -106,6 +107,7 @@ __all__ = [
     "UserRef",
     "__version__",
     "as_ref",
+    "read_records",
     "ref_from_key",
     "resolve_endpoint",
 ]

@@ -495,17 +495,10 @@ class IdentifierMatcher:
     def _match_fields(self, record: object) -> UserRef:
         if isinstance(record, MalformedRecord):
             raise _InvalidFieldError(RejectReason.MALFORMED_ROW, record.detail)
-        get = _field_getter(record)
-        if get is None:
-            raise _InvalidFieldError(
-                RejectReason.UNSUPPORTED_RECORD,
-                f"a {type(record).__name__} is not a mapping, an object or an identifier",
-            )
-        if not isinstance(record, Mapping) and not any(hasattr(record, f) for f in self.fields):
-            raise _InvalidFieldError(
-                RejectReason.UNSUPPORTED_RECORD,
-                f"a {type(record).__name__} has none of the fields {list(self.fields)}",
-            )
+        if isinstance(record, (dict, Mapping)):
+            get: Callable[[str], object] = record.get
+        else:
+            get = self._attribute_getter(record)
         identified = self._identified(get) if self.identified_field is not None else None
         skipped_device = False
         for kind in self.precedence:
@@ -535,6 +528,26 @@ class IdentifierMatcher:
             RejectReason.MISSING_IDENTIFIER,
             f"none of {self._precedence_fields()} is filled",
         )
+
+    def _attribute_getter(self, record: object) -> Callable[[str], object]:
+        """Read fields as attributes; refuse records that are plainly not records."""
+        if (
+            record is None
+            or isinstance(
+                record, (bool, int, float, complex, bytes, bytearray, list, set, frozenset)
+            )
+            or (isinstance(record, tuple) and not hasattr(record, "_fields"))
+        ):
+            raise _InvalidFieldError(
+                RejectReason.UNSUPPORTED_RECORD,
+                f"a {type(record).__name__} is not a mapping, an object or an identifier",
+            )
+        if not any(hasattr(record, name) for name in self.fields):
+            raise _InvalidFieldError(
+                RejectReason.UNSUPPORTED_RECORD,
+                f"a {type(record).__name__} has none of the fields {list(self.fields)}",
+            )
+        return lambda name: getattr(record, name, None)
 
     def _precedence_fields(self) -> list[str]:
         names: list[str] = []
@@ -589,18 +602,6 @@ class IdentifierMatcher:
             f"{self.identified_field} must be true or false, not a {type(value).__name__} "
             "that reads as neither",
         )
-
-
-def _field_getter(record: object) -> Callable[[str], object] | None:
-    if isinstance(record, Mapping):
-        return record.get
-    if record is None or isinstance(record, (bool, int, float, complex, bytes, bytearray)):
-        return None
-    if isinstance(record, (list, set, frozenset)) or (
-        isinstance(record, tuple) and not hasattr(record, "_fields")
-    ):
-        return None
-    return lambda name: getattr(record, name, None)
 
 
 def _is_nan(value: object) -> bool:

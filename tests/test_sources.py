@@ -1,0 +1,328 @@
+"""Input file readers: CSV, TSV, JSON Lines and JSON, and how bad input is reported."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import pytest
+
+import braze_cohorts as bc
+from braze_cohorts import (
+    DeviceId,
+    ExternalId,
+    IdentifierMatcher,
+    MalformedRecord,
+    Rejection,
+    RejectReason,
+    UserAlias,
+    read_records,
+)
+
+MATCHER = IdentifierMatcher()
+
+
+def _write(tmp_path: Path, name: str, content: str | bytes) -> Path:
+    path = tmp_path / name
+    if isinstance(content, str):
+        content = content.encode("utf-8")
+    path.write_bytes(content)
+    return path
+
+
+def _match(path: Path, matcher: IdentifierMatcher = MATCHER) -> bc.MatchResult:
+    return matcher.match(read_records(path))
+
+
+class TestCsv:
+    def test_reads_rows_with_extra_columns(self, tmp_path: Path) -> None:
+        """Rows become dicts of every column; extra columns pass through unchanged."""
+        path = _write(
+            tmp_path,
+            "m.csv",
+            "external_id,alias_name,alias_label,device_id,plan\n"
+            "U1,,,,pro\n,a@x.io,email,,free\n,,,d1,\n",
+        )
+        records = list(read_records(path))
+        assert records == [
+            {
+                "external_id": "U1",
+                "alias_name": "",
+                "alias_label": "",
+                "device_id": "",
+                "plan": "pro",
+            },
+            {
+                "external_id": "",
+                "alias_name": "a@x.io",
+                "alias_label": "email",
+                "device_id": "",
+                "plan": "free",
+            },
+            {"external_id": "", "alias_name": "", "alias_label": "", "device_id": "d1", "plan": ""},
+        ]
+        assert MATCHER.match(records).users == (
+            ExternalId("U1"),
+            UserAlias("a@x.io", "email"),
+            DeviceId("d1"),
+        )
+
+    def test_bom_and_crlf_are_handled(self, tmp_path: Path) -> None:
+        """A UTF-8 byte order mark and Windows line ends do not leak into names or values."""
+        path = _write(tmp_path, "m.csv", b"\xef\xbb\xbfexternal_id\r\nu1\r\n\xc3\xa9t\xc3\xa9\r\n")
+        assert _match(path).users == (ExternalId("u1"), ExternalId("été"))
+
+    def test_values_are_not_stripped(self, tmp_path: Path) -> None:
+        """Padded values reach the matcher unchanged and are rejected with a reason and line."""
+        path = _write(tmp_path, "m.csv", "external_id\nu1\n u2\nu3\n")
+        result = _match(path)
+        assert result.users == (ExternalId("u1"), ExternalId("u3"))
+        [rejection] = result.rejected
+        assert (rejection.reason, rejection.line, rejection.index) == (
+            RejectReason.INVALID_EXTERNAL_ID,
+            3,
+            1,
+        )
+
+    def test_tsv(self, tmp_path: Path) -> None:
+        """A .tsv file is read with tabs as separators."""
+        path = _write(tmp_path, "m.tsv", "device_id\tnote\nd,1\tx\n")
+        assert _match(path).users == (DeviceId("d,1"),)
+
+    def test_header_only_is_an_empty_membership(self, tmp_path: Path) -> None:
+        """A header without rows yields no records (an empty cohort), not an error."""
+        path = _write(tmp_path, "m.csv", "external_id,device_id\n")
+        assert list(read_records(path)) == []
+
+    def test_wrong_field_counts_are_rejected_by_line(self, tmp_path: Path) -> None:
+        """Rows with too few or too many fields are malformed rows; the valid rows all survive."""
+        path = _write(
+            tmp_path,
+            "m.csv",
+            "external_id,device_id\nu1,\nu2\nu3,d3,extra\n\nu4,\n",
+        )
+        result = _match(path)
+        assert result.users == (ExternalId("u1"), ExternalId("u4"))
+        assert [(r.reason, r.line) for r in result.rejected] == [
+            (RejectReason.MALFORMED_ROW, 3),
+            (RejectReason.MALFORMED_ROW, 4),
+        ]
+        assert "expected 2 fields, found 1" in result.rejected[0].detail
+        assert "found 3" in result.rejected[1].detail
+
+    def test_unbalanced_quote_loses_no_later_row(self, tmp_path: Path) -> None:
+        """An unbalanced quote rejects its own line only; the lines it swallowed are read again."""
+        path = _write(
+            tmp_path,
+            "m.csv",
+            'external_id,name\nu1,A\n"u2,B\nu3,C\nu4,D\nu5,"E"\nu6,F\n',
+        )
+        result = _match(path)
+        assert result.users == tuple(ExternalId(f"u{i}") for i in (1, 3, 4, 5, 6))
+        [rejection] = result.rejected
+        assert rejection.reason is RejectReason.MALFORMED_ROW
+        assert rejection.line == 3
+        assert "unbalanced quote" in rejection.detail
+
+    def test_unbalanced_quote_at_the_end(self, tmp_path: Path) -> None:
+        """A quote left open until the end of the file still gives back the rows after it."""
+        path = _write(tmp_path, "m.csv", 'external_id,n\nu1,"x\nu2,y\nu3,z\n')
+        result = _match(path)
+        assert result.users == (ExternalId("u2"), ExternalId("u3"))
+        assert [r.line for r in result.rejected] == [2]
+
+    def test_quoted_multiline_field_with_right_width_is_one_row(self, tmp_path: Path) -> None:
+        """A properly quoted value spanning lines stays one record (extra columns may hold it)."""
+        path = _write(tmp_path, "m.csv", 'external_id,note\nu1,"two\nlines"\nu2,x\n')
+        records = list(read_records(path))
+        assert records[0] == {"external_id": "u1", "note": "two\nlines"}
+        assert _match(path).users == (ExternalId("u1"), ExternalId("u2"))
+
+    def test_invalid_utf8_line_is_rejected_alone(self, tmp_path: Path) -> None:
+        """A line that is not UTF-8 is a malformed row; its neighbours are read."""
+        path = _write(tmp_path, "m.csv", b"external_id\nu1\nu\xff2\nu3\n")
+        result = _match(path)
+        assert result.users == (ExternalId("u1"), ExternalId("u3"))
+        assert [(r.line, "UTF-8" in r.detail) for r in result.rejected] == [(3, True)]
+
+    def test_invalid_ids_rejected_with_reasons(self, tmp_path: Path) -> None:
+        """Invalid identifiers in a CSV are rejected per row with their reason and line."""
+        path = _write(
+            tmp_path,
+            "m.csv",
+            "external_id,alias_name,alias_label,device_id\nu1,,,\n,a,,\n,,,\n,,,d\x01\n,n,l,\n",
+        )
+        result = _match(path)
+        assert result.users == (ExternalId("u1"), UserAlias("n", "l"))
+        assert [(r.line, r.reason.value) for r in result.rejected] == [
+            (3, "incomplete_alias"),
+            (4, "missing_identifier"),
+            (5, "invalid_device_id"),
+        ]
+
+    def test_identifier_columns_can_be_configured(self, tmp_path: Path) -> None:
+        """A header without the default columns is accepted when ``id_columns`` names its column."""
+        path = _write(tmp_path, "m.csv", "email\na@x.io\n")
+        with pytest.raises(bc.InputError):
+            read_records(path)
+        matcher = IdentifierMatcher(alias_label="email", alias_name_field="email")
+        result = matcher.match(read_records(path, id_columns=matcher.fields))
+        assert result.users == (UserAlias("a@x.io", "email"),)
+
+    def test_unknown_columns_name_found_and_expected(self, tmp_path: Path) -> None:
+        """A header with none of the identifier columns fails at once, naming both sides."""
+        path = _write(tmp_path, "m.csv", "user,mail\nu1,x\n")
+        with pytest.raises(bc.InputError) as info:
+            read_records(path)
+        text = str(info.value)
+        assert "'user', 'mail'" in text
+        assert "external_id" in text
+        assert "device_id" in text
+
+    def test_repeated_column_is_refused(self, tmp_path: Path) -> None:
+        """A header naming a column twice is ambiguous and refused."""
+        path = _write(tmp_path, "m.csv", "external_id,external_id\nu1,u2\n")
+        with pytest.raises(bc.InputError, match="repeats"):
+            read_records(path)
+
+    @pytest.mark.parametrize("content", [b"", b"\n\n", b"\xef\xbb\xbf"])
+    def test_empty_file_is_an_input_error(self, tmp_path: Path, content: bytes) -> None:
+        """An empty file is an error (most likely a failed export), not an empty cohort."""
+        path = _write(tmp_path, "m.csv", content)
+        with pytest.raises(bc.InputError, match="empty"):
+            read_records(path)
+
+    def test_reads_lazily(self, tmp_path: Path) -> None:
+        """Records come one at a time: taking a few does not read the whole file into a list."""
+        path = tmp_path / "big.csv"
+        with path.open("w", encoding="utf-8") as fh:
+            fh.write("external_id\n")
+            fh.writelines(f"u{i}\n" for i in range(50_000))
+        stream = read_records(path)
+        assert iter(stream) is stream
+        head = list(itertools.islice(stream, 3))
+        assert head == [{"external_id": "u0"}, {"external_id": "u1"}, {"external_id": "u2"}]
+        assert sum(1 for _ in stream) == 49_997
+
+
+class TestJsonLines:
+    @pytest.mark.parametrize("suffix", [".jsonl", ".ndjson", ".JSONL"])
+    def test_reads_objects_and_skips_blank_lines(self, tmp_path: Path, suffix: str) -> None:
+        """Each non-blank line is one record; values keep their JSON types."""
+        path = _write(
+            tmp_path,
+            "m" + suffix,
+            '{"external_id": "U1"}\n\n  \n{"external_id": 42, "x": [1]}\r\n{"device_id": "d"}',
+        )
+        assert list(read_records(path)) == [
+            {"external_id": "U1"},
+            {"external_id": 42, "x": [1]},
+            {"device_id": "d"},
+        ]
+        assert _match(path).users == (ExternalId("U1"), ExternalId("42"), DeviceId("d"))
+
+    def test_bad_lines_are_rejected_and_never_stop_good_ones(self, tmp_path: Path) -> None:
+        """Invalid JSON, non-objects and bad encoding become malformed rows with line numbers."""
+        path = _write(
+            tmp_path,
+            "m.jsonl",
+            b'\xef\xbb\xbf{"external_id": "u1"}\n'
+            b'{"external_id": "u2"\n'
+            b'["u3"]\n'
+            b'"u4"\n'
+            b'{"external_id": "u\xff"}\n'
+            b'{"external_id": " u6"}\n'
+            b'{"external_id": "u7"}\n',
+        )
+        result = _match(path)
+        assert result.users == (ExternalId("u1"), ExternalId("u7"))
+        assert [(r.line, r.reason.value) for r in result.rejected] == [
+            (2, "malformed_row"),
+            (3, "malformed_row"),
+            (4, "malformed_row"),
+            (5, "malformed_row"),
+            (6, "invalid_external_id"),
+        ]
+        assert "not valid JSON" in result.rejected[0].detail
+        assert "found an array" in result.rejected[1].detail
+        assert "found a string" in result.rejected[2].detail
+
+    def test_empty_file_is_an_input_error(self, tmp_path: Path) -> None:
+        """A JSON Lines file with no content at all is refused as empty."""
+        path = _write(tmp_path, "m.jsonl", "\n \n")
+        with pytest.raises(bc.InputError, match="empty"):
+            read_records(path)
+
+
+class TestJson:
+    def test_reads_an_array_of_objects(self, tmp_path: Path) -> None:
+        """A .json array yields its objects; other items become malformed rows."""
+        path = _write(
+            tmp_path,
+            "m.json",
+            json.dumps([{"external_id": "u1"}, 7, {"alias_name": "a", "alias_label": "l"}]),
+        )
+        result = _match(path)
+        assert result.users == (ExternalId("u1"), UserAlias("a", "l"))
+        [rejection] = result.rejected
+        assert (rejection.index, rejection.reason) == (1, RejectReason.MALFORMED_ROW)
+        assert "item 1" in rejection.detail
+
+    def test_empty_array_is_an_empty_membership(self, tmp_path: Path) -> None:
+        """``[]`` yields no records."""
+        assert list(read_records(_write(tmp_path, "m.json", "[]"))) == []
+
+    @pytest.mark.parametrize(
+        ("content", "message"),
+        [
+            ("", "empty"),
+            ('{"external_id": "u1"}', "expected a JSON array"),
+            ("[{]", "not valid JSON"),
+        ],
+    )
+    def test_unreadable_json_is_an_input_error(
+        self, tmp_path: Path, content: str, message: str
+    ) -> None:
+        """A .json file that is empty, not an array, or not JSON fails at once."""
+        path = _write(tmp_path, "m.json", content)
+        with pytest.raises(bc.InputError, match=message):
+            read_records(path)
+
+
+class TestFiles:
+    def test_missing_file(self, tmp_path: Path) -> None:
+        """A missing file is an InputError naming it, raised before anything is read."""
+        with pytest.raises(bc.InputError, match="no such file") as info:
+            read_records(tmp_path / "nope.csv")
+        assert "nope.csv" in str(info.value)
+
+    def test_directory(self, tmp_path: Path) -> None:
+        """A directory is refused with an InputError."""
+        folder = tmp_path / "d.csv"
+        folder.mkdir()
+        with pytest.raises(bc.InputError):
+            read_records(folder)
+
+    @pytest.mark.parametrize("name", ["m.txt", "m.parquet", "m"])
+    def test_unknown_suffix(self, tmp_path: Path, name: str) -> None:
+        """An unknown file type is refused, listing the supported ones."""
+        path = _write(tmp_path, name, "external_id\nu1\n")
+        with pytest.raises(bc.InputError, match=r"\.csv"):
+            read_records(path)
+
+    def test_input_error_is_a_value_error(self, tmp_path: Path) -> None:
+        """InputError is part of the library's tree and a ValueError."""
+        with pytest.raises(ValueError, match="no such file"):
+            read_records(tmp_path / "nope.jsonl")
+        assert issubclass(bc.InputError, bc.BrazeCohortsError)
+
+    def test_malformed_record_type(self, tmp_path: Path) -> None:
+        """Malformed rows are MalformedRecord values carrying the raw line."""
+        path = _write(tmp_path, "m.csv", "external_id,b\nu1\n")
+        [item] = list(read_records(path))
+        assert isinstance(item, MalformedRecord)
+        assert (item.line, item.raw) == (2, "u1")
+        rejection = MATCHER.match_one(item)
+        assert isinstance(rejection, Rejection)
+        assert rejection.line == 2
