@@ -104,6 +104,7 @@ class TestFactories:
         """Names in any case, full or short, and ints 0-6 are deduplicated, Monday first."""
         schedule = Schedule.weekly(["Thursday", "MON", 3, "sun", calendar.MONDAY], "07:30")
         assert schedule.weekdays == (0, 3, 6)
+        assert all(type(d) is int for d in schedule.weekdays)
         assert Schedule.weekly("thu,mon", "07:30").weekdays == (0, 3)
 
     def test_monthly_day_forms(self) -> None:
@@ -153,6 +154,7 @@ class TestValidation:
             (lambda: Schedule.hourly(60), "minute must be 0-59"),
             (lambda: Schedule.hourly(-1), "minute must be 0-59"),
             (lambda: Schedule.hourly(True), "not bool"),
+            (lambda: Schedule.hourly(1.0), "must be an int"),  # type: ignore[arg-type]
             (lambda: Schedule.monthly(0, "06:00"), "1-31 or 'last'"),
             (lambda: Schedule.monthly(32, "06:00"), "1-31 or 'last'"),
             (lambda: Schedule.monthly("first", "06:00"), "1-31 or 'last'"),

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
+import operator
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, Literal, get_args
+from typing import Any, Literal, SupportsIndex, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import attrs
@@ -94,10 +95,12 @@ def _parse_time(at: dt.time | str) -> dt.time:
 def _parse_int(value: object, what: str) -> int:
     if isinstance(value, bool):
         raise ScheduleError(f"{what} must be an int, not bool")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
-        return int(value.strip())
+    if isinstance(value, str):
+        text = value.strip()
+        if text.isascii() and text.isdigit():
+            return int(text)
+    elif isinstance(value, SupportsIndex):  # int, IntEnum (calendar.MONDAY), numpy integers
+        return operator.index(value)
     raise ScheduleError(f"{what} must be an int, got {value!r}")
 
 
@@ -268,7 +271,9 @@ class Schedule:
         if self.minute is not None and _parse_minute(self.minute) != self.minute:
             raise ScheduleError(f"minute must be an int 0-59, got {self.minute!r}")
         if self.time is not None and _parse_time(self.time) != self.time:
-            raise ScheduleError(f"time must be a whole minute, got {self.time!r}")
+            raise ScheduleError(
+                f"time must be a naive datetime.time on a whole minute: {self.time!r}"
+            )
         if self.weekdays and _parse_weekdays(self.weekdays) != self.weekdays:
             raise ScheduleError(f"weekdays must be sorted unique ints 0-6, got {self.weekdays!r}")
         if self.day is not None and _parse_day(self.day) != self.day:
