@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import doctest
 import itertools
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -485,3 +487,14 @@ class TestRejectReason:
             assert str(reason) == reason.value
             assert reason == reason.value
         assert "device id" in RejectReason.IDENTIFIED_DEVICE_ONLY.message
+
+
+class TestDocs:
+    def test_identifiers_page_examples_run(self) -> None:
+        """Every example in docs/identifiers.md runs and prints what the page says."""
+        page = Path(__file__).parent.parent / "docs" / "identifiers.md"
+        failures, tried = doctest.testfile(
+            str(page), module_relative=False, optionflags=doctest.ELLIPSIS, verbose=False
+        )
+        assert tried > 10
+        assert failures == 0
