@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import doctest
 import itertools
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 
 import attrs
 import pytest
@@ -734,3 +736,16 @@ class TestRateLimiter:
         # Over the whole run (from the upload's start) the rate is under the limit, and close to it.
         rate = len(starts) / (starts[-1] - 0.0) * 3600
         assert 0.95 * per_hour <= rate <= per_hour
+
+
+class TestDocs:
+    def test_examples_in_the_uploader_page_run(self) -> None:
+        """The examples in docs/uploader.md run as shown."""
+        path = Path(__file__).resolve().parent.parent / "docs" / "uploader.md"
+        parser = doctest.DocTestParser()
+        test = parser.get_doctest(path.read_text("utf-8"), {}, "docs/uploader.md", str(path), 0)
+        assert len(test.examples) > 5
+        runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+        output: list[str] = []
+        runner.run(test, out=output.append)
+        assert runner.failures == 0, "".join(output)

@@ -35,6 +35,7 @@ from braze_cohorts._notify import SmtpNotifier
 from braze_cohorts._runner import ScheduledImport, ScheduleState
 from braze_cohorts._schedule import Schedule, ScheduleKind
 from braze_cohorts._sources import read_records
+from braze_cohorts._uploader import DEFAULT_RETRY, BatchUploader, RetryPolicy, UploadProgress
 from braze_cohorts._version import __version__
 from braze_cohorts.exceptions import (
     APIError,
@@ -65,10 +66,12 @@ __all__ = [
     "AuthenticationError",
     "Batch",
     "BatchTooLargeError",
+    "BatchUploader",
     "BrazeCohortsError",
     "CohortClient",
     "CohortResponse",
     "ConfigurationError",
+    "DEFAULT_RETRY",
     "DEFAULT_TIMEOUT",
     "DeviceId",
     "ExternalId",
@@ -87,6 +90,7 @@ __all__ = [
     "RejectReason",
     "Rejection",
     "ResourceLockedError",
+    "RetryPolicy",
     "RunResult",
     "Schedule",
     "ScheduleConflictError",
@@ -102,6 +106,7 @@ __all__ = [
     "TransportError",
     "Trigger",
     "UnexpectedResponseError",
+    "UploadProgress",
     "UploadReport",
     "UserAlias",
     "UserRef",
