@@ -120,6 +120,16 @@ class TestFactories:
         assert schedule.at == at
         assert str(schedule) == "once 2026-07-01T09:00+02:00"
 
+    def test_once_in_a_gap_runs_at_the_first_valid_instant(self) -> None:
+        """A nonexistent local ``at`` runs when the clock jumps; an ambiguous one keeps its fold."""
+        berlin = ZoneInfo("Europe/Berlin")
+        gap = Schedule.once(dt.datetime(2026, 3, 29, 2, 30, tzinfo=berlin))
+        assert gap.at == utc(2026, 3, 29, 1, 0)
+        assert str(gap) == "once 2026-03-29T03:00+02:00"
+        second = Schedule.once(dt.datetime(2026, 10, 25, 2, 30, fold=1, tzinfo=berlin))
+        assert second.at == utc(2026, 10, 25, 1, 30)
+        assert str(second) == "once 2026-10-25T02:30+01:00"
+
     def test_values_are_frozen_and_hashable(self) -> None:
         """Schedules cannot be changed in place and can be set members."""
         schedule = Schedule.hourly(5)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
+import math
 import operator
 import re
 from collections.abc import Iterable, Iterator, Mapping
@@ -177,13 +178,22 @@ def _format_datetime(value: dt.datetime) -> str:
 
 
 def _fixed(value: dt.datetime) -> dt.datetime:
-    """The same instant and wall time, with its offset frozen (so text and dict round-trip)."""
+    """The same instant and wall time, with its offset frozen (so text and dict round-trip).
+
+    A wall time that does not exist in its zone (in a spring-forward gap) becomes the first
+    valid instant after it, as for recurring schedules.
+    """
+    zone = value.tzinfo
+    if zone is not None and not isinstance(zone, dt.timezone):
+        wall = value.replace(tzinfo=None)
+        if value.astimezone(_UTC).astimezone(zone).replace(tzinfo=None) != wall:
+            value = _first_instant_at_or_after(wall.date(), wall.time(), zone).astimezone(zone)
     offset = value.utcoffset()
     assert offset is not None
     return value.replace(tzinfo=dt.timezone(offset), fold=0)
 
 
-def _first_instant_at_or_after(day: dt.date, wall: dt.time, zone: ZoneInfo) -> dt.datetime:
+def _first_instant_at_or_after(day: dt.date, wall: dt.time, zone: dt.tzinfo) -> dt.datetime:
     """The first instant (UTC) whose local clock in ``zone`` reads ``day`` + ``wall`` or later."""
     target = dt.datetime.combine(day, wall)
     utc = dt.datetime.combine(day, wall, tzinfo=zone).astimezone(_UTC)  # fold=0: first occurrence
@@ -193,7 +203,7 @@ def _first_instant_at_or_after(day: dt.date, wall: dt.time, zone: ZoneInfo) -> d
     # transition; the transition instant lies between them. Search it to the second
     # (tzdb transitions are on whole seconds).
     other = dt.datetime.combine(day, wall, tzinfo=zone).replace(fold=1).astimezone(_UTC)
-    lo, hi = sorted((int(utc.timestamp()), int(other.timestamp())))
+    lo, hi = sorted((math.floor(utc.timestamp()), math.floor(other.timestamp())))
     # Invariant: the local clock at lo reads before target, at hi at or after it.
     while hi - lo > 1:
         mid = (lo + hi) // 2
@@ -288,6 +298,9 @@ class Schedule:
         Args:
             at: An aware datetime. Its UTC offset is kept (a ``ZoneInfo`` zone becomes the
                 fixed offset it has at that instant), so the text form shows the same wall time.
+                A wall time that does not exist in its zone (clocks went forward) becomes the
+                first valid instant after it; an ambiguous one keeps the occurrence its ``fold``
+                picks.
 
         Raises:
             ScheduleError: If ``at`` is not a datetime or is naive.
