@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import doctest
 import email.utils
 import http.server
 import json
@@ -11,6 +12,7 @@ import math
 import socket
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
@@ -1121,3 +1123,54 @@ class TestOverRealSockets:
                 c.update_members("c1", add=["u1"])
             thread.join()
         assert info.value.outcome_unknown is True
+
+
+class TestAgainstEmulator:
+    def test_name_add_remove_and_errors_round_trip(self) -> None:
+        """Against the bundled emulator, names, members and a 401 cause come out as expected."""
+        from braze_cohorts.testing import BrazeEmulator
+
+        with BrazeEmulator() as braze:
+            braze.add_user("u1")
+            braze.add_user(aliases=[("a@x.io", "email")])
+            braze.add_user(device_ids=["d-1"])
+            with CohortClient(
+                braze.url,
+                partner="kubit",
+                partner_api_key=braze.partner_api_key,
+                data_import_key=braze.data_import_key,
+            ) as c:
+                c.name_cohort("c1", "Cohort one")
+                c.update_members(
+                    "c1", add=["u1", UserAlias(alias_name="a@x.io", alias_label="email")]
+                )
+                c.update_members("c1", add=[DeviceId("d-1")], remove=["u1"])
+                assert braze.cohort_name("c1") == "Cohort one"
+                assert braze.members("c1") == {("alias", "a@x.io", "email"), ("device_id", "d-1")}
+                braze.succeed_with_errors_next(errors=["e1"])
+                answer = c.update_members("c1", add=["u1"])
+                assert answer is not None
+                assert answer.errors == ("e1",)
+                braze.fail_next(status=429, retry_after=7)
+                with pytest.raises(RateLimitedError) as limited:
+                    c.update_members("c1", add=["u1"])
+                assert limited.value.retry_after == 7
+                braze.redirect_next(location="https://elsewhere.example/")
+                with pytest.raises(UnexpectedResponseError):
+                    c.name_cohort("c1", "Cohort one")
+                braze.revoke_data_import_key(braze.data_import_key)
+                with pytest.raises(AuthenticationError) as denied:
+                    c.update_members("c1", add=["u1"])
+                assert denied.value.cause == "data_import_key"
+
+
+class TestDocs:
+    def test_client_page_examples_run(self) -> None:
+        """The examples in docs/client.md run as shown."""
+        text = (Path(__file__).parents[1] / "docs" / "client.md").read_text(encoding="utf-8")
+        section = text.split("<!-- client-examples: begin")[1]
+        test = doctest.DocTestParser().get_doctest(section, {}, "docs/client.md", None, 0)
+        assert len(test.examples) > 15
+        runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+        runner.run(test)
+        assert runner.summarize(verbose=False).failed == 0
