@@ -6,6 +6,7 @@ import collections
 import dataclasses
 import doctest
 import itertools
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -463,6 +464,38 @@ class TestIterMatch:
         assert isinstance(items[2], Rejection)
         assert items[2].index == 2
         assert items[3] == ExternalId("b")
+
+
+class TestRejectionToDict:
+    @pytest.mark.parametrize(
+        ("record", "expected"),
+        [
+            ({"external_id": " u", "n": float("nan")}, {"external_id": " u", "n": None}),
+            (_Row(external_id=1.5), {"external_id": 1.5, "device_id": None}),
+            (_AttrsRow("a", None), {"alias_name": "a", "alias_label": None}),
+            (_Tuple(0, None, b"d\xff"), {"Index": 0, "external_id": None, "device_id": "d\\xff"}),
+            (MalformedRecord(3, "bad", '"u2,B'), '"u2,B'),
+            (MalformedRecord(4, "bad", [1, {"a": float("inf")}]), [1, {"a": None}]),
+            (" u1", " u1"),
+            (None, None),
+            (["u1", 2], ["u1", 2]),
+        ],
+    )
+    def test_record_becomes_strict_json(self, record: object, expected: object) -> None:
+        """Whatever the record, ``to_dict`` gives data that strict ``json.dumps`` accepts."""
+        rejection = DEFAULT.match_one(record, index=5)
+        assert isinstance(rejection, Rejection)
+        data = rejection.to_dict()
+        json.dumps(data, allow_nan=False)
+        assert data["record"] == expected
+        assert (data["index"], data["reason"]) == (5, rejection.reason.value)
+        assert data["detail"] == rejection.detail
+
+    def test_unknown_objects_become_their_repr(self) -> None:
+        """An object with no known shape is reported by its ``repr``."""
+        rejection = DEFAULT.match_one(object())
+        assert isinstance(rejection, Rejection)
+        assert str(rejection.to_dict()["record"]).startswith("<object object")
 
 
 class TestRejectReason:

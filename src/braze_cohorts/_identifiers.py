@@ -7,6 +7,7 @@ reversible with :func:`ref_from_key`; sets, the state store and plans use keys.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import logging
 import numbers
@@ -268,6 +269,23 @@ class Rejection:
     reason: RejectReason
     detail: str
     line: int | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        """The rejection as plain JSON-ready values, e.g. for a rejects file.
+
+        Returns:
+            ``index``, ``line``, ``reason`` (the code), ``detail`` and ``record``: the record as
+            JSON-ready data (a mapping or object becomes a ``dict``, a malformed row its raw
+            text, an identifier its canonical key, anything else its ``repr``; NaN becomes
+            ``None``). ``json.dumps`` accepts the result whatever the record was.
+        """
+        return {
+            "index": self.index,
+            "line": self.line,
+            "reason": self.reason.value,
+            "detail": self.detail,
+            "record": _jsonable(self.record, depth=0),
+        }
 
 
 @attrs.frozen(slots=True)
@@ -602,6 +620,36 @@ class IdentifierMatcher:
             f"{self.identified_field} must be true or false, not a {type(value).__name__} "
             "that reads as neither",
         )
+
+
+def _jsonable(value: object, *, depth: int) -> object:
+    """``value`` as data ``json.dumps`` accepts (strictly: no NaN), for reports of bad records."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        return None if value != value or value in (float("inf"), float("-inf")) else value
+    if depth > 8:
+        return repr(value)
+    if isinstance(value, MalformedRecord):
+        return _jsonable(value.raw, depth=depth + 1)
+    if isinstance(value, (ExternalId, UserAlias, DeviceId)):
+        return value.key
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v, depth=depth + 1) for k, v in value.items()}
+    if isinstance(value, tuple) and hasattr(value, "_asdict"):
+        return _jsonable(value._asdict(), depth=depth)
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v, depth=depth + 1) for v in value]
+    if isinstance(value, (bytes, bytearray)):
+        return value.decode("utf-8", "backslashreplace")
+    if attrs.has(type(value)):
+        return _jsonable(attrs.asdict(value, recurse=False), depth=depth)  # type: ignore[arg-type]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        return _jsonable(fields, depth=depth)
+    if _is_nan(value):
+        return None
+    return repr(value)
 
 
 def _is_nan(value: object) -> bool:
