@@ -366,10 +366,16 @@ class TestNextRunProperties:
         self, start: dt.datetime, at: dt.time, zone: str
     ) -> None:
         """A year of daily runs has one run per local day, at the time (or the gap's end)."""
-        runs = list(itertools.islice(Schedule.daily(at, zone).iter_runs(start), 366))
+        schedule = Schedule.daily(at, zone)
+        runs = list(itertools.islice(schedule.iter_runs(start), 366))
         assert runs[0] > start
         days = [wall(r, zone).date() for r in runs]
         assert all(b - a == dt.timedelta(days=1) for a, b in itertools.pairwise(days))
+        # Asked from anywhere between two runs (overlaps included), the answer is the later one.
+        for a, b in itertools.pairwise(runs):
+            assert schedule.next_run(a + (b - a) / 3) == b
+            assert schedule.next_run(a + dt.timedelta(hours=1)) == b  # a repeated hour's 2nd pass
+            assert schedule.next_run(b - dt.timedelta(microseconds=1)) == b
         for run, day in zip(runs, days, strict=True):
             target = dt.datetime.combine(day, at)
             aware = target.replace(tzinfo=ZoneInfo(zone))
