@@ -392,7 +392,7 @@ class _Fault:
     remaining: int
     path: str | None
     status: int = 0
-    headers: tuple[tuple[str, str], ...] = ()
+    headers: tuple[tuple[str, str | None], ...] = ()
     body: bytes | None = None
     retry_after: float | None = None
     location: str = ""
@@ -1053,7 +1053,7 @@ class BrazeEmulator:
         n: int = 1,
         status: int = 503,
         *,
-        headers: Mapping[str, str] | None = None,
+        headers: Mapping[str, str | None] | None = None,
         body: bytes | str | Mapping[str, object] | Sequence[object] | None = None,
         retry_after: float | None = None,
         path: str | None = None,
@@ -1063,7 +1063,9 @@ class BrazeEmulator:
         Args:
             n: How many requests.
             status: The status (429, 423, 500, 502, 503 ... any code from 100 to 599).
-            headers: Extra headers (they replace the defaults of the same name).
+            headers: Extra headers; they replace the defaults of the same name, and a value of
+                ``None`` removes that default (e.g. ``{"Retry-After": None}`` for a 429 that
+                only has ``X-RateLimit-Reset``).
             body: The body (bytes, text, or JSON-able); default ``{"message": <reason>}``.
             retry_after: For 429, the ``Retry-After`` seconds (default 1); with other statuses a
                 ``Retry-After`` header is sent only if given. A 429 also carries
@@ -1322,7 +1324,7 @@ class BrazeEmulator:
             )
         lowered = {k.lower() for k, _ in fault.headers}
         extra = [(k, v) for k, v in headers.items() if k.lower() not in lowered]
-        extra.extend(fault.headers)
+        extra.extend((k, v) for k, v in fault.headers if v is not None)
         try:
             phrase = http.HTTPStatus(status).phrase
         except ValueError:
