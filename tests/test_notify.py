@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import doctest
 import email
 import email.policy
 import shutil
@@ -71,7 +72,7 @@ def _run(**changes: Any) -> bc.ImportRun:
         users=1234,
         added=40,
         removed=7,
-        rejected={"empty_value": 2, "control_characters": 1},
+        rejected={"missing_identifier": 2, "invalid_external_id": 1},
         requests=3,
         retries=1,
         id=17,
@@ -138,8 +139,7 @@ class TestRenderMessage:
         assert "Added:     40" in body
         assert "Removed:   7" in body
         assert "Rejected:  3" in body
-        assert "  - control_characters: 1" in body
-        assert "  - empty_value: 2" in body
+        assert "  - invalid_external_id: 1\n  - missing_identifier: 2" in body
         assert "Requests:  3 (1 retries)" in body
         assert "Error" not in body
         assert "PAUSED" not in body
@@ -420,3 +420,24 @@ class TestSmtpNotifierLogin:
             "send a@example.com",
             "quit",
         ]
+
+
+class TestDocs:
+    def test_notify_page_examples_run(self) -> None:
+        """The examples in docs/notify.md run as shown."""
+        text = (Path(__file__).parents[1] / "docs" / "notify.md").read_text(encoding="utf-8")
+        section = text.split("<!-- notify: begin")[1].split("<!-- notify: end")[0]
+        test = doctest.DocTestParser().get_doctest(section, {}, "docs/notify.md", None, 0)
+        assert len(test.examples) >= 5
+        runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+        runner.run(test)
+        assert runner.summarize(verbose=False).failed == 0
+
+    def test_sample_email_in_the_docs_matches_the_renderer(self) -> None:
+        """The sample body on the docs page is what render_message writes for that run."""
+        text = (Path(__file__).parents[1] / "docs" / "notify.md").read_text(encoding="utf-8")
+        sample = text.split("```text\n")[1].split("```")[0]
+        subject, body = sample.split("\n\n", 1)
+        msg = render_message(_run(), sender="bot@example.com", recipients=["o@example.com"])
+        assert subject == f"Subject: {msg['Subject']}"
+        assert msg.get_content().startswith(body)

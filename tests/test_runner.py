@@ -77,8 +77,8 @@ class FakeStore:
         with self.lock:
             self.rows[cohort_id] = attrs.evolve(self.rows[cohort_id], last_run_id=run_id)
 
-    def record_notification_error(self, run_id: int, message: str) -> None:
-        self.notification_errors[run_id] = message
+    def record_notification_error(self, run_id: int, error: str) -> None:
+        self.notification_errors[run_id] = error
 
 
 class FakeImport:
@@ -291,6 +291,28 @@ class TestRunDue:
         assert runs[0].result == "failed"
         assert "no such file" in (runs[0].error or "")
         assert [c[0] for c in rig.run_import.calls] == ["b", "a"]
+
+    def test_any_exception_from_a_source_fails_only_that_run(self, rig: Rig) -> None:
+        """A member function raising a plain exception gives a failed run; others still run."""
+
+        def buggy() -> list[str]:
+            raise KeyError("user_id")
+
+        rig.runner.set_schedule("a", "A", "hourly 10", source=buggy)
+        rig.runner.set_schedule("b", "B", "hourly 20", source=_members)
+        rig.clock.advance(hours=1)
+        runs = rig.runner.run_due()
+        assert [(r.cohort_id, r.result) for r in runs] == [("a", "failed"), ("b", "succeeded")]
+        assert runs[0].error == "KeyError: 'user_id'"
+
+    def test_runner_without_import_function_only_manages(self) -> None:
+        """A runner made without run_import keeps schedules but refuses to run them."""
+        clock = Clock()
+        runner = ScheduleRunner(FakeStore(), clock=clock)
+        runner.set_schedule("c1", "One", "hourly 30", source="m.csv")
+        clock.advance(hours=1)
+        with pytest.raises(bc.ConfigurationError):
+            runner.trigger("c1")
 
     def test_unregistered_source_fails_the_run_only(self, rig: Rig) -> None:
         """A schedule without a file or registered function fails with a clear error."""

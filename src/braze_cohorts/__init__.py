@@ -32,7 +32,7 @@ from braze_cohorts._models import (
     UploadReport,
 )
 from braze_cohorts._notify import SmtpNotifier
-from braze_cohorts._runner import ScheduledImport, ScheduleState
+from braze_cohorts._runner import ScheduledImport, ScheduleRunner, ScheduleState
 from braze_cohorts._schedule import Schedule, ScheduleKind
 from braze_cohorts._sources import read_records
 from braze_cohorts._uploader import DEFAULT_RETRY, BatchUploader, RetryPolicy, UploadProgress
@@ -97,6 +97,7 @@ __all__ = [
     "ScheduleError",
     "ScheduleKind",
     "ScheduleNotFoundError",
+    "ScheduleRunner",
     "ScheduleState",
     "ScheduledImport",
     "ServerError",

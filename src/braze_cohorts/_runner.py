@@ -233,7 +233,7 @@ class ScheduleStore(Protocol):
         """Remember the id of the schedule's latest import."""
         ...
 
-    def record_notification_error(self, run_id: int, message: str) -> None:
+    def record_notification_error(self, run_id: int, error: str) -> None:
         """Record on a run in the history that its notification failed."""
         ...
 
@@ -244,6 +244,8 @@ class ScheduleRunner:
     Args:
         store: Where schedules live.
         run_import: Runs one import: ``(cohort_id, name, members, trigger) -> ImportRun``.
+            Without it the runner manages schedules but cannot run them (the CLI's
+            ``schedule`` commands need no Braze credentials).
         notifier: Who is told after each scheduled or triggered import (``None``: nobody).
         clock: Returns the current time (aware); injected by tests.
         read_file: Turns a file source into records (default: ``braze_cohorts.read_records``).
@@ -252,7 +254,7 @@ class ScheduleRunner:
     def __init__(
         self,
         store: ScheduleStore,
-        run_import: ImportFunction,
+        run_import: ImportFunction | None = None,
         *,
         notifier: _AnyNotifier | None = None,
         clock: Callable[[], dt.datetime] = _utcnow,
@@ -462,6 +464,8 @@ class ScheduleRunner:
     def _run(
         self, entry: ScheduledImport, trigger: Trigger, *, raise_busy: bool = False
     ) -> ImportRun | None:
+        if self._run_import is None:
+            raise ConfigurationError("this ScheduleRunner was made without run_import")
         started = self.now()
         log.info("%s import of cohort %s starting", trigger, entry.cohort_id)
         paused_reason: str | None = None
@@ -472,9 +476,17 @@ class ScheduleRunner:
                 raise
             log.warning("cohort %s is being imported elsewhere; skipped", entry.cohort_id)
             return None
-        except BrazeCohortsError as exc:
+        except Exception as exc:  # one failing import (or member source) must not stop the rest
             # The import function records failed runs itself; if it raised instead, still
             # report what happened.
+            if not isinstance(exc, BrazeCohortsError):
+                log.error(
+                    "%s import of cohort %s raised %s",
+                    trigger,
+                    entry.cohort_id,
+                    type(exc).__name__,
+                    exc_info=log.isEnabledFor(logging.DEBUG),
+                )
             run = ImportRun(
                 cohort_id=entry.cohort_id,
                 name=entry.name,
@@ -482,7 +494,7 @@ class ScheduleRunner:
                 started_at=started,
                 finished_at=self.now(),
                 result="failed",
-                error=str(exc),
+                error=str(exc) if isinstance(exc, BrazeCohortsError) else _describe(exc),
             )
             if isinstance(exc, AuthenticationError):
                 paused_reason = _auth_reason(exc)
@@ -523,6 +535,11 @@ class ScheduleRunner:
                     log.exception("could not record the notification error of run %s", run.id)
             return attrs.evolve(run, notification_error=message)
         return run
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _looks_like_auth(run: ImportRun) -> bool:
