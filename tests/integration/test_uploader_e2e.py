@@ -1,0 +1,356 @@
+"""BatchUploader with a real CohortClient against the Braze emulator over real HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from braze_cohorts import (
+    AuthenticationError,
+    BatchUploader,
+    CohortClient,
+    DeviceId,
+    ExternalId,
+    InvalidRequestError,
+    RetryPolicy,
+    TransportError,
+    UnexpectedResponseError,
+    UserAlias,
+)
+from braze_cohorts.testing import BrazeEmulator, RequestRecord
+
+#: Retries that wait (almost) nothing of their own, so the server's waits are what shows.
+QUICK_RETRY = RetryPolicy(attempts=4, initial_backoff=0.001, max_backoff=0.001, jitter="none")
+#: A limit so high that pacing never waits noticeably.
+NO_LIMIT = 1e9
+
+
+def make_client(emulator: BrazeEmulator, **options: Any) -> CohortClient:
+    return CohortClient(
+        emulator.url,
+        partner=emulator.partner,
+        partner_api_key=emulator.partner_api_key,
+        data_import_key=emulator.data_import_key,
+        **options,
+    )
+
+
+def user_requests(emulator: BrazeEmulator) -> list[RequestRecord]:
+    return [r for r in emulator.request_log if r.endpoint == "users"]
+
+
+def max_in_window(times: list[float], window: float) -> int:
+    """The most requests whose times fall in any half-open window ``(t - window, t]``."""
+    times = sorted(times)
+    best = 0
+    start = 0
+    for end, t in enumerate(times):
+        while times[start] <= t - window:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
+@pytest.fixture
+def emulator(braze_emulator: BrazeEmulator) -> BrazeEmulator:
+    return braze_emulator
+
+
+@pytest.fixture
+def client(emulator: BrazeEmulator) -> Iterator[CohortClient]:
+    with make_client(emulator) as c:
+        yield c
+
+
+class TestUpload:
+    def test_large_upload_converges_in_capped_requests(
+        self, client: CohortClient, emulator: BrazeEmulator
+    ) -> None:
+        """5,500 adds then 2,000 removes from generators: exact membership, <= 1,000 ids each."""
+        emulator.add_users(5_500, prefix="u")
+        uploader = BatchUploader(client, concurrency=4, requests_per_hour=NO_LIMIT)
+        report = uploader.upload("c1", add=(f"u{i}" for i in range(5_500)))
+        assert (report.ok, report.added, report.requests) == (True, 5_500, 6)
+        report = uploader.upload("c1", remove=(ExternalId(f"u{i}") for i in range(0, 4_000, 2)))
+        assert (report.ok, report.removed, report.requests) == (True, 2_000, 2)
+        expected = {("external_id", f"u{i}") for i in range(5_500) if i >= 4_000 or i % 2}
+        assert emulator.members("c1") == expected
+        records = user_requests(emulator)
+        assert all(r.status == 200 and r.ids <= 1_000 for r in records)
+        assert sum(r.ids for r in records) == 7_500
+
+    def test_mixed_adds_and_removes_share_requests(
+        self, client: CohortClient, emulator: BrazeEmulator
+    ) -> None:
+        """Adds and removes together stay under the cap and apply correctly."""
+        emulator.add_users(1_500, prefix="u")
+        uploader = BatchUploader(client, concurrency=2, requests_per_hour=NO_LIMIT)
+        uploader.upload("c1", add=[f"u{i}" for i in range(1_000, 1_500)])
+        report = uploader.upload(
+            "c1", add=[f"u{i}" for i in range(1_000)], remove=[f"u{i}" for i in range(1_000, 1_300)]
+        )
+        assert report.ok
+        assert emulator.members("c1") == {
+            ("external_id", f"u{i}") for i in [*range(1_000), *range(1_300, 1_500)]
+        }
+        assert all(r.ids <= 1_000 for r in user_requests(emulator))
+
+    def test_identity_rules(self, client: CohortClient, emulator: BrazeEmulator) -> None:
+        """Anonymous device ids and aliases join; identified users' device ids, unknowns do not."""
+        emulator.add_user("u1", device_ids=["dev-of-u1"])
+        emulator.add_user(device_ids=["anon-1"])
+        emulator.add_user(aliases=[("a@x.io", "email")])
+        uploader = BatchUploader(client, concurrency=1, requests_per_hour=NO_LIMIT)
+        report = uploader.upload(
+            "c1",
+            add=[DeviceId("dev-of-u1"), DeviceId("anon-1"), UserAlias("a@x.io", "email"), "ghost"],
+        )
+        assert report.added == 4  # what was sent and acknowledged, not what Braze matched
+        assert emulator.members("c1") == {("device_id", "anon-1"), ("alias", "a@x.io", "email")}
+
+    def test_warnings_from_successful_answers(
+        self, client: CohortClient, emulator: BrazeEmulator
+    ) -> None:
+        """``errors`` on a 200 end up in the report's warnings."""
+        emulator.succeed_with_errors_next(1, errors=["odd"])
+        report = BatchUploader(client, requests_per_hour=NO_LIMIT).upload("c1", add=["u1"])
+        assert report.ok
+        assert report.warnings == ("odd",)
+
+    def test_keys_only_in_bodies_during_a_concurrent_upload(self) -> None:
+        """Across a concurrent upload no key shows in any request line or header."""
+        with BrazeEmulator(record_raw=True) as emulator, make_client(emulator) as client:
+            BatchUploader(client, concurrency=4, requests_per_hour=NO_LIMIT).upload(
+                "c1", add=(f"u{i}" for i in range(3_500))
+            )
+            raw = emulator.raw_requests
+        assert len(raw) == 4
+        for line, headers in raw:
+            for key in (emulator.partner_api_key, emulator.data_import_key):
+                assert key.encode() not in line + headers
+        assert not any(r.key_outside_body for r in emulator.request_log)
+
+
+class TestRetries:
+    def test_429_waits_what_the_server_says(self, fake_time: Any) -> None:
+        """Two 429s with Retry-After: 3 mean two waits of 3 s, then success."""
+        with (
+            BrazeEmulator(clock=fake_time) as emulator,
+            make_client(emulator, clock=fake_time) as client,
+        ):
+            emulator.add_user("u1")
+            emulator.fail_next(2, 429, retry_after=3)
+            uploader = BatchUploader(
+                client,
+                concurrency=1,
+                requests_per_hour=NO_LIMIT,
+                retry=QUICK_RETRY,
+                clock=fake_time,
+                sleep=fake_time.sleep,
+                wall_clock=fake_time,
+            )
+            report = uploader.upload("c1", add=["u1"])
+            assert emulator.members("c1") == {("external_id", "u1")}
+        assert (report.ok, report.requests, report.retries) == (True, 3, 2)
+        assert [w for w in fake_time.sleeps if w >= 0.5] == [3, 3]
+
+    def test_429_with_only_a_reset_header(self, fake_time: Any) -> None:
+        """Without Retry-After the wait comes from X-RateLimit-Reset."""
+        with (
+            BrazeEmulator(clock=fake_time) as emulator,
+            make_client(emulator, clock=fake_time) as client,
+        ):
+            emulator.fail_next(1, 429, retry_after=5, headers={"Retry-After": None})
+            uploader = BatchUploader(
+                client,
+                concurrency=1,
+                requests_per_hour=NO_LIMIT,
+                retry=QUICK_RETRY,
+                clock=fake_time,
+                sleep=fake_time.sleep,
+                wall_clock=fake_time,
+            )
+            report = uploader.upload("c1", add=["u1"])
+        assert report.ok
+        long_waits = [w for w in fake_time.sleeps if w >= 0.5]
+        assert len(long_waits) >= 1
+        assert all(5 <= w <= 6 for w in long_waits)
+
+    def test_5xx_and_423_are_retried_with_capped_backoff(self, fake_time: Any) -> None:
+        """Server errors and locks are retried with exponential backoff capped by the policy."""
+        policy = RetryPolicy(attempts=5, initial_backoff=1, max_backoff=2, jitter="none")
+        with BrazeEmulator() as emulator, make_client(emulator) as client:
+            emulator.add_user("u1")
+            emulator.fail_next(1, 503)
+            emulator.fail_next(1, 423)
+            emulator.fail_next(1, 500)
+            uploader = BatchUploader(
+                client,
+                concurrency=1,
+                requests_per_hour=NO_LIMIT,
+                retry=policy,
+                clock=fake_time,
+                sleep=fake_time.sleep,
+            )
+            report = uploader.upload("c1", add=["u1"])
+            assert emulator.members("c1") == {("external_id", "u1")}
+            statuses = [r.status for r in emulator.request_log]
+        assert statuses == [503, 423, 500, 200]
+        assert (report.requests, report.retries) == (4, 3)
+        assert [w for w in fake_time.sleeps if w >= 0.5] == [1, 2, 2]
+
+    def test_400_is_never_retried(
+        self, client: CohortClient, emulator: BrazeEmulator, fake_time: Any
+    ) -> None:
+        """A 400 fails its batch at once and the other batches still go."""
+        emulator.add_users(1_500, prefix="u")
+        emulator.fail_next(1, 400, body={"message": "cohort_changes has the wrong shape"})
+        uploader = BatchUploader(
+            client,
+            concurrency=1,
+            requests_per_hour=NO_LIMIT,
+            retry=QUICK_RETRY,
+            clock=fake_time,
+            sleep=fake_time.sleep,
+        )
+        report = uploader.upload("c1", add=[f"u{i}" for i in range(1_500)])
+        assert (report.requests, report.retries) == (2, 0)
+        [failed] = report.failed_batches
+        assert isinstance(failed.error, InvalidRequestError)
+        assert not failed.outcome_unknown
+        assert len(failed.batch) == 1_000
+        assert len(emulator.members("c1")) == 500
+
+    def test_401_stops_the_upload(self, client: CohortClient, emulator: BrazeEmulator) -> None:
+        """A revoked key stops everything: no retries, no new requests, the error is raised."""
+        emulator.revoke_data_import_key(emulator.data_import_key)
+        uploader = BatchUploader(
+            client, concurrency=2, requests_per_hour=NO_LIMIT, retry=QUICK_RETRY
+        )
+        with pytest.raises(AuthenticationError) as info:
+            uploader.upload("c1", add=(f"u{i}" for i in range(20_000)))
+        assert info.value.cause == "data_import_key"
+        records = emulator.request_log
+        assert 1 <= len(records) <= 2
+        assert all(r.status == 401 for r in records)
+
+    def test_dropped_connection_after_apply_is_retried(
+        self, client: CohortClient, emulator: BrazeEmulator, fake_time: Any
+    ) -> None:
+        """A change applied but never acknowledged is sent again and acknowledged."""
+        emulator.add_user("u1")
+        emulator.drop_next(1, when="after_apply")
+        uploader = BatchUploader(
+            client,
+            concurrency=1,
+            requests_per_hour=NO_LIMIT,
+            retry=QUICK_RETRY,
+            clock=fake_time,
+            sleep=fake_time.sleep,
+        )
+        report = uploader.upload("c1", add=["u1"])
+        assert (report.ok, report.retries) == (True, 1)
+        assert [r.fault for r in emulator.request_log] == ["drop_after_apply", None]
+        assert emulator.members("c1") == {("external_id", "u1")}
+
+    @pytest.mark.parametrize("when", ["before_apply", "after_apply"])
+    def test_exhausted_retries_report_outcome_unknown(
+        self, client: CohortClient, emulator: BrazeEmulator, fake_time: Any, when: str
+    ) -> None:
+        """When every attempt is dropped the batch fails as outcome-unknown, whatever happened."""
+        emulator.add_user("u1")
+        emulator.drop_next(2, when=when)  # type: ignore[arg-type]
+        policy = RetryPolicy(attempts=2, initial_backoff=0.001, max_backoff=0.001, jitter="none")
+        uploader = BatchUploader(
+            client,
+            concurrency=1,
+            requests_per_hour=NO_LIMIT,
+            retry=policy,
+            clock=fake_time,
+            sleep=fake_time.sleep,
+        )
+        report = uploader.upload("c1", add=["u1"])
+        [failed] = report.failed_batches
+        assert isinstance(failed.error, TransportError)
+        assert failed.outcome_unknown
+        applied = when == "after_apply"
+        assert ("c1" in emulator.cohorts()) is applied
+        if applied:
+            assert emulator.members("c1") == {("external_id", "u1")}
+
+    def test_redirect_is_refused_not_followed_nor_retried(
+        self, client: CohortClient, emulator: BrazeEmulator
+    ) -> None:
+        """A 307 fails the batch without retry, and the target never hears of it."""
+        with BrazeEmulator(record_raw=True) as target:
+            emulator.redirect_next(1, target.url + "/partners/kubit/cohorts/users")
+            report = BatchUploader(client, requests_per_hour=NO_LIMIT, retry=QUICK_RETRY).upload(
+                "c1", add=["u1"]
+            )
+            assert target.raw_requests == []
+        [failed] = report.failed_batches
+        assert isinstance(failed.error, UnexpectedResponseError)
+        assert report.requests == 1
+
+
+class TestRateLimitPacing:
+    def make_uploader(
+        self, client: CohortClient, fake_time: Any, requests_per_hour: float
+    ) -> BatchUploader:
+        return BatchUploader(
+            client,
+            concurrency=1,
+            requests_per_hour=requests_per_hour,
+            batch_size=10,
+            retry=QUICK_RETRY,
+            clock=fake_time,
+            sleep=fake_time.sleep,
+            wall_clock=fake_time,
+        )
+
+    def test_zero_429s_when_the_limits_match(self, fake_time: Any) -> None:
+        """Client and server both at 20 requests/hour: 60 requests over 3 hours, never a 429."""
+        with (
+            BrazeEmulator(requests_per_hour=20, clock=fake_time) as emulator,
+            make_client(emulator, clock=fake_time) as client,
+        ):
+            report = self.make_uploader(client, fake_time, 20).upload(
+                "c1", add=(f"u{i}" for i in range(600))
+            )
+            records = emulator.request_log
+        assert (report.ok, report.requests, report.retries) == (True, 60, 0)
+        assert all(r.status == 200 for r in records)
+        times = [r.received_at for r in records]
+        assert max_in_window(times, 3600) <= 20
+        achieved = (len(times) - 1) * 3600 / (times[-1] - times[0])
+        assert 0.95 * 20 <= achieved <= 20
+
+    def test_server_headers_pause_a_client_set_too_high(self, fake_time: Any) -> None:
+        """A client allowed twice the server's rate gets no 429: X-RateLimit-Remaining pauses it."""
+        with (
+            BrazeEmulator(requests_per_hour=20, rate_limit_window=60, clock=fake_time) as emulator,
+            make_client(emulator, clock=fake_time) as client,
+        ):
+            report = self.make_uploader(client, fake_time, 2 * 20 * 60).upload(
+                "c1", add=(f"u{i}" for i in range(600))
+            )
+            records = emulator.request_log
+        assert report.ok
+        assert [r.status for r in records] == [200] * 60
+        assert max_in_window([r.received_at for r in records], 60) <= 20
+
+    def test_a_client_without_pacing_would_be_refused(self, fake_time: Any) -> None:
+        """Control: the same server refuses a burst, so the tests above can fail."""
+        with (
+            BrazeEmulator(requests_per_hour=20, clock=fake_time) as emulator,
+            make_client(emulator, clock=fake_time) as client,
+        ):
+            for i in range(21):
+                try:
+                    client.update_members("c1", add=[f"u{i}"])
+                except Exception:
+                    continue
+            statuses = [r.status for r in emulator.request_log]
+        assert statuses == [200] * 20 + [429]
