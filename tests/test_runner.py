@@ -174,6 +174,15 @@ class TestSetSchedule:
         assert rig.runner.get_schedule("c1") == entry
         assert entry.recipients == ("o@example.com",)
 
+    def test_explicit_now_sets_the_first_due_time(self, rig: Rig) -> None:
+        """set_schedule(now=...) counts the first run from that time, not the clock."""
+        later = T0 + dt.timedelta(days=2, hours=3)
+        entry = rig.runner.set_schedule("c1", "One", "daily 09:00 UTC", now=later)
+        assert entry.next_due == dt.datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+        rig.runner.pause("c1")
+        resumed = rig.runner.resume("c1", now=later + dt.timedelta(days=1))
+        assert resumed.next_due == dt.datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
+
     def test_second_schedule_conflicts(self, rig: Rig) -> None:
         """One live schedule per cohort: a second one fails unless replace=True."""
         rig.runner.set_schedule("c1", "One", "daily 09:00 UTC", source=_members)

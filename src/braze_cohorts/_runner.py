@@ -298,6 +298,7 @@ class ScheduleRunner:
         source: str | os.PathLike[str] | MemberSource | None = None,
         recipients: Iterable[str] | str = (),
         replace: bool = False,
+        now: dt.datetime | None = None,
     ) -> ScheduledImport:
         """Give a cohort its one live schedule.
 
@@ -310,6 +311,7 @@ class ScheduleRunner:
                 registered for the cohort.
             recipients: Who gets the email after each import.
             replace: Replace an existing schedule instead of failing.
+            now: The time the first run is counted from (default: the clock). Aware.
 
         Returns:
             The stored schedule.
@@ -320,7 +322,7 @@ class ScheduleRunner:
             ConfigurationError: If an address, the id or the name is invalid.
         """
         spec = Schedule.parse(schedule) if isinstance(schedule, str) else schedule
-        now = self.now()
+        now = self.now() if now is None else _aware(now, "now")
         next_due = spec.next_run(now)
         if next_due is None:
             raise ScheduleError(f"the one-time schedule {spec} is not in the future")
@@ -367,17 +369,21 @@ class ScheduleRunner:
         log.info("schedule of cohort %s paused", cohort_id)
         return self.get_schedule(cohort_id)
 
-    def resume(self, cohort_id: str) -> ScheduledImport:
+    def resume(self, cohort_id: str, *, now: dt.datetime | None = None) -> ScheduledImport:
         """Re-activate a paused (or done) schedule; its next due time is computed from now.
 
         A one-time schedule whose time has passed becomes due at once (it runs at the next
         :meth:`run_due`).
 
+        Args:
+            cohort_id: The cohort.
+            now: The time to count from (default: the clock). Aware.
+
         Raises:
             ScheduleNotFoundError: If the cohort has no schedule.
         """
         entry = self.get_schedule(cohort_id)
-        now = self.now()
+        now = self.now() if now is None else _aware(now, "now")
         next_due = entry.schedule.next_run(now) or now
         self._store.update_schedule(
             cohort_id, state="active", paused_reason=None, next_due=next_due
