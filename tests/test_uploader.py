@@ -550,6 +550,43 @@ class TestStopping:
         assert hooked == {a for _, a, _ in client.acknowledged}
         assert len(client.calls) < 200
 
+    def test_unauthorized_cuts_pending_retries_short(self) -> None:
+        """A batch waiting to retry when the 401 arrives is not resent and is reported as failed."""
+        time = FakeTime()
+        auth_reported = threading.Event()
+
+        def behaviour(n: int, call: Call) -> BaseException | None:
+            if call[1] == (ExternalId("a"),):
+                assert auth_reported.wait(timeout=10)
+                return ServerError("bad gateway", status_code=502)
+            return AuthenticationError("invalid partner api key")
+
+        client = FakeClient(behaviour, time)
+        rec = Recorder()
+
+        def on_failed(failed: FailedBatch) -> None:
+            rec.on_batch_failed(failed)
+            auth_reported.set()
+
+        with pytest.raises(AuthenticationError):
+            make(client, time, concurrency=2, batch_size=1).upload(
+                "c1", add=["a", "b"], on_batch_failed=on_failed
+            )
+        assert len(client.calls) == 2
+        by_id = {f.batch.add[0].key: f for f in rec.failed}
+        assert isinstance(by_id["e:a"].error, ServerError)
+        assert by_id["e:a"].outcome_unknown is True
+        assert isinstance(by_id["e:b"].error, AuthenticationError)
+
+    def test_real_waits_end_when_the_upload_stops(self) -> None:
+        """With the default sleep, waits use the upload's stop event, so a stop ends them."""
+        from braze_cohorts._uploader import _Run
+
+        run = _Run(BatchUploader(FakeClient()), "c1")
+        assert run.pause == run.stopped.wait
+        faked = _Run(BatchUploader(FakeClient(), sleep=FakeTime().sleep), "c1")
+        assert faked.pause != faked.stopped.wait
+
     def test_failing_hook_stops_the_upload_and_propagates(self) -> None:
         """An exception in a hook stops the upload and is raised, with no thread left hanging."""
         time = FakeTime()

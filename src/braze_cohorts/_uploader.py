@@ -29,7 +29,7 @@ from typing import Literal
 import attrs
 from tenacity import RetryCallState, Retrying, retry_if_exception
 
-from braze_cohorts._identifiers import UserRef, as_ref
+from braze_cohorts._identifiers import ExternalId, UserRef, as_ref
 from braze_cohorts._models import Batch, CohortResponse, FailedBatch, RateLimitInfo, UploadReport
 from braze_cohorts.exceptions import (
     AuthenticationError,
@@ -446,11 +446,16 @@ class _Tally:
         )
 
 
+def _ref(item: UserRef | str) -> UserRef:
+    # Plain strings are by far the most common input: skip as_ref's isinstance checks for them.
+    return ExternalId(item) if type(item) is str else as_ref(item)
+
+
 def _refs(
     items: Iterator[UserRef | str], count: int, kind: str, offset: int
 ) -> tuple[UserRef, ...]:
     try:
-        return tuple(map(as_ref, islice(items, count)))
+        return tuple(map(_ref, islice(items, count)))
     except InvalidIdentifierError as exc:
         raise InvalidIdentifierError(
             f"{exc} (in {kind}, among items {offset + 1} to {offset + count})"
@@ -508,7 +513,9 @@ class BatchUploader:
     Args:
         client: What sends one request; :class:`~braze_cohorts.CohortClient` or any
             :class:`~braze_cohorts.typing.MembersClient`. It must be thread-safe.
-        concurrency: Worker threads, i.e. requests in flight at most.
+        concurrency: Worker threads, i.e. requests in flight at most. The default (16) reaches
+            Braze's full rate with about 100 ms a request; 8 measured only ~75 % of it, since
+            each request also spends time waiting for the GIL.
         requests_per_hour: The rate never to exceed (Braze allows 250,000).
         retry: The :class:`RetryPolicy`.
         batch_size: Ids per request at most (1 to 1,000).
@@ -525,7 +532,7 @@ class BatchUploader:
         self,
         client: MembersClient,
         *,
-        concurrency: int = 8,
+        concurrency: int = 16,
         requests_per_hour: float = 250_000,
         retry: RetryPolicy = DEFAULT_RETRY,
         batch_size: int = MAX_IDS_PER_REQUEST,
