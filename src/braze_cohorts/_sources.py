@@ -44,9 +44,13 @@ class _SourceRecord(dict[str, object]):
 
     __slots__ = ("source_line",)
 
-    def __init__(self, items: Iterable[tuple[str, object]], source_line: int | None) -> None:
-        super().__init__(items)
-        self.source_line = source_line
+    source_line: int | None
+
+
+def _located(items: Iterable[tuple[str, object]], line: int | None) -> _SourceRecord:
+    record = _SourceRecord(items)
+    record.source_line = line
+    return record
 
 
 def read_records(
@@ -130,40 +134,44 @@ def _open(file: Path) -> IO[bytes]:
 # -- CSV -----------------------------------------------------------------------------------
 
 
-class _Lines:
-    """Decoded lines of a binary file, numbered, with push-back.
+class _LineSource:
+    """Numbered, decoded lines of a binary file, with push-back.
 
     ``taken`` collects the lines the CSV reader consumed for the current row, so a row that ran
     over several lines because of broken quoting can be split: its first line is rejected and
-    the rest pushed back to be read again.
+    the rest pushed back to be read again. ``bad`` holds the numbers of lines that were not
+    valid UTF-8 and have not been reported yet.
     """
 
     def __init__(self, fh: IO[bytes]) -> None:
-        self._fh = fh
-        self._count = 0
-        self._pushed: list[tuple[int, str, bool]] = []
-        self.taken: list[tuple[int, str, bool]] = []
+        self.fh = fh
+        self.count = 0
+        self.pushed: list[tuple[int, str]] = []  # a stack: the next line to read is last
+        self.taken: list[tuple[int, str]] = []
+        self.bad: set[int] = set()
 
-    def __iter__(self) -> _Lines:
-        return self
-
-    def __next__(self) -> str:
-        if self._pushed:
-            item = self._pushed.pop()
-        else:
-            raw = next(self._fh)
-            self._count += 1
-            if self._count == 1 and raw.startswith(codecs.BOM_UTF8):
-                raw = raw[len(codecs.BOM_UTF8) :]
+    def lines(self) -> Iterator[str]:
+        """A fresh iterator over the lines: pushed-back lines first, then the file's next ones."""
+        pushed, taken, bad = self.pushed, self.taken, self.bad
+        while pushed:
+            item = pushed.pop()
+            taken.append(item)
+            yield item[1]
+        for raw in self.fh:
+            self.count = number = self.count + 1
             try:
-                item = (self._count, raw.decode("utf-8"), True)
+                text = raw.decode("utf-8")
             except UnicodeDecodeError:
-                item = (self._count, raw.decode("utf-8", "replace"), False)
-        self.taken.append(item)
-        return item[1]
-
-    def push_back(self, items: list[tuple[int, str, bool]]) -> None:
-        self._pushed.extend(reversed(items))
+                text = raw.decode("utf-8", "replace")
+                bad.add(number)
+            if number == 1 and text.startswith("\ufeff"):
+                text = text[1:]
+            taken.append((number, text))
+            yield text
+            while pushed:
+                item = pushed.pop()
+                taken.append(item)
+                yield item[1]
 
 
 def _csv_rows(
@@ -177,43 +185,45 @@ def _csv_rows(
     ``width`` is the expected number of fields (``None`` for the header). A malformed row that
     spans several lines is reported for its first line only; the other lines are read again.
     """
-    lines = _Lines(fh)
+    source = _LineSource(fh)
+    taken, bad = source.taken, source.bad
     while True:
-        reader = csv.reader(lines, delimiter=delimiter, strict=True)
-        split = False
-        while not split:
-            lines.taken = []
-            error: str | None = None
+        reader = csv.reader(source.lines(), delimiter=delimiter, strict=True)
+        while True:
+            taken.clear()
             fields: list[str] | None
             try:
                 fields = next(reader)
+                error = ""
             except StopIteration:
                 return
             except csv.Error as exc:
                 fields, error = None, f"cannot parse the row: {exc}"
-            taken = lines.taken
+            if fields is not None:
+                if not fields:
+                    continue  # a blank line
+                if bad and any(number in bad for number, _ in taken):
+                    error = "the row is not valid UTF-8"
+                elif width is not None and len(fields) != width:
+                    error = f"expected {width} fields, found {len(fields)}"
+                else:
+                    yield taken[0][0], fields, None
+                    continue
             if not taken:  # pragma: no cover - the csv module always reads before failing
                 return
-            if fields is not None and not fields and error is None:
-                continue  # a blank line
-            first = taken[0][0]
-            if error is None and not all(ok for _, _, ok in taken):
-                error = "the row is not valid UTF-8"
-            if error is None and width is not None and fields is not None and len(fields) != width:
-                error = f"expected {width} fields, found {len(fields)}"
-            if error is not None and len(taken) > 1:
-                error += (
-                    f" (it ran over lines {first}-{taken[-1][0]}, probably an unbalanced quote;"
-                    f" only line {first} is rejected, the lines after it are read again)"
-                )
-                lines.push_back(taken[1:])
-                split = True  # a fresh reader: no state carried over from the broken row
-                yield first, [taken[0][1].rstrip("\r\n")], error
+            first, text = taken[0]
+            bad.discard(first)
+            raw = [text.rstrip("\r\n")]
+            if len(taken) == 1:
+                yield first, raw, error
                 continue
-            if error is not None or fields is None:
-                yield first, [taken[0][1].rstrip("\r\n")], error
-            else:
-                yield first, fields, None
+            error += (
+                f" (it ran over lines {first}-{taken[-1][0]}, probably an unbalanced quote;"
+                f" only line {first} is rejected, the lines after it are read again)"
+            )
+            source.pushed.extend(reversed(taken[1:]))
+            yield first, raw, error
+            break  # a fresh reader: no state carried over from the broken row
 
 
 def _read_header(file: Path, delimiter: str, columns: tuple[str, ...]) -> list[str]:
@@ -246,12 +256,14 @@ def _csv_records(file: Path, delimiter: str, header: list[str]) -> Iterator[Reco
         parsed = _csv_rows(fh, delimiter, width)
         next(parsed, None)  # the header, checked by _read_header
         for line, fields, problem in parsed:
-            if problem is not None:
+            if problem is None:
+                rows += 1
+                record = _SourceRecord(zip(header, fields, strict=False))
+                record.source_line = line
+                yield record
+            else:
                 malformed += 1
                 yield MalformedRecord(line, f"line {line}: {problem}", fields[0])
-            else:
-                rows += 1
-                yield _SourceRecord(zip(header, fields, strict=True), line)
     log.debug("read %d rows and %d malformed rows from a CSV file", rows, malformed)
 
 
@@ -299,7 +311,7 @@ def _jsonl_records(file: Path) -> Iterator[Record]:
                 )
                 continue
             rows += 1
-            yield _SourceRecord(value.items(), line)
+            yield _located(value.items(), line)
     log.debug("read %d rows and %d malformed rows from a JSON Lines file", rows, malformed)
 
 
@@ -327,7 +339,7 @@ def _json_records(file: Path) -> Iterator[Record]:
 def _json_items(items: list[object]) -> Iterator[Record]:
     for position, item in enumerate(items):
         if isinstance(item, dict):
-            yield _SourceRecord(item.items(), None)
+            yield _located(item.items(), None)
         else:
             yield MalformedRecord(
                 None, f"item {position}: expected a JSON object, found {_json_type(item)}", item
