@@ -113,7 +113,8 @@ class RequestRecord:
             ``"drop_after_apply"``, ``"redirect"``, ``"errors"`` or ``"rate_limited"``.
         key_outside_body: ``True`` if a key the emulator knows appeared in the request line or
             a header (it must only ever travel in the body).
-        received_at: The emulator's clock when the request was handled (epoch seconds).
+        received_at: The emulator's clock when the request arrived, before any injected
+            latency (epoch seconds). The rate limit counts a request when it is handled.
     """
 
     method: str
@@ -1202,7 +1203,6 @@ class BrazeEmulator:
             payload = None
         with self._lock:
             now = self._clock()
-            base = dataclasses.replace(base, received_at=now)
             fault = self._take_fault(path)
             if fault is not None and fault.kind == "fail":
                 return self._fail(base, fault, now, keep_alive)
