@@ -139,6 +139,7 @@ class TestResolveEndpoint:
             ("https://DASHBOARD-02.braze.eu", "https://rest.fra-02.braze.eu"),
             ("https://dashboard.au-01.braze.com", "https://rest.au-01.braze.com"),
             ("dashboard-05.braze.com", "https://rest.iad-05.braze.com"),
+            ("Dashboard-05.braze.com/app/segments", "https://rest.iad-05.braze.com"),
         ],
     )
     def test_dashboard_urls_map_to_rest_hosts(self, dashboard: str, url: str) -> None:
@@ -151,6 +152,7 @@ class TestResolveEndpoint:
             ("https://rest.iad-03.braze.com", "https://rest.iad-03.braze.com"),
             ("https://rest.iad-03.braze.com/", "https://rest.iad-03.braze.com"),
             ("rest.fra-01.braze.eu", "https://rest.fra-01.braze.eu"),
+            ("rest.fra-01.braze.eu/", "https://rest.fra-01.braze.eu"),
             ("HTTPS://Rest.IAD-01.Braze.com", "https://rest.iad-01.braze.com"),
             ("https://proxy.example.com/braze/", "https://proxy.example.com/braze"),
             ("https://proxy.example.com:8443/a/b", "https://proxy.example.com:8443/a/b"),

@@ -192,7 +192,7 @@ class TestSecretsNeverLeak:
 
     def test_client_cannot_be_pickled_with_its_keys(self) -> None:
         """Pickling a client (e.g. into a cache or a worker) fails instead of writing the keys."""
-        with make_client() as client, pytest.raises(TypeError):
+        with make_client() as client, pytest.raises(TypeError, match="secret"):
             pickle.dumps(client)
 
 

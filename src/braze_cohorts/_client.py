@@ -200,9 +200,8 @@ def resolve_endpoint(endpoint: str) -> str:
                 known = ", ".join(_CLUSTER_HOSTS)
                 raise ConfigurationError(f"unknown Braze cluster {_show(text)}; known: {known}")
             return f"https://{host}"
-        bare = text.lower().rstrip("/")
-        if bare in _KNOWN_HOSTS:
-            text = f"https://{bare}"
+        if text.lower().split("/", 1)[0] in _KNOWN_HOSTS:
+            text = f"https://{text}"
         else:
             raise ConfigurationError(
                 f"endpoint {_show(text)} is neither a cluster name (e.g. US-03) nor a URL "
@@ -481,8 +480,7 @@ class CohortClient:
             "name": name,
             "created_at": created_at.astimezone(dt.timezone.utc).isoformat(),
         }
-        response = self._post(self._name_url, self._name_path, payload, ids=0)
-        return response
+        return self._post(self._name_url, self._name_path, payload, ids=0)
 
     def update_members(
         self,
@@ -543,7 +541,6 @@ class CohortClient:
         if self._closed:
             raise ConfigurationError("the client is closed")
         body = json.dumps(payload, separators=(",", ":")).encode("ascii")
-        del payload
         started = time.perf_counter()
         try:
             response = self._session.post(
