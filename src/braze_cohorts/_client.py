@@ -147,7 +147,7 @@ _KNOWN_HOSTS: Final = frozenset(_CLUSTER_HOSTS.values()) | frozenset(_DASHBOARD_
 
 
 def _is_loopback(host: str) -> bool:
-    if host == "localhost" or host.endswith(".localhost"):
+    if host == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
