@@ -313,6 +313,25 @@ class TestIdentifierMatcher:
         assert matcher.match_one(record) == ExternalId("u")
         assert matcher.match_one({**record, "known": "no"}) == DeviceId("d")
 
+    def test_record_that_raises_when_read_is_rejected(self) -> None:
+        """A record whose field access raises is rejected, and the records after it still match."""
+
+        class Broken:
+            @property
+            def external_id(self) -> str:
+                raise ValueError("boom SECRET")
+
+        class BrokenMapping(dict[str, object]):
+            def get(self, key: str, default: object = None) -> object:
+                raise KeyError(key)
+
+        items = list(DEFAULT.iter_match([Broken(), BrokenMapping(), "u1"]))
+        assert [getattr(i, "reason", None) for i in items[:2]] == [R.UNSUPPORTED_RECORD] * 2
+        assert items[2] == ExternalId("u1")
+        assert isinstance(items[0], Rejection)
+        assert "ValueError" in items[0].detail
+        assert "SECRET" not in items[0].detail
+
     def test_malformed_record_keeps_its_line(self) -> None:
         """A malformed row's line number is carried into the rejection."""
         got = DEFAULT.match_one(MalformedRecord(12, "line 12: expected 3 fields"))

@@ -446,12 +446,17 @@ class IdentifierMatcher:
         try:
             return self._match_fields(record)
         except _InvalidFieldError as exc:
-            line = getattr(record, "source_line", None)
-            if isinstance(record, MalformedRecord):
-                line = record.line
-            return Rejection(
-                index, record, exc.reason, exc.detail, line if isinstance(line, int) else None
-            )
+            reason, detail = exc.reason, exc.detail
+        except Exception as exc:  # a record that breaks when read is a bad record, not a crash
+            reason = RejectReason.UNSUPPORTED_RECORD
+            detail = f"reading the {type(record).__name__} record failed ({type(exc).__name__})"
+        if isinstance(record, MalformedRecord):
+            line = record.line
+        else:
+            # Records from read_records are dicts that know their line.
+            found = getattr(record, "source_line", None) if isinstance(record, dict) else None
+            line = found if isinstance(found, int) else None
+        return Rejection(index, record, reason, detail, line)
 
     def iter_match(self, records: Iterable[object]) -> Iterator[UserRef | Rejection]:
         """Match records one by one, lazily: a streaming form of :meth:`match`.
