@@ -64,8 +64,13 @@ def _check_value(kind: str, value: object) -> None:
 
 
 def _validate(kind: str) -> Callable[[object, attrs.Attribute[str], str], None]:
+    search = _FORBIDDEN.search
+
     def validator(_inst: object, _attr: attrs.Attribute[str], value: str) -> None:
-        _check_value(kind, value)
+        # The common valid case is checked inline (this runs for every id of a big cohort);
+        # anything else goes to _check_value for the precise error.
+        if value.__class__ is not str or not value or value != value.strip() or search(value):
+            _check_value(kind, value)
 
     return validator
 
@@ -527,8 +532,10 @@ class IdentifierMatcher:
         for kind in self.precedence:
             if kind == "external_id":
                 field = self.external_id_field
-                value = _text(get(field), RejectReason.INVALID_EXTERNAL_ID, field)
-                if value is not None:
+                value = get(field)
+                if value.__class__ is not str:
+                    value = _text(value, RejectReason.INVALID_EXTERNAL_ID, field)
+                if value:
                     return _build(ExternalId, RejectReason.INVALID_EXTERNAL_ID, field, value)
             elif kind == "alias":
                 alias = self._alias(get)
