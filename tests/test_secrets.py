@@ -56,9 +56,28 @@ def log_texts(caplog: pytest.LogCaptureFixture) -> list[str]:
 def exception_texts(exc: BaseException) -> list[str]:
     texts = [repr(exc), str(exc), repr(exc.args)]
     texts.extend(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    texts.extend(frame_locals(exc))
     for name in ("message", "errors", "path"):
         if hasattr(exc, name):
             texts.append(repr(getattr(exc, name)))
+    return texts
+
+
+def frame_locals(exc: BaseException) -> list[str]:
+    """The local variables of every frame in the traceback (and its causes), as error trackers
+    such as Sentry or rich render them; the test's own frame (holding its inputs) is skipped."""
+    texts = []
+    pending: list[traceback.TracebackException | None] = [
+        traceback.TracebackException.from_exception(exc, capture_locals=True)
+    ]
+    while pending:
+        current = pending.pop()
+        if current is None:
+            continue
+        for frame in current.stack:
+            if frame.filename != __file__:
+                texts.append(f"{frame.filename}:{frame.name} {frame.locals!r}")
+        pending += [current.__cause__, current.__context__]
     return texts
 
 

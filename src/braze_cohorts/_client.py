@@ -20,7 +20,7 @@ import math
 import re
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, Final, Union
 
@@ -278,16 +278,17 @@ class _Secret:
         raise TypeError("a secret cannot be pickled")
 
 
-def _check_key(name: str, value: object) -> _Secret:
+def _key_problem(name: str, value: object) -> str | None:
+    """What is wrong with a key, or ``None``; returns instead of raising (see ``__init__``)."""
     if not isinstance(value, str):
-        raise ConfigurationError(f"{name} must be a str, not {type(value).__name__}")
+        return f"{name} must be a str, not {type(value).__name__}"
     if not value:
-        raise ConfigurationError(f"{name} is empty")
+        return f"{name} is empty"
     if value != value.strip():
-        raise ConfigurationError(f"{name} has surrounding whitespace (a stray newline?)")
+        return f"{name} has surrounding whitespace (a stray newline?)"
     if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
-        raise ConfigurationError(f"{name} contains control characters")
-    return _Secret(value)
+        return f"{name} contains control characters"
+    return None
 
 
 _PARTNER = re.compile(r"[A-Za-z0-9._~-]+")
@@ -308,6 +309,19 @@ def _check_partner(value: object) -> str:
 
 # --------------------------------------------------------------------------------------------
 # The client
+
+
+@attrs.frozen(slots=True)
+class _Reply:
+    """What the client keeps of an HTTP answer: parsed, masked, and without the raw body."""
+
+    status: int
+    reason: str
+    message: str
+    errors: tuple[object, ...]
+    rate_limit: RateLimitInfo
+    retry_after: float | None
+    location: str | None
 
 
 class CohortClient:
@@ -357,10 +371,18 @@ class CohortClient:
         pool_size: int = 32,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        # Keys never stay in a local variable of a frame that raises: error trackers render
+        # the locals of every frame in a traceback.
+        problem = _key_problem("partner_api_key", partner_api_key) or _key_problem(
+            "data_import_key", data_import_key
+        )
+        self._partner_api_key = _Secret(partner_api_key)
+        self._data_import_key = _Secret(data_import_key)
+        del partner_api_key, data_import_key
+        if problem:
+            raise ConfigurationError(problem)
         self._endpoint = resolve_endpoint(endpoint)
         self._partner = _check_partner(partner)
-        self._partner_api_key = _check_key("partner_api_key", partner_api_key)
-        self._data_import_key = _check_key("data_import_key", data_import_key)
         self._timeout = _as_timeout(timeout)
         if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
             raise ConfigurationError(f"pool_size must be a positive int, not {pool_size!r}")
@@ -405,8 +427,10 @@ class CohortClient:
         return self._timeout
 
     def __repr__(self) -> str:
+        # getattr: a repr may be asked for while __init__ is still running (error trackers).
         return (
-            f"{type(self).__name__}(endpoint={self._endpoint!r}, partner={self._partner!r}, "
+            f"{type(self).__name__}(endpoint={getattr(self, '_endpoint', None)!r}, "
+            f"partner={getattr(self, '_partner', None)!r}, "
             f"partner_api_key={_MASK!r}, data_import_key={_MASK!r})"
         )
 
@@ -473,14 +497,12 @@ class CohortClient:
                 "created_at must be timezone-aware (a naive datetime is ambiguous); "
                 "e.g. datetime.now(timezone.utc)"
             )
-        payload = {
-            "partner_api_key": self._partner_api_key.reveal(),
-            "client_secret": self._data_import_key.reveal(),
+        fields = {
             "cohort_id": cohort_id,
             "name": name,
             "created_at": created_at.astimezone(dt.timezone.utc).isoformat(),
         }
-        return self._post(self._name_url, self._name_path, payload, ids=0)
+        return self._post(self._name_url, self._name_path, fields, ids=0)
 
     def update_members(
         self,
@@ -525,23 +547,48 @@ class CohortClient:
         if n_remove:
             removed["should_remove"] = True
             changes.append(removed)
-        payload = {
-            "partner_api_key": self._partner_api_key.reveal(),
-            "client_secret": self._data_import_key.reveal(),
-            "cohort_id": cohort_id,
-            "cohort_changes": changes,
-        }
-        return self._post(self._users_url, self._users_path, payload, ids=total)
+        fields = {"cohort_id": cohort_id, "cohort_changes": changes}
+        return self._post(self._users_url, self._users_path, fields, ids=total)
 
     # -- one request ------------------------------------------------------------------------------
 
     def _post(
-        self, url: str, path: str, payload: Mapping[str, object], *, ids: int
+        self, url: str, path: str, fields: Mapping[str, object], *, ids: int
     ) -> CohortResponse:
         if self._closed:
             raise ConfigurationError("the client is closed")
-        body = json.dumps(payload, separators=(",", ":")).encode("ascii")
         started = time.perf_counter()
+        reply = self._send(url, fields)
+        elapsed = time.perf_counter() - started
+        if isinstance(reply, BaseException):
+            error = self._transport_error(reply, path)
+            log.info(
+                "POST %s -> no answer (%s) after %.0f ms, %d ids, outcome %s",
+                path,
+                type(reply).__name__,
+                elapsed * 1000,
+                ids,
+                "unknown" if error.outcome_unknown else "not sent",
+            )
+            raise error from reply
+        log.info("POST %s -> %d in %.0f ms, %d ids", path, reply.status, elapsed * 1000, ids)
+        return self._interpret(reply, path, elapsed)
+
+    def _send(self, url: str, fields: Mapping[str, object]) -> _Reply | BaseException:
+        """Send one request; return its digested answer, or the exception that stopped it.
+
+        This is the only frame that holds the request body (with the keys) and the raw answer
+        (which a server could have filled with anything), so it returns, never raises: the
+        frames left in a traceback then hold neither.
+        """
+        body = json.dumps(
+            {
+                "partner_api_key": self._partner_api_key.reveal(),
+                "client_secret": self._data_import_key.reveal(),
+                **fields,
+            },
+            separators=(",", ":"),
+        ).encode("ascii")
         try:
             response = self._session.post(
                 url,
@@ -557,22 +604,21 @@ class CohortClient:
             http.client.HTTPException,
             OSError,
         ) as exc:
-            ms = (time.perf_counter() - started) * 1000
-            error = self._transport_error(exc, path)
-            log.info(
-                "POST %s -> no answer (%s) after %.0f ms, %d ids, outcome %s",
-                path,
-                type(exc).__name__,
-                ms,
-                ids,
-                "unknown" if error.outcome_unknown else "not sent",
-            )
-            raise error from exc
-        elapsed = time.perf_counter() - started
-        log.info(
-            "POST %s -> %d in %.0f ms, %d ids", path, response.status_code, elapsed * 1000, ids
+            _drop_tracebacks(exc)
+            return exc
+        status = response.status_code
+        headers = response.headers
+        message, errors = self._parse_body(headers.get("Content-Type"), content)
+        location = headers.get("Location")
+        return _Reply(
+            status=status,
+            reason=self._scrub(_truncate(response.reason or "")),
+            message=message,
+            errors=errors,
+            rate_limit=_rate_limit(headers),
+            retry_after=_retry_after(headers, self._clock) if status == 429 else None,
+            location=None if location is None else self._scrub(_truncate(location)),
         )
-        return self._interpret(response, content, path, elapsed)
 
     def _transport_error(self, exc: BaseException, path: str) -> TransportError:
         not_sent = _connect_failed(exc)
@@ -587,32 +633,28 @@ class CohortClient:
             outcome_unknown=not not_sent,
         )
 
-    def _interpret(
-        self, response: requests.Response, content: bytes, path: str, elapsed: float
-    ) -> CohortResponse:
-        status = response.status_code
-        headers = response.headers
+    def _interpret(self, reply: _Reply, path: str, elapsed: float) -> CohortResponse:
+        status = reply.status
         if 300 <= status < 400:
-            location = headers.get("Location")
-            where = f" to {self._scrub(_truncate(location))!r}" if location else ""
+            where = f" to {reply.location!r}" if reply.location else ""
             raise UnexpectedResponseError(
                 f"redirect{where} refused: the client never follows redirects, since following "
                 "one would re-send the keys to another location; check the endpoint",
                 status_code=status,
                 path=path,
             )
-        message, errors = self._parse_body(response, content)
+        errors = reply.errors
         if 200 <= status < 300:
             if errors:
                 log.warning("POST %s succeeded but Braze reported %d errors", path, len(errors))
             return CohortResponse(
                 status_code=status,
-                message=message,
+                message=reply.message,
                 errors=errors,
-                rate_limit=_rate_limit(headers),
+                rate_limit=reply.rate_limit,
                 elapsed=elapsed,
             )
-        message = message or response.reason or f"HTTP {status}"
+        message = reply.message or reply.reason or f"HTTP {status}"
         error: APIError
         if status == 400:
             error = InvalidRequestError(message, status_code=status, path=path, errors=errors)
@@ -628,7 +670,7 @@ class CohortClient:
                 status_code=status,
                 path=path,
                 errors=errors,
-                retry_after=_retry_after(headers, self._clock),
+                retry_after=reply.retry_after,
             )
         elif 500 <= status < 600:
             error = ServerError(message, status_code=status, path=path, errors=errors)
@@ -637,7 +679,7 @@ class CohortClient:
         raise error
 
     def _parse_body(
-        self, response: requests.Response, content: bytes
+        self, content_type: str | None, content: bytes
     ) -> tuple[str, tuple[object, ...]]:
         """Return Braze's ``message`` and ``errors``, or a safe description of an odd body."""
         if not content.strip():
@@ -645,15 +687,12 @@ class CohortClient:
         try:
             data = json.loads(content)
         except ValueError:
-            ctype = response.headers.get("Content-Type") or "no content type"
             text = content[:_SNIPPET_CHARS].decode("utf-8", "replace")
             snippet = " ".join(text.split())
             more = "..." if len(content) > _SNIPPET_CHARS else ""
+            ctype = _truncate(content_type or "no content type", 60)
             return (
-                self._scrub(
-                    f"non-JSON body ({_truncate(ctype, 60)}, {len(content)} bytes): "
-                    f"{snippet!r}{more}"
-                ),
+                self._scrub(f"non-JSON body ({ctype}, {len(content)} bytes): {snippet!r}{more}"),
                 (),
             )
         if not isinstance(data, dict):
@@ -754,10 +793,8 @@ def _collect(
     return change, count
 
 
-def _connect_failed(exc: BaseException) -> bool:
-    """Whether ``exc`` (or what caused it) says the connection was never made."""
-    if isinstance(exc, requests.exceptions.ConnectTimeout):
-        return True
+def _exception_graph(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and every exception reachable from it: causes, contexts, args, urllib3 reasons."""
     stack: list[BaseException] = [exc]
     seen: set[int] = set()
     while stack:
@@ -765,17 +802,32 @@ def _connect_failed(exc: BaseException) -> bool:
         if id(current) in seen:
             continue
         seen.add(id(current))
-        if isinstance(
-            current,
-            (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError),
-        ):
-            return True
+        yield current
         if isinstance(current, urllib3.exceptions.MaxRetryError) and current.reason is not None:
             stack.append(current.reason)
         stack.extend(arg for arg in current.args if isinstance(arg, BaseException))
-        if current.__cause__ is not None:
-            stack.append(current.__cause__)
-    return False
+        for linked in (current.__cause__, current.__context__):
+            if linked is not None:
+                stack.append(linked)
+
+
+def _connect_failed(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) says the connection was never made."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return True
+    return any(
+        isinstance(
+            current,
+            (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError),
+        )
+        for current in _exception_graph(exc)
+    )
+
+
+def _drop_tracebacks(exc: BaseException) -> None:
+    """Forget the frames of a lower-layer failure: their local variables hold the body."""
+    for current in _exception_graph(exc):
+        current.__traceback__ = None
 
 
 def _auth_cause(message: str) -> str:
