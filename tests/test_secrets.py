@@ -209,6 +209,14 @@ class TestSecretsNeverLeak:
                 CohortClient("US-01", partner="kubit", partner_api_key=bad, data_import_key="x")
             assert_clean(*exception_texts(info.value))
 
+    def test_held_keys_show_as_mask(self) -> None:
+        """The objects holding the keys render as '***' however they are shown."""
+        with make_client() as client:
+            held = [client._partner_api_key, client._data_import_key]
+            assert [str(k) for k in held] == ["***", "***"]
+            assert [repr(k) for k in held] == ["'***'", "'***'"]
+            assert_clean(f"{held[0]} {held[1]!r}", repr(vars(client)))
+
     def test_client_cannot_be_pickled_with_its_keys(self) -> None:
         """Pickling a client (e.g. into a cache or a worker) fails instead of writing the keys."""
         with make_client() as client, pytest.raises(TypeError, match="secret"):
