@@ -606,6 +606,32 @@ class TestStopping:
         assert len(client.calls) < 100
         assert not [t for t in threading.enumerate() if t.name.startswith("braze-cohorts-upload")]
 
+    def test_client_configuration_error_stops_the_upload(self) -> None:
+        """A client refusing before sending (ConfigurationError) would refuse all: it is raised."""
+        time = FakeTime()
+        err = ConfigurationError("the client is closed")
+        client = FakeClient(lambda n, call: err, time)
+        with pytest.raises(ConfigurationError) as info:
+            make(client, time, concurrency=2, batch_size=10).upload("c1", add=ids("a", 10_000))
+        assert info.value is err
+        assert len(client.calls) < 100
+
+    @pytest.mark.parametrize(
+        "kwargs",
+        [
+            {"cohort_id": ""},
+            {"cohort_id": "c1", "add": "u1"},
+            {"cohort_id": "c1", "remove": ExternalId("u1")},
+        ],
+    )
+    def test_misused_arguments_are_refused_before_sending(self, kwargs: dict[str, object]) -> None:
+        """An empty cohort id, or one identifier where an iterable belongs, is refused up front."""
+        time = FakeTime()
+        client = FakeClient(time=time)
+        with pytest.raises(ConfigurationError):
+            make(client, time).upload(**kwargs)  # type: ignore[arg-type]
+        assert client.calls == []
+
     def test_unexpected_client_error_propagates(self) -> None:
         """A bug in the client (an exception outside the library's tree) stops the upload."""
         time = FakeTime()

@@ -29,7 +29,7 @@ from typing import Literal
 import attrs
 from tenacity import RetryCallState, Retrying, retry_if_exception
 
-from braze_cohorts._identifiers import ExternalId, UserRef, as_ref
+from braze_cohorts._identifiers import DeviceId, ExternalId, UserAlias, UserRef, as_ref
 from braze_cohorts._models import Batch, CohortResponse, FailedBatch, RateLimitInfo, UploadReport
 from braze_cohorts.exceptions import (
     AuthenticationError,
@@ -405,6 +405,9 @@ class _Run:
         try:
             outcome.response = retrying(attempt)
             outcome.error = None
+        except (ConfigurationError, InvalidIdentifierError):
+            # The client refused before sending: the same will happen to every batch.
+            raise
         except (_CancelledError, BrazeCohortsError):
             # The last real error (if any attempt was sent) is already in outcome.error.
             pass
@@ -619,7 +622,18 @@ class BatchUploader:
             InvalidIdentifierError: If an item is not a valid identifier. The batch it would
                 have been in is not sent; earlier batches finish and are reported first.
             InputError: If one request would both add and remove the same user.
+            ConfigurationError: If ``cohort_id`` is empty, ``add`` or ``remove`` is a single
+                identifier or string instead of an iterable of them (nothing is sent), or the
+                client refuses a request as misconfigured (the upload stops as for a 401).
         """
+        if not isinstance(cohort_id, str) or not cohort_id.strip():
+            raise ConfigurationError("cohort_id must be a non-empty str")
+        for name, items in (("add", add), ("remove", remove)):
+            if isinstance(items, (str, bytes, ExternalId, UserAlias, DeviceId)):
+                raise ConfigurationError(
+                    f"{name} must be an iterable of identifiers, not a single "
+                    f"{type(items).__name__}"
+                )
         run = _Run(self, cohort_id)
         tally = _Tally()
         hooks = _Hooks(progress, on_batch_done, on_batch_failed, tally)
