@@ -352,6 +352,25 @@ class TestPacking:
         assert len(client.calls) == 2
         assert len(rec.done) == 2
 
+    def test_unauthorized_wins_over_a_later_bad_item(self) -> None:
+        """When a 401 and an invalid item both end an upload, the 401 is what is raised."""
+        time = FakeTime()
+        gate = threading.Event()
+
+        def behaviour(n: int, call: Call) -> BaseException | None:
+            assert gate.wait(timeout=10)  # answer only once the bad item has been read
+            return AuthenticationError("invalid client secret")
+
+        def source() -> Iterator[str]:
+            yield from ids("a", 10)
+            gate.set()
+            yield ""
+
+        client = FakeClient(behaviour, time)
+        with pytest.raises(AuthenticationError):
+            make(client, time, batch_size=10).upload("c1", add=source())
+        assert len(client.calls) == 1
+
     def test_input_is_read_lazily(self) -> None:
         """A huge generator is read only a bounded number of batches ahead of the requests."""
         consumed = 0

@@ -653,7 +653,7 @@ class BatchUploader:
                         break
                     except Exception as exc:
                         # Bad input: this batch never goes; those handed out before it finish.
-                        hooks.fail(exc, run, stop=False)
+                        hooks.input_error = exc
                         break
                     while len(pending) >= limit and not run.stopped.is_set():
                         done, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -675,7 +675,7 @@ class BatchUploader:
             "upload to cohort %s %s: %d requests (%d retries), %d added, %d removed, "
             "%d failed batches",
             cohort_id,
-            "stopped" if hooks.fatal or hooks.auth_error else "finished",
+            "stopped" if hooks.fatal or hooks.auth_error or hooks.input_error else "finished",
             report.requests,
             report.retries,
             report.added,
@@ -686,6 +686,8 @@ class BatchUploader:
             raise hooks.fatal
         if hooks.auth_error is not None:
             raise hooks.auth_error
+        if hooks.input_error is not None:
+            raise hooks.input_error
         return report
 
 
@@ -704,12 +706,14 @@ class _Hooks:
         self.on_batch_failed = on_batch_failed
         self.tally = tally
         self.auth_error: AuthenticationError | None = None
+        #: A bug, a failing hook, Ctrl-C: raised first.
         self.fatal: BaseException | None = None
+        #: An input that cannot be sent; raised after a 401, which matters more to the caller.
+        self.input_error: Exception | None = None
 
-    def fail(self, exc: BaseException, run: _Run, *, stop: bool = True) -> None:
-        """Record ``exc`` to raise at the end (the first one wins); ``stop`` stops new requests."""
-        if stop:
-            run.stopped.set()
+    def fail(self, exc: BaseException, run: _Run) -> None:
+        """Stop the upload because of ``exc``; the first such error is the one raised."""
+        run.stopped.set()
         if self.fatal is None:
             self.fatal = exc
         else:
