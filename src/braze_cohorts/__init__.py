@@ -35,6 +35,7 @@ from braze_cohorts._notify import SmtpNotifier
 from braze_cohorts._runner import ScheduledImport, ScheduleRunner, ScheduleState
 from braze_cohorts._schedule import Schedule, ScheduleKind
 from braze_cohorts._sources import read_records
+from braze_cohorts._store import Delta, LockInfo, SQLiteStore
 from braze_cohorts._uploader import DEFAULT_RETRY, BatchUploader, RetryPolicy, UploadProgress
 from braze_cohorts._version import __version__
 from braze_cohorts.exceptions import (
@@ -58,6 +59,7 @@ from braze_cohorts.exceptions import (
     TransportError,
     UnexpectedResponseError,
 )
+from braze_cohorts.typing import Notifier, StateStore
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
@@ -73,6 +75,7 @@ __all__ = [
     "ConfigurationError",
     "DEFAULT_RETRY",
     "DEFAULT_TIMEOUT",
+    "Delta",
     "DeviceId",
     "ExternalId",
     "FailedBatch",
@@ -82,9 +85,11 @@ __all__ = [
     "InputError",
     "InvalidIdentifierError",
     "InvalidRequestError",
+    "LockInfo",
     "MalformedRecord",
     "MatchResult",
     "NotificationError",
+    "Notifier",
     "RateLimitInfo",
     "RateLimitedError",
     "RejectReason",
@@ -92,6 +97,7 @@ __all__ = [
     "ResourceLockedError",
     "RetryPolicy",
     "RunResult",
+    "SQLiteStore",
     "Schedule",
     "ScheduleConflictError",
     "ScheduleError",
@@ -102,6 +108,7 @@ __all__ = [
     "ScheduledImport",
     "ServerError",
     "SmtpNotifier",
+    "StateStore",
     "StoreError",
     "Timeout",
     "TransportError",

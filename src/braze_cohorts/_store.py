@@ -1,0 +1,1034 @@
+"""SQLiteStore: what the sync engine remembers between imports, in one SQLite file.
+
+Per cohort the store keeps the name Braze knows, the *snapshot* (the members Braze is known to
+hold), the *pending* ids (sent in a request whose outcome is unknown, or about to be sent), the
+import history and a lock that lets one import of a cohort run at a time across threads and
+processes.
+
+Layout (schema version 1, ``PRAGMA user_version``)::
+
+    cohorts  (id INTEGER PK, cohort_id TEXT UNIQUE, name, named_at, members)
+    snapshot (cid, bucket, key)      PK (cid, bucket, key)  WITHOUT ROWID
+    pending  (cid, bucket, key, op)  PK (cid, bucket, key)  WITHOUT ROWID   op: 1 add, 0 remove
+    runs     (id INTEGER PK, every ImportRun field; rejected as JSON)
+    locks    (cohort_id PK, owner, pid, host, acquired_at, run_id)
+
+``key`` is an identifier's canonical key and ``bucket`` the top 10 bits of its CRC-32: keys of
+one cohort are clustered by bucket, so the delta of a very large cohort is computed partition
+by partition (256 partitions of 4 buckets each), each partition diffed with small in-memory sets
+while the desired keys are spilled to temporary files. Memory stays bounded by the size of one
+partition, whatever the size of the cohort.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import logging
+import os
+import socket
+import sqlite3
+import sys
+import tempfile
+import threading
+import uuid
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from itertools import islice
+from pathlib import Path
+from typing import IO, Any, cast
+
+import attrs
+
+from braze_cohorts._models import ImportRun, RunResult, Trigger
+from braze_cohorts.exceptions import ImportInProgressError, InputError, StoreError
+
+__all__ = ["Delta", "LockInfo", "SQLiteStore"]
+
+log = logging.getLogger(__name__)
+
+#: The schema version this module writes; older files are migrated on open.
+SCHEMA_VERSION = 1
+
+#: Stored bucket = CRC-32 of the key >> _BUCKET_SHIFT (1,024 buckets).
+_BUCKET_SHIFT = 22
+#: Spill partition = CRC-32 >> _PART_SHIFT (256 partitions, 4 buckets each).
+_PART_SHIFT = 24
+_PARTS = 1 << (32 - _PART_SHIFT)
+_BUCKETS_PER_PART = 1 << (_PART_SHIFT - _BUCKET_SHIFT)
+_LAST_BUCKET = (1 << (32 - _BUCKET_SHIFT)) - 1
+
+#: Keys held in memory before the diff partitions and spills them to temporary files.
+_MEMORY_KEYS = 200_000
+#: Keys read from an input iterable at a time.
+_CHUNK = 16_384
+#: Rows written per transaction when marking a large delta pending.
+_PENDING_TX_ROWS = 200_000
+
+_INTERRUPTED = "interrupted: the process running it stopped"
+
+Clock = Callable[[], dt.datetime]
+
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE cohorts (
+            id INTEGER PRIMARY KEY,
+            cohort_id TEXT NOT NULL UNIQUE,
+            name TEXT,
+            named_at TEXT,
+            members INTEGER NOT NULL DEFAULT 0
+        )""",
+        """CREATE TABLE snapshot (
+            cid INTEGER NOT NULL,
+            bucket INTEGER NOT NULL,
+            key TEXT NOT NULL,
+            PRIMARY KEY (cid, bucket, key)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE pending (
+            cid INTEGER NOT NULL,
+            bucket INTEGER NOT NULL,
+            key TEXT NOT NULL,
+            op INTEGER NOT NULL,
+            PRIMARY KEY (cid, bucket, key)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE runs (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            cohort_id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            trigger TEXT NOT NULL,
+            started_at TEXT NOT NULL,
+            finished_at TEXT,
+            result TEXT NOT NULL,
+            users INTEGER NOT NULL DEFAULT 0,
+            added INTEGER NOT NULL DEFAULT 0,
+            removed INTEGER NOT NULL DEFAULT 0,
+            rejected TEXT NOT NULL DEFAULT '{}',
+            requests INTEGER NOT NULL DEFAULT 0,
+            retries INTEGER NOT NULL DEFAULT 0,
+            error TEXT,
+            notification_error TEXT
+        )""",
+        "CREATE INDEX runs_by_cohort ON runs (cohort_id, id)",
+        """CREATE TABLE locks (
+            cohort_id TEXT PRIMARY KEY,
+            owner TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            host TEXT NOT NULL,
+            acquired_at TEXT NOT NULL,
+            run_id INTEGER
+        )""",
+    ),
+)
+
+
+def _bucket(key: str) -> int:
+    return zlib.crc32(key.encode()) >> _BUCKET_SHIFT
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _iso(moment: dt.datetime | None) -> str | None:
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        raise StoreError("datetimes given to the store must be timezone-aware")
+    return moment.astimezone(dt.timezone.utc).isoformat()
+
+
+def _from_iso(text: str | None) -> dt.datetime | None:
+    return None if text is None else dt.datetime.fromisoformat(text)
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host still runs (assumed alive where that cannot be told)."""
+    if sys.platform == "win32":  # os.kill(pid, 0) would terminate the process there
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, it belongs to someone else
+        return True
+    except OSError:
+        return True
+    return True
+
+
+# --------------------------------------------------------------------------------------------
+# Delta: the keys one import sends, spilled to disk when large
+# --------------------------------------------------------------------------------------------
+
+
+class _KeyList:
+    """An append-only list of keys that moves to a temporary file when it grows large."""
+
+    def __init__(self, tmpdir: Callable[[], str], name: str) -> None:
+        self._tmpdir = tmpdir
+        self._name = name
+        self._memory: list[str] = []
+        self._file: IO[str] | None = None
+        self._path: str | None = None
+        self.count = 0
+
+    def extend(self, keys: Iterable[str]) -> None:
+        before = len(self._memory)
+        self._memory.extend(keys)
+        self.count += len(self._memory) - before
+        if len(self._memory) >= _MEMORY_KEYS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._memory:
+            return
+        if self._file is None:
+            self._path = os.path.join(self._tmpdir(), self._name)
+            self._file = open(self._path, "w", encoding="utf-8", newline="")  # noqa: SIM115
+        self._file.write("\n".join(self._memory))
+        self._file.write("\n")
+        self._memory.clear()
+
+    def __iter__(self) -> Iterator[str]:
+        if self._file is not None:
+            self._file.flush()
+            assert self._path is not None
+            with open(self._path, encoding="utf-8", newline="") as f:
+                while True:
+                    lines = f.readlines(1 << 20)
+                    if not lines:
+                        break
+                    for line in lines:
+                        yield line[:-1]
+        yield from list(self._memory)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self._memory = []
+
+
+class Delta:
+    """The changes an import sends: keys to add and keys to remove, disjoint, each once.
+
+    A :class:`StateStore <braze_cohorts.typing.StateStore>` returns one from its ``diff``
+    methods. Small deltas live in memory; large ones in temporary files, so iterating a delta of
+    millions of keys needs little memory. Close it (or use it as a context manager) to delete
+    those files. Keys are canonical identifier keys (see :func:`braze_cohorts.ref_from_key`).
+
+    Attributes:
+        adds: How many keys to add.
+        removes: How many keys to remove.
+    """
+
+    def __init__(self) -> None:
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._adds = _KeyList(self._tmpdir, "adds")
+        self._removes = _KeyList(self._tmpdir, "removes")
+
+    @classmethod
+    def from_keys(cls, adds: Iterable[str] = (), removes: Iterable[str] = ()) -> Delta:
+        """Build a delta from keys the caller has already made disjoint and unique.
+
+        Args:
+            adds: Keys to add.
+            removes: Keys to remove.
+        """
+        delta = cls()
+        for chunk in _chunks(adds):
+            delta._adds.extend(chunk)
+        for chunk in _chunks(removes):
+            delta._removes.extend(chunk)
+        return delta
+
+    def _tmpdir(self) -> str:
+        if self._tmp is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="braze-cohorts-delta-")
+        return self._tmp.name
+
+    @property
+    def adds(self) -> int:
+        """How many keys to add."""
+        return self._adds.count
+
+    @property
+    def removes(self) -> int:
+        """How many keys to remove."""
+        return self._removes.count
+
+    def __len__(self) -> int:
+        return self.adds + self.removes
+
+    def __repr__(self) -> str:
+        return f"Delta(adds={self.adds}, removes={self.removes})"
+
+    def iter_adds(self) -> Iterator[str]:
+        """Yield the keys to add."""
+        return iter(self._adds)
+
+    def iter_removes(self) -> Iterator[str]:
+        """Yield the keys to remove."""
+        return iter(self._removes)
+
+    def close(self) -> None:
+        """Delete the temporary files, if any."""
+        self._adds.close()
+        self._removes.close()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> Delta:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _chunks(keys: Iterable[str], size: int = _CHUNK) -> Iterator[list[str]]:
+    it = iter(keys)
+    while chunk := list(islice(it, size)):
+        yield chunk
+
+
+class _Partitions:
+    """Desired keys hash-partitioned by CRC-32, in memory while small, else in spill files."""
+
+    def __init__(self) -> None:
+        self._lists: list[list[str]] = [[] for _ in range(_PARTS)]
+        self._buffered = 0
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._files: dict[int, IO[str]] = {}
+
+    def add(self, chunk: list[str]) -> None:
+        lists = self._lists
+        crc = zlib.crc32
+        for key in chunk:
+            lists[crc(key.encode()) >> _PART_SHIFT].append(key)
+        self._buffered += len(chunk)
+        if self._buffered >= _MEMORY_KEYS:
+            self._spill()
+
+    def _spill(self) -> None:
+        if self._tmp is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="braze-cohorts-diff-")
+        for part, keys in enumerate(self._lists):
+            if not keys:
+                continue
+            f = self._files.get(part)
+            if f is None:
+                path = os.path.join(self._tmp.name, str(part))
+                f = self._files[part] = open(path, "w+", encoding="utf-8", newline="")  # noqa: SIM115
+            f.write("\n".join(keys))
+            f.write("\n")
+            keys.clear()
+        self._buffered = 0
+
+    def take(self, part: int) -> set[str]:
+        """The distinct keys of one partition (each partition can be taken once)."""
+        keys = set(self._lists[part])
+        self._lists[part] = []
+        f = self._files.pop(part, None)
+        if f is not None:
+            f.seek(0)
+            keys.update(f.read().split("\n"))
+            keys.discard("")
+            f.close()
+        return keys
+
+    def close(self) -> None:
+        for f in self._files.values():
+            f.close()
+        self._files.clear()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+
+# --------------------------------------------------------------------------------------------
+# The store
+# --------------------------------------------------------------------------------------------
+
+
+@attrs.frozen(slots=True)
+class LockInfo:
+    """Who holds a cohort's import lock.
+
+    Attributes:
+        cohort_id: The cohort.
+        pid: The holder's process id.
+        host: The holder's host name.
+        acquired_at: When the lock was taken (UTC).
+        run_id: The run it protects.
+    """
+
+    cohort_id: str
+    pid: int
+    host: str
+    acquired_at: dt.datetime
+    run_id: int | None
+
+
+_RUN_COLUMNS = (
+    "id, cohort_id, name, trigger, started_at, finished_at, result, users, added, removed, "
+    "rejected, requests, retries, error, notification_error"
+)
+
+
+def _run_from_row(row: Sequence[Any]) -> ImportRun:
+    started = _from_iso(row[4])
+    assert started is not None
+    return ImportRun(
+        id=row[0],
+        cohort_id=row[1],
+        name=row[2],
+        trigger=cast(Trigger, row[3]),
+        started_at=started,
+        finished_at=_from_iso(row[5]),
+        result=cast(RunResult, row[6]),
+        users=row[7],
+        added=row[8],
+        removed=row[9],
+        rejected=json.loads(row[10]),
+        requests=row[11],
+        retries=row[12],
+        error=row[13],
+        notification_error=row[14],
+    )
+
+
+def _run_values(run: ImportRun) -> tuple[Any, ...]:
+    return (
+        run.cohort_id,
+        run.name,
+        run.trigger,
+        _iso(run.started_at),
+        _iso(run.finished_at),
+        run.result,
+        run.users,
+        run.added,
+        run.removed,
+        json.dumps(dict(run.rejected), sort_keys=True),
+        run.requests,
+        run.retries,
+        run.error,
+        run.notification_error,
+    )
+
+
+class SQLiteStore:
+    """The default :class:`StateStore <braze_cohorts.typing.StateStore>`: one SQLite file.
+
+    The file is opened in WAL mode with ``synchronous=NORMAL``. One store object may be shared by
+    threads (calls are serialized); several processes may open the same file. Every ``sqlite3``
+    error is raised as :class:`~braze_cohorts.StoreError`.
+
+    Args:
+        path: The database file (its directory is created if missing), or ``":memory:"``.
+        clock: Returns the current time (UTC); used to time-stamp interrupted runs.
+        timeout: Seconds to wait for another process's write transaction before failing.
+
+    Raises:
+        StoreError: If the file cannot be opened, or was written by a newer version.
+
+    Example:
+        >>> store = SQLiteStore(":memory:")
+        >>> store.member_count("power-users")
+        0
+        >>> store.close()
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        clock: Clock = _utcnow,
+        timeout: float = 30.0,
+    ) -> None:
+        self._path = os.fspath(path)
+        self._clock = clock
+        self._mutex = threading.RLock()
+        self._cids: dict[str, int] = {}
+        self._host = socket.gethostname()
+        try:
+            if self._path != ":memory:" and not self._path.startswith("file:"):
+                Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(
+                self._path, timeout=timeout, isolation_level=None, check_same_thread=False
+            )
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"cannot open the state store {self._path!r}: {exc}") from exc
+        try:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.execute("PRAGMA temp_store=FILE")
+            self._conn.execute("PRAGMA cache_size=-32768")
+            self._migrate()
+        except sqlite3.Error as exc:
+            self._conn.close()
+            raise StoreError(f"cannot open the state store {self._path!r}: {exc}") from exc
+        except StoreError:
+            self._conn.close()
+            raise
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({self._path!r})"
+
+    @property
+    def path(self) -> str:
+        """The database file."""
+        return self._path
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (``BEGIN IMMEDIATE``), sqlite3 errors translated."""
+        with self._mutex:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise StoreError(f"state store is unavailable: {exc}") from exc
+            try:
+                yield self._conn
+            except BaseException as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise StoreError(f"state store write failed: {exc}") from exc
+                raise
+            try:
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.execute("ROLLBACK")
+                raise StoreError(f"state store commit failed: {exc}") from exc
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        with self._mutex:
+            try:
+                yield self._conn
+            except sqlite3.Error as exc:
+                raise StoreError(f"state store read failed: {exc}") from exc
+
+    def _migrate(self) -> None:
+        with self._tx() as conn:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > len(_MIGRATIONS):
+                raise StoreError(
+                    f"the state store {self._path!r} has schema version {version}; this "
+                    f"version of braze_cohorts understands up to {len(_MIGRATIONS)}"
+                )
+            for number in range(version, len(_MIGRATIONS)):
+                for statement in _MIGRATIONS[number]:
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {number + 1}")
+                log.info("state store schema migrated to version %d", number + 1)
+
+    def _cid(self, conn: sqlite3.Connection, cohort_id: str, *, create: bool) -> int | None:
+        cid = self._cids.get(cohort_id)
+        if cid is not None:
+            return cid
+        row = conn.execute("SELECT id FROM cohorts WHERE cohort_id = ?", (cohort_id,)).fetchone()
+        if row is None:
+            if not create:
+                return None
+            cur = conn.execute("INSERT INTO cohorts (cohort_id) VALUES (?)", (cohort_id,))
+            assert cur.lastrowid is not None
+            cid = cur.lastrowid
+        else:
+            cid = row[0]
+        assert cid is not None
+        self._cids[cohort_id] = cid
+        return cid
+
+    def _cid_for_write(self, cohort_id: str) -> int:
+        cid = self._cids.get(cohort_id)
+        if cid is None:
+            with self._tx() as conn:
+                cid = self._cid(conn, cohort_id, create=True)
+        assert cid is not None
+        return cid
+
+    def close(self) -> None:
+        """Close the database connection."""
+        with self._mutex, contextlib.suppress(sqlite3.Error):
+            self._conn.close()
+
+    def __enter__(self) -> SQLiteStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- runs and the lock --------------------------------------------------------------------
+
+    def start_run(self, run: ImportRun) -> ImportRun:
+        """Take the cohort's import lock and record ``run`` as running.
+
+        A lock held by a process of this host that no longer runs is stale: it is taken over and
+        that process's run is marked ``interrupted``; so is any run of the cohort still shown as
+        running without a live lock.
+
+        Args:
+            run: The run to record (its ``id`` is ignored; ``started_at`` must be aware).
+
+        Returns:
+            The run with its ``id`` set.
+
+        Raises:
+            ImportInProgressError: If a live import of the same cohort holds the lock.
+            StoreError: If the store fails.
+        """
+        now = _iso(self._clock())
+        with self._tx() as conn:
+            self._cid(conn, run.cohort_id, create=True)
+            row = conn.execute(
+                "SELECT pid, host, acquired_at, run_id FROM locks WHERE cohort_id = ?",
+                (run.cohort_id,),
+            ).fetchone()
+            if row is not None:
+                pid, host, acquired_at, run_id = row
+                if host != self._host or _pid_alive(pid):
+                    raise ImportInProgressError(
+                        f"cohort {run.cohort_id!r} is already being imported (run {run_id}, "
+                        f"process {pid} on {host}, since {acquired_at}); try again when it "
+                        f"has finished"
+                    )
+                log.warning(
+                    "taking over the stale import lock of a stopped process (run %s)", run_id
+                )
+                conn.execute("DELETE FROM locks WHERE cohort_id = ?", (run.cohort_id,))
+            conn.execute(
+                "UPDATE runs SET result = 'interrupted', finished_at = ?, error = ? "
+                "WHERE cohort_id = ? AND result = 'running'",
+                (now, _INTERRUPTED, run.cohort_id),
+            )
+            run = attrs.evolve(run, result="running", finished_at=None)
+            cur = conn.execute(
+                f"INSERT INTO runs ({_RUN_COLUMNS.partition(', ')[2]}) "  # noqa: S608
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                _run_values(run),
+            )
+            run_id = cur.lastrowid
+            conn.execute(
+                "INSERT INTO locks (cohort_id, owner, pid, host, acquired_at, run_id) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    run.cohort_id,
+                    uuid.uuid4().hex,
+                    os.getpid(),
+                    self._host,
+                    _iso(run.started_at),
+                    run_id,
+                ),
+            )
+        return attrs.evolve(run, id=run_id)
+
+    def finish_run(self, run: ImportRun) -> ImportRun:
+        """Record ``run``'s final state and release the cohort's lock it holds.
+
+        Args:
+            run: A run returned by :meth:`start_run`, with its final fields.
+
+        Returns:
+            ``run`` as stored.
+
+        Raises:
+            StoreError: If the run is unknown or the store fails.
+        """
+        if run.id is None:
+            raise StoreError("finish_run() needs a run returned by start_run()")
+        with self._tx() as conn:
+            self._update_run(conn, run)
+            conn.execute(
+                "DELETE FROM locks WHERE cohort_id = ? AND run_id = ?", (run.cohort_id, run.id)
+            )
+        return run
+
+    def _update_run(self, conn: sqlite3.Connection, run: ImportRun) -> None:
+        assignments = ", ".join(f"{c} = ?" for c in _RUN_COLUMNS.split(", ")[1:])
+        cur = conn.execute(
+            f"UPDATE runs SET {assignments} WHERE id = ?",  # noqa: S608 - fixed column names
+            (*_run_values(run), run.id),
+        )
+        if cur.rowcount != 1:
+            raise StoreError(f"no run {run.id} in the state store")
+
+    def record_notification_error(self, run_id: int, error: str) -> None:
+        """Note on a finished run why its notification could not be sent.
+
+        Raises:
+            StoreError: If the run is unknown or the store fails.
+        """
+        with self._tx() as conn:
+            cur = conn.execute(
+                "UPDATE runs SET notification_error = ? WHERE id = ?", (error, run_id)
+            )
+            if cur.rowcount != 1:
+                raise StoreError(f"no run {run_id} in the state store")
+
+    def get_run(self, run_id: int) -> ImportRun | None:
+        """The run with id ``run_id``, or ``None``."""
+        with self._read() as conn:
+            row = conn.execute(
+                f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?",  # noqa: S608
+                (run_id,),
+            ).fetchone()
+        return None if row is None else _run_from_row(row)
+
+    def history(self, cohort_id: str, *, limit: int | None = None) -> list[ImportRun]:
+        """The cohort's runs, newest first.
+
+        Args:
+            cohort_id: The cohort.
+            limit: At most this many runs (all when ``None``).
+        """
+        if limit is not None and limit < 0:
+            raise ValueError("limit must be >= 0")
+        with self._read() as conn:
+            rows = conn.execute(
+                f"SELECT {_RUN_COLUMNS} FROM runs WHERE cohort_id = ? "  # noqa: S608
+                "ORDER BY id DESC LIMIT ?",
+                (cohort_id, -1 if limit is None else limit),
+            ).fetchall()
+        return [_run_from_row(row) for row in rows]
+
+    def lock_holder(self, cohort_id: str) -> LockInfo | None:
+        """Who holds the cohort's import lock, or ``None`` when nobody does."""
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT pid, host, acquired_at, run_id FROM locks WHERE cohort_id = ?",
+                (cohort_id,),
+            ).fetchone()
+        if row is None:
+            return None
+        acquired = _from_iso(row[2])
+        assert acquired is not None
+        return LockInfo(
+            cohort_id=cohort_id, pid=row[0], host=row[1], acquired_at=acquired, run_id=row[3]
+        )
+
+    def break_lock(self, cohort_id: str) -> bool:
+        """Release a cohort's lock whoever holds it, marking its run ``interrupted``.
+
+        For a lock left by a process on another host, which the store cannot check. Never break
+        the lock of an import that still runs.
+
+        Returns:
+            ``True`` if there was a lock.
+        """
+        now = _iso(self._clock())
+        with self._tx() as conn:
+            cur = conn.execute("DELETE FROM locks WHERE cohort_id = ?", (cohort_id,))
+            conn.execute(
+                "UPDATE runs SET result = 'interrupted', finished_at = ?, error = ? "
+                "WHERE cohort_id = ? AND result = 'running'",
+                (now, _INTERRUPTED, cohort_id),
+            )
+            return cur.rowcount > 0
+
+    # -- names --------------------------------------------------------------------------------
+
+    def known_name(self, cohort_id: str) -> str | None:
+        """The name Braze acknowledged for the cohort, or ``None`` if it was never named."""
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT name FROM cohorts WHERE cohort_id = ?", (cohort_id,)
+            ).fetchone()
+        return None if row is None else cast("str | None", row[0])
+
+    def record_name(self, cohort_id: str, name: str, *, named_at: dt.datetime) -> None:
+        """Remember that Braze acknowledged ``name`` for the cohort at ``named_at``."""
+        with self._tx() as conn:
+            cid = self._cid(conn, cohort_id, create=True)
+            conn.execute(
+                "UPDATE cohorts SET name = ?, named_at = ? WHERE id = ?",
+                (name, _iso(named_at), cid),
+            )
+
+    # -- membership ---------------------------------------------------------------------------
+
+    def member_count(self, cohort_id: str) -> int:
+        """How many members Braze is known to hold (the snapshot's size)."""
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT members FROM cohorts WHERE cohort_id = ?", (cohort_id,)
+            ).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def pending_count(self, cohort_id: str) -> int:
+        """How many ids are uncertain (sent, or about to be sent, without acknowledgement)."""
+        with self._read() as conn:
+            cid = self._cid(conn, cohort_id, create=False)
+            if cid is None:
+                return 0
+            return int(
+                conn.execute("SELECT count(*) FROM pending WHERE cid = ?", (cid,)).fetchone()[0]
+            )
+
+    def _iter_keys(self, table: str, cohort_id: str) -> Iterator[str]:
+        with self._read() as conn:
+            cid = self._cid(conn, cohort_id, create=False)
+        if cid is None:
+            return
+        last = (-1, "")
+        while True:
+            with self._read() as conn:
+                rows = conn.execute(
+                    f"SELECT bucket, key FROM {table} WHERE cid = ? "  # noqa: S608
+                    "AND (bucket, key) > (?, ?) ORDER BY bucket, key LIMIT 10000",
+                    (cid, *last),
+                ).fetchall()
+            if not rows:
+                return
+            for row in rows:
+                yield row[1]
+            last = rows[-1]
+
+    def snapshot_keys(self, cohort_id: str) -> Iterator[str]:
+        """Yield the keys of the members Braze is known to hold (read in pages)."""
+        return self._iter_keys("snapshot", cohort_id)
+
+    def pending_keys(self, cohort_id: str) -> Iterator[str]:
+        """Yield the keys of the uncertain ids."""
+        return self._iter_keys("pending", cohort_id)
+
+    def apply_batch(
+        self, cohort_id: str, added: Iterable[str] = (), removed: Iterable[str] = ()
+    ) -> None:
+        """Apply one acknowledged request to the snapshot and clear its keys from the pending ids.
+
+        Both happen in one transaction.
+
+        Args:
+            cohort_id: The cohort.
+            added: Keys Braze acknowledged as added.
+            removed: Keys Braze acknowledged as removed.
+
+        Raises:
+            StoreError: If the store fails (nothing of the batch is applied then).
+        """
+        cid = self._cid_for_write(cohort_id)
+        add_rows = sorted((_bucket(k), k) for k in added)
+        remove_rows = sorted((_bucket(k), k) for k in removed)
+        with self._tx() as conn:
+            before = conn.total_changes
+            conn.executemany(
+                "INSERT OR IGNORE INTO snapshot (cid, bucket, key) VALUES (?, ?, ?)",
+                [(cid, b, k) for b, k in add_rows],
+            )
+            grown = conn.total_changes - before
+            before = conn.total_changes
+            conn.executemany(
+                "DELETE FROM snapshot WHERE cid = ? AND bucket = ? AND key = ?",
+                [(cid, b, k) for b, k in remove_rows],
+            )
+            shrunk = conn.total_changes - before
+            conn.executemany(
+                "DELETE FROM pending WHERE cid = ? AND bucket = ? AND key = ?",
+                [(cid, b, k) for b, k in add_rows + remove_rows],
+            )
+            if grown or shrunk:
+                conn.execute(
+                    "UPDATE cohorts SET members = members + ? WHERE id = ?",
+                    (grown - shrunk, cid),
+                )
+
+    def _mark_pending(self, cid: int, rows: Iterable[tuple[int, int, str, int]]) -> None:
+        sql = (
+            "INSERT INTO pending (cid, bucket, key, op) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (cid, bucket, key) DO UPDATE SET op = excluded.op"
+        )
+        it = iter(rows)
+        while chunk := list(islice(it, _PENDING_TX_ROWS)):
+            chunk.sort()
+            with self._tx() as conn:
+                conn.executemany(sql, chunk)
+
+    def mark_pending(self, cohort_id: str, delta: Delta) -> None:
+        """Record every key of ``delta`` as uncertain, with the change about to be sent.
+
+        Called before anything of the delta is sent, so that a crash leaves every in-flight id
+        uncertain. Written in several transactions when large: a crash part-way only leaves ids
+        uncertain that were not sent, which is safe.
+        """
+        cid = self._cid_for_write(cohort_id)
+        crc = zlib.crc32
+
+        def rows() -> Iterator[tuple[int, int, str, int]]:
+            for key in delta.iter_adds():
+                yield (cid, crc(key.encode()) >> _BUCKET_SHIFT, key, 1)
+            for key in delta.iter_removes():
+                yield (cid, crc(key.encode()) >> _BUCKET_SHIFT, key, 0)
+
+        self._mark_pending(cid, rows())
+
+    def _concat(
+        self, conn: sqlite3.Connection, table: str, cid: int, part: int | None
+    ) -> list[str]:
+        if part is None:
+            lo, hi = 0, _LAST_BUCKET
+        else:
+            lo, hi = part * _BUCKETS_PER_PART, (part + 1) * _BUCKETS_PER_PART - 1
+        text = conn.execute(
+            f"SELECT group_concat(key, char(10)) FROM {table} "  # noqa: S608 - fixed names
+            "WHERE cid = ? AND bucket BETWEEN ? AND ?",
+            (cid, lo, hi),
+        ).fetchone()[0]
+        return text.split("\n") if text else []
+
+    def diff(self, cohort_id: str, desired: Iterable[str]) -> Delta:
+        """Compute what to send so that Braze holds exactly ``desired``.
+
+        ``adds`` = desired keys Braze is not known to hold, plus uncertain keys that are desired;
+        ``removes`` = held keys no longer desired, plus uncertain keys that are not desired. No
+        key is in both. ``desired`` is streamed (duplicates are fine) and spilled to temporary
+        files when large; nothing is written to the store.
+
+        Args:
+            cohort_id: The cohort.
+            desired: Canonical keys of every desired member.
+
+        Raises:
+            StoreError: If the store or the temporary files fail.
+        """
+        with self._read() as conn:
+            cid = self._cid(conn, cohort_id, create=False)
+            stored = 0
+            if cid is not None:
+                stored = conn.execute(
+                    "SELECT members + (SELECT count(*) FROM pending WHERE cid = ?) "
+                    "FROM cohorts WHERE id = ?",
+                    (cid, cid),
+                ).fetchone()[0]
+        delta = Delta()
+        parts: _Partitions | None = None
+        try:
+            memory: list[str] | None = [] if stored < _MEMORY_KEYS else None
+            if memory is None:
+                parts = _Partitions()
+            for chunk in _chunks(desired):
+                if memory is not None:
+                    memory.extend(chunk)
+                    if len(memory) < _MEMORY_KEYS:
+                        continue
+                    parts = _Partitions()
+                    parts.add(memory)
+                    memory = None
+                else:
+                    assert parts is not None
+                    parts.add(chunk)
+            if memory is not None:
+                self._diff_part(delta, cid, None, set(memory))
+            else:
+                assert parts is not None
+                for part in range(_PARTS):
+                    self._diff_part(delta, cid, part, parts.take(part))
+        except OSError as exc:
+            delta.close()
+            raise StoreError(f"cannot write temporary files for the delta: {exc}") from exc
+        except BaseException:
+            delta.close()
+            raise
+        finally:
+            if parts is not None:
+                parts.close()
+        return delta
+
+    def _diff_part(self, delta: Delta, cid: int | None, part: int | None, want: set[str]) -> None:
+        if cid is None:
+            delta._adds.extend(want)
+            return
+        with self._read() as conn:
+            held = set(self._concat(conn, "snapshot", cid, part))
+            unsure = set(self._concat(conn, "pending", cid, part))
+        if unsure:
+            adds = (want - held) | (unsure & want)
+            removes = (held - want) | (unsure - want)
+        else:
+            adds = want - held
+            removes = held - want
+        delta._adds.extend(adds)
+        delta._removes.extend(removes)
+
+    def diff_changes(self, cohort_id: str, entered: Iterable[str], left: Iterable[str]) -> Delta:
+        """Compute what to send for a delta the caller computed (who entered, who left).
+
+        ``adds`` = entered keys that Braze is not known to hold or that are uncertain;
+        ``removes`` = left keys that Braze is known to hold or that are uncertain; every other
+        uncertain key is re-sent with the change last sent for it (its desired state has not
+        changed since). Entered keys already held and left keys not held are skipped.
+
+        Args:
+            cohort_id: The cohort.
+            entered: Keys of users who entered the cohort.
+            left: Keys of users who left it.
+
+        Raises:
+            InputError: If a key is both in ``entered`` and in ``left``.
+            StoreError: If the store fails.
+        """
+        cid = self._cid_for_write(cohort_id)
+        crc = zlib.crc32
+        delta = Delta()
+        try:
+            with self._mutex:
+                conn = self._conn
+                try:
+                    conn.execute(
+                        "CREATE TEMP TABLE IF NOT EXISTS delta_in (bucket INTEGER NOT NULL, "
+                        "key TEXT NOT NULL, op INTEGER NOT NULL, PRIMARY KEY (bucket, key)) "
+                        "WITHOUT ROWID"
+                    )
+                    conn.execute("DELETE FROM temp.delta_in")
+                    upsert = (
+                        "INSERT INTO temp.delta_in (bucket, key, op) VALUES (?, ?, ?) "
+                        "ON CONFLICT (bucket, key) DO UPDATE SET op = "
+                        "CASE WHEN op = excluded.op THEN op ELSE 2 END"
+                    )
+                    for op, keys in ((1, entered), (0, left)):
+                        for chunk in _chunks(keys):
+                            conn.executemany(
+                                upsert, [(crc(k.encode()) >> _BUCKET_SHIFT, k, op) for k in chunk]
+                            )
+                    both = conn.execute(
+                        "SELECT count(*) FROM temp.delta_in WHERE op = 2"
+                    ).fetchone()[0]
+                    if both:
+                        raise InputError(
+                            f"{both} id(s) are both in entered and in left; a user either "
+                            "entered or left"
+                        )
+                    for op, target in ((1, delta._adds), (0, delta._removes)):
+                        held = "NOT EXISTS" if op else "EXISTS"
+                        cur = conn.execute(
+                            "SELECT d.key FROM temp.delta_in d WHERE d.op = ?1 AND ("  # noqa: S608
+                            "EXISTS (SELECT 1 FROM pending p WHERE p.cid = ?2 "
+                            "AND p.bucket = d.bucket AND p.key = d.key) OR "
+                            f"{held} (SELECT 1 FROM snapshot s WHERE s.cid = ?2 "
+                            "AND s.bucket = d.bucket AND s.key = d.key)) "
+                            "UNION ALL "
+                            "SELECT p.key FROM pending p WHERE p.cid = ?2 AND p.op = ?1 AND "
+                            "NOT EXISTS (SELECT 1 FROM temp.delta_in d "
+                            "WHERE d.bucket = p.bucket AND d.key = p.key)",
+                            (op, cid),
+                        )
+                        while rows := cur.fetchmany(_CHUNK):
+                            target.extend(row[0] for row in rows)
+                finally:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("DELETE FROM temp.delta_in")
+        except sqlite3.Error as exc:
+            delta.close()
+            raise StoreError(f"state store read failed: {exc}") from exc
+        except OSError as exc:
+            delta.close()
+            raise StoreError(f"cannot write temporary files for the delta: {exc}") from exc
+        except BaseException:
+            delta.close()
+            raise
+        return delta

@@ -1,0 +1,443 @@
+"""SQLiteStore: schema, runs and history, the import lock (threads and processes), the delta."""
+
+from __future__ import annotations
+
+import datetime as dt
+import multiprocessing
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from braze_cohorts import ImportInProgressError, ImportRun, InputError, StoreError, _store
+from braze_cohorts._store import Delta, SQLiteStore
+
+T0 = dt.datetime(2026, 1, 5, 9, 30, tzinfo=dt.timezone.utc)
+
+
+def _run(cohort_id: str = "c1", **changes: object) -> ImportRun:
+    fields: dict[str, object] = {
+        "cohort_id": cohort_id,
+        "name": "Power users",
+        "trigger": "manual",
+        "started_at": T0,
+    }
+    fields.update(changes)
+    return ImportRun(**fields)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SQLiteStore]:
+    s = SQLiteStore(tmp_path / "state.db", clock=lambda: T0 + dt.timedelta(hours=1))
+    yield s
+    s.close()
+
+
+def _dead_pid() -> int:
+    """A pid of a process that has exited (and been reaped)."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def _hold_lock(path: str, ready: Connection) -> None:
+    """Take the lock, say so, then wait to be killed (never on a shared lock: it would break)."""
+    store = SQLiteStore(path)
+    store.start_run(_run())
+    ready.send("locked")
+    time.sleep(60)
+
+
+def _mark(
+    store: SQLiteStore, cohort_id: str, adds: Iterable[str] = (), removes: Iterable[str] = ()
+) -> None:
+    with Delta.from_keys(adds=adds, removes=removes) as delta:
+        store.mark_pending(cohort_id, delta)
+
+
+class TestSchema:
+    def test_new_file_has_current_version_and_tables(self, tmp_path: Path) -> None:
+        """A new state file is created (with its directory) at the current schema version."""
+        path = tmp_path / "deep" / "dir" / "state.db"
+        SQLiteStore(path).close()
+        conn = sqlite3.connect(path)
+        try:
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == _store.SCHEMA_VERSION
+            assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+            tables = {
+                r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            }
+        finally:
+            conn.close()
+        assert {"cohorts", "snapshot", "pending", "runs", "locks"} <= tables
+
+    def test_data_survives_reopening(self, tmp_path: Path) -> None:
+        """Names, members and history written by one store object are read by the next."""
+        path = tmp_path / "state.db"
+        with SQLiteStore(path) as first:
+            first.record_name("c1", "Power users", named_at=T0)
+            first.apply_batch("c1", added=["e:u1", "e:u2"])
+            first.finish_run(_finished(first.start_run(_run())))
+        with SQLiteStore(path) as second:
+            assert second.known_name("c1") == "Power users"
+            assert sorted(second.snapshot_keys("c1")) == ["e:u1", "e:u2"]
+            assert second.member_count("c1") == 2
+            assert [r.result for r in second.history("c1")] == ["succeeded"]
+
+    def test_newer_schema_is_refused(self, tmp_path: Path) -> None:
+        """A file written by a newer version is refused instead of being misread."""
+        path = tmp_path / "state.db"
+        SQLiteStore(path).close()
+        conn = sqlite3.connect(path)
+        conn.execute(f"PRAGMA user_version = {_store.SCHEMA_VERSION + 1}")
+        conn.close()
+        with pytest.raises(StoreError, match="schema version"):
+            SQLiteStore(path)
+
+    def test_not_a_database_raises_store_error(self, tmp_path: Path) -> None:
+        """A file that is not SQLite raises StoreError, not sqlite3.DatabaseError."""
+        path = tmp_path / "state.db"
+        path.write_bytes(b"this is not a database, just some text " * 200)
+        with pytest.raises(StoreError) as info:
+            SQLiteStore(path)
+        assert isinstance(info.value.__cause__, sqlite3.Error)
+
+    def test_use_after_close_raises_store_error(self, tmp_path: Path) -> None:
+        """Errors of a closed connection are translated too."""
+        store = SQLiteStore(tmp_path / "state.db")
+        store.close()
+        with pytest.raises(StoreError):
+            store.member_count("c1")
+        with pytest.raises(StoreError):
+            store.apply_batch("c1", added=["e:x"])
+
+    def test_in_memory_store_works(self) -> None:
+        """``":memory:"`` gives a throwaway store."""
+        with SQLiteStore(":memory:") as store:
+            store.apply_batch("c1", added=["e:a"])
+            assert store.member_count("c1") == 1
+
+
+class TestRuns:
+    def test_start_run_records_a_running_run_with_an_id(self, store: SQLiteStore) -> None:
+        """start_run stores the run as running and returns it with its id."""
+        run = store.start_run(_run(result="succeeded"))
+        assert run.id is not None
+        assert run.result == "running"
+        assert store.get_run(run.id) == run
+
+    def test_finish_run_round_trips_every_field(self, store: SQLiteStore) -> None:
+        """Every ImportRun field comes back from the history as it was stored."""
+        run = store.start_run(_run(trigger="scheduled"))
+        final = ImportRun(
+            id=run.id,
+            cohort_id="c1",
+            name="Power users",
+            trigger="scheduled",
+            started_at=T0,
+            finished_at=T0 + dt.timedelta(seconds=42),
+            result="failed",
+            users=7,
+            added=5,
+            removed=2,
+            rejected={"invalid_external_id": 3, "missing_identifier": 1},
+            requests=9,
+            retries=4,
+            error="HTTP 503: try later",
+            notification_error=None,
+        )
+        store.finish_run(final)
+        (stored,) = store.history("c1")
+        assert stored == final
+        assert stored.finished_at is not None
+        assert stored.finished_at.utcoffset() == dt.timedelta(0)
+
+    def test_history_is_newest_first_and_limited(self, store: SQLiteStore) -> None:
+        """history lists one cohort's runs newest first and honours limit."""
+        ids = []
+        for n in range(3):
+            run = store.start_run(_run(started_at=T0 + dt.timedelta(minutes=n)))
+            ids.append(store.finish_run(_finished(run)).id)
+        store.finish_run(_finished(store.start_run(_run("other"))))
+        assert [r.id for r in store.history("c1")] == ids[::-1]
+        assert [r.id for r in store.history("c1", limit=2)] == ids[:0:-1]
+        assert store.history("nobody") == []
+
+    def test_notification_error_is_recorded_after_finishing(self, store: SQLiteStore) -> None:
+        """A notification failure is attached to the finished run."""
+        run = store.finish_run(_finished(store.start_run(_run())))
+        assert run.id is not None
+        store.record_notification_error(run.id, "SMTP 550")
+        assert store.history("c1")[0].notification_error == "SMTP 550"
+        with pytest.raises(StoreError):
+            store.record_notification_error(run.id + 100, "x")
+
+    def test_finish_run_needs_a_started_run(self, store: SQLiteStore) -> None:
+        """finish_run refuses a run that start_run did not return."""
+        with pytest.raises(StoreError):
+            store.finish_run(_run())
+
+    def test_naive_datetimes_are_refused(self, store: SQLiteStore) -> None:
+        """Times must be aware so that history is unambiguous UTC."""
+        with pytest.raises(StoreError, match="timezone-aware"):
+            store.start_run(_run(started_at=dt.datetime(2026, 1, 1)))
+
+
+def _finished(run: ImportRun) -> ImportRun:
+    return ImportRun(
+        id=run.id,
+        cohort_id=run.cohort_id,
+        name=run.name,
+        trigger=run.trigger,
+        started_at=run.started_at,
+        finished_at=run.started_at + dt.timedelta(seconds=1),
+        result="succeeded",
+    )
+
+
+class TestLock:
+    def test_second_import_of_a_cohort_is_refused(self, store: SQLiteStore) -> None:
+        """While a run holds the lock, another start_run fails with who holds it."""
+        first = store.start_run(_run())
+        with pytest.raises(ImportInProgressError, match=f"process {os.getpid()}") as info:
+            store.start_run(_run())
+        assert f"run {first.id}" in str(info.value)
+        holder = store.lock_holder("c1")
+        assert holder is not None
+        assert (holder.pid, holder.run_id) == (os.getpid(), first.id)
+
+    def test_other_store_objects_are_refused_too(self, store: SQLiteStore) -> None:
+        """A second store object on the same file (another thread's) sees the lock."""
+        store.start_run(_run())
+        with SQLiteStore(store.path) as other, pytest.raises(ImportInProgressError):
+            other.start_run(_run())
+
+    def test_locks_of_different_cohorts_are_independent(self, store: SQLiteStore) -> None:
+        """Importing one cohort does not block another."""
+        store.start_run(_run("c1"))
+        assert store.start_run(_run("c2")).id is not None
+
+    def test_finishing_releases_the_lock(self, store: SQLiteStore) -> None:
+        """After finish_run the cohort can be imported again."""
+        store.finish_run(_finished(store.start_run(_run())))
+        assert store.lock_holder("c1") is None
+        assert store.start_run(_run()).id is not None
+
+    def test_stale_lock_of_a_dead_process_is_taken_over(self, store: SQLiteStore) -> None:
+        """A lock whose process is gone is taken over and its run marked interrupted."""
+        old = store.start_run(_run())
+        conn = sqlite3.connect(store.path)
+        conn.execute("UPDATE locks SET pid = ?", (_dead_pid(),))
+        conn.commit()
+        conn.close()
+        new = store.start_run(_run())
+        assert new.id != old.id
+        assert old.id is not None
+        stale = store.get_run(old.id)
+        assert stale is not None
+        assert stale.result == "interrupted"
+        assert stale.error == "interrupted: the process running it stopped"
+        assert stale.finished_at == T0 + dt.timedelta(hours=1)
+
+    def test_lock_of_another_host_is_not_taken_over(self, store: SQLiteStore) -> None:
+        """A lock from another host cannot be checked, so it is respected until broken."""
+        store.start_run(_run())
+        conn = sqlite3.connect(store.path)
+        conn.execute("UPDATE locks SET pid = ?, host = 'elsewhere'", (_dead_pid(),))
+        conn.commit()
+        conn.close()
+        with pytest.raises(ImportInProgressError, match="elsewhere"):
+            store.start_run(_run())
+        assert store.break_lock("c1") is True
+        assert store.history("c1")[0].result == "interrupted"
+        assert store.start_run(_run()).result == "running"
+
+    def test_running_run_without_lock_is_interrupted_on_next_start(
+        self, store: SQLiteStore
+    ) -> None:
+        """A run left running with no lock is marked interrupted by the next start."""
+        old = store.start_run(_run())
+        conn = sqlite3.connect(store.path)
+        conn.execute("DELETE FROM locks")
+        conn.commit()
+        conn.close()
+        store.start_run(_run())
+        assert old.id is not None
+        stale = store.get_run(old.id)
+        assert stale is not None
+        assert stale.result == "interrupted"
+
+    def test_lock_is_held_across_processes(self, tmp_path: Path) -> None:
+        """A lock taken in another process refuses this one; once that process dies it is stale."""
+        path = str(tmp_path / "state.db")
+        SQLiteStore(path).close()
+        ctx = multiprocessing.get_context("spawn")
+        parent_end, child_end = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=_hold_lock, args=(path, child_end))
+        proc.start()
+        try:
+            assert parent_end.poll(30)
+            assert parent_end.recv() == "locked"
+            with SQLiteStore(path) as store:
+                with pytest.raises(ImportInProgressError, match=f"process {proc.pid}"):
+                    store.start_run(_run())
+                proc.kill()
+                proc.join(30)
+                run = store.start_run(_run())
+                assert run.result == "running"
+                assert [r.result for r in store.history("c1")] == ["running", "interrupted"]
+        finally:
+            proc.kill()
+            proc.join(30)
+
+
+class TestNames:
+    def test_name_is_unknown_until_recorded(self, store: SQLiteStore) -> None:
+        """known_name is None for a cohort never named, then the recorded name."""
+        assert store.known_name("c1") is None
+        store.record_name("c1", "Power users", named_at=T0)
+        store.record_name("c1", "Power users 2", named_at=T0)
+        assert store.known_name("c1") == "Power users 2"
+
+
+class TestApplyBatch:
+    def test_apply_updates_snapshot_count_and_clears_pending(self, store: SQLiteStore) -> None:
+        """An acknowledged batch moves keys into/out of the snapshot and out of pending."""
+        store.apply_batch("c1", added=["e:a", "e:b", "e:c"])
+        _mark(store, "c1", adds=["e:d"], removes=["e:a", "e:b"])
+        assert sorted(store.pending_keys("c1")) == ["e:a", "e:b", "e:d"]
+        store.apply_batch("c1", added=["e:d"], removed=["e:a"])
+        assert sorted(store.snapshot_keys("c1")) == ["e:b", "e:c", "e:d"]
+        assert list(store.pending_keys("c1")) == ["e:b"]
+        assert store.member_count("c1") == 3
+        assert store.pending_count("c1") == 1
+
+    def test_repeated_adds_and_absent_removes_do_not_skew_the_count(
+        self, store: SQLiteStore
+    ) -> None:
+        """The member count follows real snapshot changes only."""
+        store.apply_batch("c1", added=["e:a", "e:b"])
+        store.apply_batch("c1", added=["e:a"], removed=["e:zz"])
+        assert store.member_count("c1") == 2
+
+    def test_many_keys_are_paged(self, store: SQLiteStore) -> None:
+        """snapshot_keys pages through more keys than one page holds."""
+        keys = [f"e:user{n}" for n in range(25_000)]
+        store.apply_batch("c1", added=keys)
+        assert sorted(store.snapshot_keys("c1")) == sorted(keys)
+
+
+_KEY = st.sampled_from([f"e:u{n}" for n in range(40)] + ["a:email\x1fx@y.io", "d:dev-1"])
+_KEYS = st.frozensets(_KEY)
+
+
+class TestDiff:
+    @pytest.mark.parametrize("memory_keys", [200_000, 7])
+    @settings(max_examples=60, deadline=None)
+    @given(held=_KEYS, unsure=_KEYS, want=st.lists(_KEY))
+    def test_delta_is_exact(
+        self,
+        tmp_path_factory: pytest.TempPathFactory,
+        memory_keys: int,
+        held: frozenset[str],
+        unsure: frozenset[str],
+        want: list[str],
+    ) -> None:
+        """Adds: wanted and (not held or unsure); removes: not wanted and (held or unsure)."""
+        mp = pytest.MonkeyPatch()
+        mp.setattr(_store, "_MEMORY_KEYS", memory_keys)
+        try:
+            with SQLiteStore(tmp_path_factory.mktemp("d") / "s.db") as store:
+                store.apply_batch("c1", added=held)
+                _mark(store, "c1", adds=unsure)
+                with store.diff("c1", iter(want)) as delta:
+                    adds = list(delta.iter_adds())
+                    removes = list(delta.iter_removes())
+                    assert (delta.adds, delta.removes) == (len(adds), len(removes))
+        finally:
+            mp.undo()
+        w = set(want)
+        assert sorted(adds) == sorted((w - held) | (unsure & w))
+        assert sorted(removes) == sorted((held - w) | (unsure - w))
+
+    def test_diff_writes_nothing(self, store: SQLiteStore) -> None:
+        """Computing a delta leaves snapshot and pending untouched."""
+        store.apply_batch("c1", added=["e:a"])
+        with store.diff("c1", ["e:b"]) as delta:
+            assert (delta.adds, delta.removes) == (1, 1)
+        assert list(store.snapshot_keys("c1")) == ["e:a"]
+        assert store.pending_count("c1") == 0
+
+    def test_unknown_cohort_adds_every_distinct_key(self, store: SQLiteStore) -> None:
+        """A cohort never seen gets every desired key once."""
+        with store.diff("new", ["e:a", "e:a", "e:b"]) as delta:
+            assert sorted(delta.iter_adds()) == ["e:a", "e:b"]
+            assert list(delta.iter_removes()) == []
+
+    def test_large_delta_spills_and_removes_its_files(
+        self, store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A delta bigger than the memory budget lives in temporary files that close() deletes."""
+        monkeypatch.setattr(_store, "_MEMORY_KEYS", 100)
+        store.apply_batch("c1", added=[f"e:old{n}" for n in range(300)])
+        desired = (f"e:new{n}" for n in range(1_000))
+        delta = store.diff("c1", desired)
+        tmp = delta._tmp
+        assert tmp is not None
+        assert os.listdir(tmp.name)
+        assert sum(1 for _ in delta.iter_adds()) == 1_000
+        assert sum(1 for _ in delta.iter_removes()) == 300
+        delta.close()
+        assert not os.path.exists(tmp.name)
+
+    def test_desired_is_consumed_lazily_in_chunks(self, store: SQLiteStore) -> None:
+        """The desired iterable is streamed, not materialised by the caller's side."""
+        pulled = 0
+
+        def desired() -> Iterator[str]:
+            nonlocal pulled
+            for n in range(50_000):
+                pulled += 1
+                yield f"e:{n}"
+
+        gen = desired()
+        delta = store.diff("c1", gen)
+        assert pulled == 50_000
+        assert delta.adds == 50_000
+        delta.close()
+
+
+class TestDiffChanges:
+    def _prepare(self, store: SQLiteStore) -> None:
+        # held: a, b, c; uncertain: c (last sent: remove), x (last sent: add), y (remove)
+        store.apply_batch("c1", added=["e:a", "e:b", "e:c"])
+        _mark(store, "c1", adds=["e:x"], removes=["e:c", "e:y"])
+
+    def test_given_delta_is_reduced_to_what_must_travel(self, store: SQLiteStore) -> None:
+        """Entered-but-held and left-but-absent are skipped; uncertain ids go as last sent."""
+        self._prepare(store)
+        with store.diff_changes("c1", entered=["e:a", "e:n"], left=["e:b", "e:gone"]) as d:
+            assert sorted(d.iter_adds()) == ["e:n", "e:x"]
+            assert sorted(d.iter_removes()) == ["e:b", "e:c", "e:y"]
+
+    def test_given_delta_overrides_the_last_sent_change(self, store: SQLiteStore) -> None:
+        """An uncertain id named in the new delta is sent with its new state."""
+        self._prepare(store)
+        with store.diff_changes("c1", entered=["e:c", "e:y"], left=["e:x"]) as d:
+            assert sorted(d.iter_adds()) == ["e:c", "e:y"]
+            assert sorted(d.iter_removes()) == ["e:x"]
+
+    def test_same_id_entering_and_leaving_is_refused(self, store: SQLiteStore) -> None:
+        """An id both in entered and left is an input error, found before anything is sent."""
+        with pytest.raises(InputError, match="1 id"):
+            store.diff_changes("c1", entered=["e:a", "e:b"], left=["e:b"])
+        with store.diff_changes("c1", entered=["e:a", "e:a"], left=[]) as d:
+            assert list(d.iter_adds()) == ["e:a"]
