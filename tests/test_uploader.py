@@ -6,6 +6,7 @@ import doctest
 import itertools
 import logging
 import threading
+import tracemalloc
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -104,6 +105,18 @@ class FakeClient:
         with self._lock:
             self.acknowledged.append(call)
         return response
+
+
+class NullClient:
+    """Acknowledges everything and keeps nothing."""
+
+    def update_members(
+        self,
+        cohort_id: str,
+        add: Iterable[UserRef | str] = (),
+        remove: Iterable[UserRef | str] = (),
+    ) -> CohortResponse | None:
+        return CohortResponse(status_code=201, message="success")
 
 
 def script(*results: CohortResponse | BaseException | None) -> Behaviour:
@@ -396,6 +409,32 @@ class TestPacking:
         assert len(rec_done) == 500
         # At most 2 x concurrency batches in flight, plus the one being packed.
         assert max(ahead) <= (2 * 2 + 1) * 10
+
+    def test_memory_does_not_grow_with_the_input(self) -> None:
+        """Peak memory for six times more ids stays about the same: nothing holds all the input."""
+
+        def peak(n: int) -> int:
+            time = FakeTime()
+            uploader = BatchUploader(
+                NullClient(),
+                concurrency=2,
+                requests_per_hour=UNLIMITED,
+                clock=time.clock,
+                sleep=time.sleep,
+            )
+            tracemalloc.start()
+            try:
+                uploader.upload(
+                    "c1",
+                    add=(f"u{i}" for i in range(n)),
+                    remove=(f"r{i}" for i in range(n // 2)),
+                )
+                return tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+
+        small, big = peak(20_000), peak(120_000)
+        assert big < 1.5 * small
 
 
 class TestRetries:
