@@ -564,18 +564,23 @@ class BatchUploader:
         self._limiter = RateLimiter(
             requests_per_hour, clock=clock, wall_clock=wall_clock, max_hold=retry.max_server_wait
         )
-        self.requests_per_hour = requests_per_hour
+        self._requests_per_hour = requests_per_hour
 
     def __repr__(self) -> str:
         return (
             f"BatchUploader(concurrency={self._concurrency}, "
-            f"requests_per_hour={self.requests_per_hour}, retry={self._retry!r})"
+            f"requests_per_hour={self._requests_per_hour}, retry={self._retry!r})"
         )
 
     @property
     def concurrency(self) -> int:
         """Requests in flight at most."""
         return self._concurrency
+
+    @property
+    def requests_per_hour(self) -> float:
+        """The rate never exceeded."""
+        return self._requests_per_hour
 
     @property
     def retry(self) -> RetryPolicy:
