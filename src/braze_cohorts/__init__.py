@@ -36,6 +36,7 @@ from braze_cohorts._runner import ScheduledImport, ScheduleRunner, ScheduleState
 from braze_cohorts._schedule import Schedule, ScheduleKind
 from braze_cohorts._sources import read_records
 from braze_cohorts._store import Delta, LockInfo, SQLiteStore
+from braze_cohorts._sync import CohortSync
 from braze_cohorts._uploader import DEFAULT_RETRY, BatchUploader, RetryPolicy, UploadProgress
 from braze_cohorts._version import __version__
 from braze_cohorts.exceptions import (
@@ -72,6 +73,7 @@ __all__ = [
     "BrazeCohortsError",
     "CohortClient",
     "CohortResponse",
+    "CohortSync",
     "ConfigurationError",
     "DEFAULT_RETRY",
     "DEFAULT_TIMEOUT",

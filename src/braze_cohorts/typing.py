@@ -19,6 +19,7 @@ __all__ = [
     "MembersClient",
     "Notifier",
     "StateStore",
+    "SyncClient",
 ]
 
 
@@ -47,6 +48,19 @@ class MembersClient(Protocol):
         Returns:
             Braze's answer, or ``None`` when there was nothing to send.
         """
+        ...
+
+
+class SyncClient(MembersClient, Protocol):
+    """What :class:`~braze_cohorts.CohortSync` needs from a client: naming and membership updates.
+
+    :class:`~braze_cohorts.CohortClient` satisfies it.
+    """
+
+    def name_cohort(
+        self, cohort_id: str, name: str, created_at: dt.datetime | None = None
+    ) -> CohortResponse:
+        """Create or rename a cohort; raise the library's errors when Braze refuses."""
         ...
 
 
