@@ -582,3 +582,297 @@ def test_fake_store_satisfies_the_protocol() -> None:
     """The test double is a ScheduleStore (checked by mypy on the tests too)."""
     store: ScheduleStore = FakeStore()
     assert store.list_schedules() == []
+
+
+@pytest.fixture
+def db_path(tmp_path: Any) -> str:
+    return str(tmp_path / "state.db")
+
+
+class TestSQLiteSchedules:
+    def test_round_trip_through_the_store(self, db_path: str) -> None:
+        """A schedule read back from SQLite equals the one stored, in any process's view."""
+        clock = Clock()
+        with bc.SQLiteStore(db_path) as store:
+            runner = ScheduleRunner(store, clock=clock)
+            entry = runner.set_schedule(
+                "c1",
+                "One",
+                "monthly last 06:00 America/New_York",
+                source="/data/m.csv",
+                recipients=["Ops <ops@example.com>", "b@example.com"],
+            )
+        with bc.SQLiteStore(db_path) as other:
+            assert ScheduleRunner(other).get_schedule("c1") == entry
+            assert ScheduleRunner(other).schedules() == [entry]
+
+    def test_version_1_file_gains_the_schedules_table(self, db_path: str) -> None:
+        """A state file from before schedules is migrated on open and keeps its history."""
+        import sqlite3
+
+        with bc.SQLiteStore(db_path):
+            pass
+        conn = sqlite3.connect(db_path)
+        conn.execute("DROP TABLE schedules")
+        conn.execute("PRAGMA user_version = 1")
+        conn.commit()
+        conn.close()
+        with bc.SQLiteStore(db_path) as store:
+            assert ScheduleRunner(store).schedules() == []
+            ScheduleRunner(store, clock=Clock()).set_schedule("c1", "One", "hourly 0")
+        conn = sqlite3.connect(db_path)
+        try:
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        finally:
+            conn.close()
+
+    def test_conflict_replace_and_done(self, db_path: str) -> None:
+        """SQLite enforces one live schedule per cohort; done ones may be replaced."""
+        clock = Clock()
+        with bc.SQLiteStore(db_path) as store:
+            runner = ScheduleRunner(store, FakeImport(clock), clock=clock)
+            runner.set_schedule("c1", "One", bc.Schedule.once(T0 + dt.timedelta(minutes=1)))
+            with pytest.raises(bc.ScheduleConflictError, match="already has a live schedule"):
+                runner.set_schedule("c1", "One", "hourly 0")
+            runner.register_source("c1", _members)
+            clock.advance(minutes=2)
+            assert len(runner.run_due()) == 1
+            assert runner.get_schedule("c1").state == "done"
+            runner.set_schedule("c1", "One", "hourly 0")
+            assert runner.get_schedule("c1").state == "active"
+
+    def test_claim_is_compare_and_set(self, db_path: str) -> None:
+        """A claim with a stale due time changes nothing and says so."""
+        clock = Clock()
+        with bc.SQLiteStore(db_path) as store:
+            runner = ScheduleRunner(store, clock=clock)
+            entry = runner.set_schedule("c1", "One", "hourly 30")
+            assert entry.next_due is not None
+            later = entry.next_due + dt.timedelta(hours=1)
+            assert store.claim_schedule("c1", expected_due=entry.next_due, next_due=later)
+            assert not store.claim_schedule("c1", expected_due=entry.next_due, next_due=later)
+            assert runner.get_schedule("c1").next_due == later
+
+    def test_runners_on_separate_connections_run_each_schedule_once(self, db_path: str) -> None:
+        """Four runners, each with its own SQLite connection, run each of 40 schedules once."""
+        clock = Clock()
+        run_import = FakeImport(clock)
+        with bc.SQLiteStore(db_path) as store:
+            setup = ScheduleRunner(store, clock=clock)
+            for i in range(40):
+                setup.set_schedule(f"c{i:02d}", f"C{i}", "hourly 30")
+        clock.advance(hours=1)
+        barrier = threading.Barrier(4)
+        out: list[bc.ImportRun] = []
+        lock = threading.Lock()
+
+        def work() -> None:
+            with bc.SQLiteStore(db_path) as own:
+                runner = ScheduleRunner(own, run_import, clock=clock)
+                for i in range(40):
+                    runner.register_source(f"c{i:02d}", _members)
+                barrier.wait(10)
+                runs = runner.run_due()
+            with lock:
+                out.extend(runs)
+
+        threads = [threading.Thread(target=work) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert sorted(r.cohort_id for r in out) == [f"c{i:02d}" for i in range(40)]
+        assert sorted(c[0] for c in run_import.calls) == [f"c{i:02d}" for i in range(40)]
+
+
+def _process_import(
+    cohort_id: str, name: str, members: Iterable[object], trigger: Any
+) -> bc.ImportRun:
+    got = list(members)
+    return bc.ImportRun(
+        cohort_id=cohort_id, name=name, trigger=trigger, started_at=T0, result="succeeded",
+        users=len(got),
+    )  # fmt: skip
+
+
+def _process_worker(db_path: str, now: str, count: int, barrier: Any, queue: Any) -> None:
+    """Run due schedules in a separate process and report which cohorts it ran."""
+    at = dt.datetime.fromisoformat(now)
+    with bc.SQLiteStore(db_path) as store:
+        runner = ScheduleRunner(store, _process_import, clock=lambda: at)
+        for i in range(count):
+            runner.register_source(f"c{i:02d}", _members)
+        barrier.wait(30)
+        queue.put([run.cohort_id for run in runner.run_due()])
+
+
+class TestSeparateProcesses:
+    def test_two_processes_never_run_a_slot_twice(self, db_path: str) -> None:
+        """Two processes calling run_due on the same file together run each schedule once."""
+        import multiprocessing
+
+        clock = Clock()
+        with bc.SQLiteStore(db_path) as store:
+            setup = ScheduleRunner(store, clock=clock)
+            for i in range(30):
+                setup.set_schedule(f"c{i:02d}", f"C{i}", "hourly 30")
+        ctx = multiprocessing.get_context("spawn")
+        barrier = ctx.Barrier(2)
+        queue = ctx.Queue()
+        now = (T0 + dt.timedelta(hours=1)).isoformat()
+        procs = [
+            ctx.Process(target=_process_worker, args=(db_path, now, 30, barrier, queue))
+            for _ in range(2)
+        ]
+        for p in procs:
+            p.start()
+        ran = [queue.get(timeout=60) for _ in procs]
+        for p in procs:
+            p.join(30)
+            assert p.exitcode == 0
+        together = sorted(c for part in ran for c in part)
+        assert together == [f"c{i:02d}" for i in range(30)]
+
+
+class CountingNotifier:
+    """Has both notifier methods and counts the calls of each."""
+
+    def __init__(self) -> None:
+        self.plain: list[bc.ImportRun] = []
+        self.targeted: list[tuple[bc.ImportRun, tuple[str, ...], str | None]] = []
+
+    def notify(self, run: bc.ImportRun) -> None:
+        self.plain.append(run)
+
+    def notify_recipients(
+        self, run: bc.ImportRun, recipients: Sequence[str], *, paused_reason: str | None = None
+    ) -> None:
+        self.targeted.append((run, tuple(recipients), paused_reason))
+
+
+class TestCohortSyncSchedules:
+    def test_scheduled_and_manual_runs_against_the_emulator(
+        self, braze_emulator: Any, braze_client: bc.CohortClient, db_path: str
+    ) -> None:
+        """Through CohortSync: a due run is 'scheduled', a trigger 'manual', both in history."""
+        braze_emulator.add_users(4, prefix="u")
+        members = ["u0", "u1"]
+        notifier = CountingNotifier()
+        with bc.SQLiteStore(db_path) as store:
+            sync = bc.CohortSync(braze_client, store, notifier=notifier)
+            sync.set_schedule(
+                "c1", "One", "daily 09:00 UTC", source=lambda: list(members),
+                recipients=["o@example.com"], now=T0,
+            )  # fmt: skip
+            assert sync.run_due(now=T0) == []
+            (run,) = sync.run_due(now=T0 + dt.timedelta(hours=1))
+            assert (run.trigger, run.result, run.added) == ("scheduled", "succeeded", 2)
+            members.append("u2")
+            manual = sync.trigger("c1")
+            assert (manual.trigger, manual.added) == ("manual", 1)
+            assert [r.trigger for r in sync.history("c1")] == ["manual", "scheduled"]
+            assert sync.scheduler.get_schedule("c1").last_run_id == manual.id
+        assert {m[1] for m in braze_emulator.members("c1")} == {"u0", "u1", "u2"}
+        assert notifier.plain == []  # no second, untargeted notification
+        assert [(r.trigger, to) for r, to, _ in notifier.targeted] == [
+            ("scheduled", ("o@example.com",)),
+            ("manual", ("o@example.com",)),
+        ]
+
+    def test_revoked_key_pauses_the_schedule(
+        self, braze_emulator: Any, braze_client: bc.CohortClient, db_path: str
+    ) -> None:
+        """A 401 from Braze pauses the schedule, tells the recipients why; resume re-activates."""
+        braze_emulator.add_users(2, prefix="u")
+        notifier = CountingNotifier()
+        with bc.SQLiteStore(db_path) as store:
+            sync = bc.CohortSync(braze_client, store, notifier=notifier)
+            members = ["u0"]
+            sync.set_schedule("c1", "One", "hourly 30", source=lambda: list(members), now=T0)
+            assert sync.run_due(now=T0 + dt.timedelta(hours=1))[0].result == "succeeded"
+            braze_emulator.revoke_data_import_key(braze_emulator.data_import_key)
+            members.append("u1")  # a change must be sent, so Braze sees the revoked key
+            (failed,) = sync.run_due(now=T0 + dt.timedelta(hours=2))
+            assert failed.result == "failed"
+            entry = sync.scheduler.get_schedule("c1")
+            assert entry.state == "paused"
+            assert (entry.paused_reason or "").startswith("authentication failed")
+            assert notifier.targeted[-1][2] == entry.paused_reason
+            assert sync.run_due(now=T0 + dt.timedelta(hours=5)) == []
+            resumed = sync.scheduler.resume("c1", now=T0 + dt.timedelta(hours=5))
+            assert resumed.next_due == T0 + dt.timedelta(hours=5, minutes=30)
+
+    def test_failing_file_source_is_recorded_in_history(
+        self, braze_client: bc.CohortClient, db_path: str, tmp_path: Any
+    ) -> None:
+        """A member file that vanished gives a failed run in the history, mailed like any other."""
+        path = tmp_path / "m.csv"
+        path.write_text("external_id\nu0\n", encoding="utf-8")
+        notifier = CountingNotifier()
+        with bc.SQLiteStore(db_path) as store:
+            sync = bc.CohortSync(braze_client, store, notifier=notifier)
+            sync.set_schedule("c1", "One", "hourly 30", source=path, now=T0)
+            path.unlink()
+            (run,) = sync.run_due(now=T0 + dt.timedelta(hours=1))
+            assert run.result == "failed"
+            assert run.id is not None
+            assert "m.csv" in (run.error or "")
+            assert sync.history("c1")[0].id == run.id
+            assert sync.scheduler.get_schedule("c1").last_run_id == run.id
+            assert sync.scheduler.get_schedule("c1").state == "active"
+        assert notifier.targeted[0][0].id == run.id
+
+    def test_store_without_schedules_is_refused(self, braze_client: bc.CohortClient) -> None:
+        """A state store that keeps no schedules gives a clear ConfigurationError."""
+        sync = bc.CohortSync(braze_client, object())  # type: ignore[arg-type]
+        with pytest.raises(bc.ConfigurationError, match="keeps no schedules"):
+            sync.run_due()
+
+
+class TestEmailThroughRealSmtp:
+    def test_scheduled_run_mails_its_recipients(
+        self, braze_emulator: Any, braze_client: bc.CohortClient, db_path: str
+    ) -> None:
+        """With SmtpNotifier and a loopback SMTP server, one email per run reaches recipients."""
+        import email
+        import email.policy
+        import socket
+
+        from aiosmtpd.controller import Controller
+
+        received: list[tuple[list[str], Any]] = []
+
+        class Handler:
+            async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+                msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
+                received.append((list(envelope.rcpt_tos), msg))
+                return "250 OK"
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        controller = Controller(Handler(), hostname="127.0.0.1", port=port)
+        controller.start()
+        try:
+            braze_emulator.add_users(3, prefix="u")
+            notifier = bc.SmtpNotifier("127.0.0.1", port, sender="bot@example.com")
+            with bc.SQLiteStore(db_path) as store:
+                sync = bc.CohortSync(braze_client, store, notifier=notifier)
+                sync.set_schedule(
+                    "c1", "Power users", "hourly 30", source=lambda: ["u0", "u1", "u2", "  "],
+                    recipients=["a@example.com", "b@example.com"], now=T0,
+                )  # fmt: skip
+                (run,) = sync.run_due(now=T0 + dt.timedelta(hours=1))
+        finally:
+            controller.stop()
+        assert run.notification_error is None
+        assert len(received) == 1
+        rcpt, msg = received[0]
+        assert rcpt == ["a@example.com", "b@example.com"]
+        assert msg["Subject"] == "[braze-cohorts] Power users: succeeded"
+        body = msg.get_content()
+        assert "Power users (id c1)" in body
+        assert "Trigger:   scheduled" in body
+        assert "Users in the cohort: 3" in body
+        assert "Added:     3" in body
+        assert "Rejected:  1" in body

@@ -24,9 +24,10 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Literal, Protocol, Union, get_args, runtime_checkable
+from typing import Literal, Protocol, Union, cast, get_args, runtime_checkable
 
 import attrs
 
@@ -44,6 +45,9 @@ from braze_cohorts.exceptions import (
 
 __all__ = [
     "ImportFunction",
+    "import_function",
+    "keeps_schedules",
+    "runner_for",
     "MemberSource",
     "RecipientNotifier",
     "ScheduleRunner",
@@ -236,6 +240,84 @@ class ScheduleStore(Protocol):
     def record_notification_error(self, run_id: int, error: str) -> None:
         """Record on a run in the history that its notification failed."""
         ...
+
+
+class _Syncer(Protocol):
+    """What :func:`import_function` needs: :class:`~braze_cohorts.CohortSync`'s two methods."""
+
+    def sync(
+        self,
+        cohort_id: str,
+        name: str,
+        members: Iterable[object],
+        *,
+        trigger: Trigger = ...,
+        notify: bool = ...,
+    ) -> ImportRun: ...
+
+    def history(self, cohort_id: str, *, limit: int | None = None) -> list[ImportRun]: ...
+
+
+def import_function(syncer: _Syncer) -> ImportFunction:
+    """The runner's import function for a :class:`~braze_cohorts.CohortSync`.
+
+    It imports with ``notify=False`` (the runner tells the schedule's own recipients). When the
+    import records a failed run and then raises (the member source failed), it returns that
+    recorded run instead, so the runner can report and mail it like any other failure.
+    """
+
+    def run_import(
+        cohort_id: str, name: str, members: Iterable[object], trigger: Trigger
+    ) -> ImportRun:
+        before = syncer.history(cohort_id, limit=1)
+        last_id = before[0].id if before and before[0].id is not None else 0
+        try:
+            return syncer.sync(cohort_id, name, members, trigger=trigger, notify=False)
+        except ImportInProgressError:
+            raise
+        except Exception:
+            after = syncer.history(cohort_id, limit=1)
+            if (
+                after
+                and after[0].id is not None
+                and after[0].id > last_id
+                and after[0].trigger == trigger
+                and after[0].result in ("failed", "interrupted")
+            ):
+                return after[0]
+            raise
+
+    return run_import
+
+
+@runtime_checkable
+class _ScheduleStoreCheck(Protocol):
+    def claim_schedule(
+        self, cohort_id: str, *, expected_due: dt.datetime, next_due: dt.datetime | None
+    ) -> bool: ...
+
+    def due_schedules(self, now: dt.datetime) -> list[ScheduledImport]: ...
+
+
+def keeps_schedules(store: object) -> bool:
+    """Whether ``store`` has the schedule methods (a quick check, not a full conformance test)."""
+    return isinstance(store, _ScheduleStoreCheck)
+
+
+def runner_for(
+    syncer: _Syncer,
+    store: object,
+    *,
+    notifier: _AnyNotifier | None,
+    clock: Callable[[], dt.datetime],
+) -> ScheduleRunner:
+    """The runner of a :class:`~braze_cohorts.CohortSync`: imports through it, in its store.
+
+    The store is not checked here (the sync checks :func:`keeps_schedules` before use).
+    """
+    return ScheduleRunner(
+        cast(ScheduleStore, store), import_function(syncer), notifier=notifier, clock=clock
+    )
 
 
 class ScheduleRunner:
@@ -548,9 +630,14 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+# How an APIError for a 401 reads (``str(AuthenticationError)``), also inside the error text of
+# an upload whose requests failed ("... first error: HTTP 401 from POST ...").
+_HTTP_401 = re.compile(r"\bHTTP 401\b")
+
+
 def _looks_like_auth(run: ImportRun) -> bool:
     """Whether a failed run's recorded error is Braze's 401 (the import function returned it)."""
-    return (run.error or "").startswith("HTTP 401")
+    return _HTTP_401.search(run.error or "") is not None
 
 
 def _auth_reason(exc: AuthenticationError | None, error: str | None = None) -> str:

@@ -5,13 +5,15 @@ hold), the *pending* ids (sent in a request whose outcome is unknown, or about t
 import history and a lock that lets one import of a cohort run at a time across threads and
 processes.
 
-Layout (schema version 1, ``PRAGMA user_version``)::
+Layout (schema version 2, ``PRAGMA user_version``)::
 
     cohorts  (id INTEGER PK, cohort_id TEXT UNIQUE, name, named_at, members)
     snapshot (cid, bucket, key)      PK (cid, bucket, key)  WITHOUT ROWID
     pending  (cid, bucket, key, op)  PK (cid, bucket, key)  WITHOUT ROWID   op: 1 add, 0 remove
     runs     (id INTEGER PK, every ImportRun field; rejected as JSON)
     locks    (cohort_id PK, owner, pid, host, acquired_at, run_id)
+    schedules (cohort_id PK, name, spec JSON, source, recipients JSON, state, paused_reason,
+               next_due, last_run_id, updated_at)        (version 2; see braze_cohorts._runner)
 
 ``key`` is an identifier's canonical key and ``bucket`` the top 10 bits of its CRC-32: keys of
 one cohort are clustered by bucket, so the delta of a very large cohort is computed partition
@@ -42,14 +44,21 @@ from typing import IO, Any, cast
 import attrs
 
 from braze_cohorts._models import ImportRun, RunResult, Trigger
-from braze_cohorts.exceptions import ImportInProgressError, InputError, StoreError
+from braze_cohorts._runner import ScheduledImport, ScheduleState
+from braze_cohorts._schedule import Schedule
+from braze_cohorts.exceptions import (
+    ImportInProgressError,
+    InputError,
+    ScheduleConflictError,
+    StoreError,
+)
 
 __all__ = ["Delta", "LockInfo", "SQLiteStore"]
 
 log = logging.getLogger(__name__)
 
 #: The schema version this module writes; older files are migrated on open.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: Stored bucket = CRC-32 of the key >> _BUCKET_SHIFT (1,024 buckets).
 _BUCKET_SHIFT = 22
@@ -118,6 +127,21 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             acquired_at TEXT NOT NULL,
             run_id INTEGER
         )""",
+    ),
+    (
+        """CREATE TABLE schedules (
+            cohort_id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            spec TEXT NOT NULL,
+            source TEXT,
+            recipients TEXT NOT NULL DEFAULT '[]',
+            state TEXT NOT NULL CHECK (state IN ('active', 'paused', 'done')),
+            paused_reason TEXT,
+            next_due TEXT,
+            last_run_id INTEGER,
+            updated_at TEXT NOT NULL
+        )""",
+        "CREATE INDEX schedules_due ON schedules (state, next_due)",
     ),
 )
 
@@ -415,6 +439,35 @@ def _run_values(run: ImportRun) -> tuple[Any, ...]:
         run.retries,
         run.error,
         run.notification_error,
+    )
+
+
+_SCHEDULE_COLUMNS = (
+    "cohort_id, name, spec, source, recipients, state, paused_reason, next_due, last_run_id"
+)
+
+
+def _due(moment: dt.datetime | None) -> str | None:
+    """A due time as fixed-width UTC text, so SQL compares due times as strings exactly."""
+    if moment is None:
+        return None
+    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _schedule_from_row(row: Sequence[Any]) -> ScheduledImport:
+    due = row[7]
+    return ScheduledImport(
+        cohort_id=row[0],
+        name=row[1],
+        schedule=Schedule.from_dict(json.loads(row[2])),
+        source=row[3],
+        recipients=tuple(json.loads(row[4])),
+        state=row[5],
+        paused_reason=row[6],
+        next_due=None
+        if due is None
+        else dt.datetime.strptime(due, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.timezone.utc),
+        last_run_id=row[8],
     )
 
 
@@ -730,6 +783,125 @@ class SQLiteStore:
                 (now, _INTERRUPTED, cohort_id),
             )
             return cur.rowcount > 0
+
+    # -- schedules (one row per cohort; see braze_cohorts._runner) ------------------------------
+
+    def put_schedule(self, entry: ScheduledImport, *, replace: bool = False) -> None:
+        """Store a cohort's schedule (one live schedule per cohort; a done one may be replaced).
+
+        Raises:
+            ScheduleConflictError: If the cohort has an active or paused schedule and
+                ``replace`` is false.
+            StoreError: If the store fails.
+        """
+        with self._tx() as conn:
+            # One statement, so two writers cannot both pass the "no live schedule" check.
+            cur = conn.execute(
+                "INSERT INTO schedules (cohort_id, name, spec, source, recipients, state,"
+                " paused_reason, next_due, last_run_id, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (cohort_id) DO UPDATE SET name = excluded.name,"
+                " spec = excluded.spec, source = excluded.source,"
+                " recipients = excluded.recipients, state = excluded.state,"
+                " paused_reason = excluded.paused_reason, next_due = excluded.next_due,"
+                " last_run_id = excluded.last_run_id, updated_at = excluded.updated_at"
+                " WHERE ? OR schedules.state = 'done'",
+                (
+                    entry.cohort_id,
+                    entry.name,
+                    json.dumps(entry.schedule.to_dict(), sort_keys=True),
+                    entry.source,
+                    json.dumps(list(entry.recipients)),
+                    entry.state,
+                    entry.paused_reason,
+                    _due(entry.next_due),
+                    entry.last_run_id,
+                    _iso(self._clock()),
+                    int(replace),
+                ),
+            )
+            if cur.rowcount == 0:
+                raise ScheduleConflictError(
+                    f"cohort {entry.cohort_id!r} already has a live schedule; replace it with "
+                    "replace=True (CLI: --replace)"
+                )
+
+    def _schedules(self, where: str, params: Sequence[object]) -> list[ScheduledImport]:
+        with self._read() as conn:
+            rows = conn.execute(
+                f"SELECT {_SCHEDULE_COLUMNS} FROM schedules {where}",  # noqa: S608
+                params,
+            ).fetchall()
+        return [_schedule_from_row(row) for row in rows]
+
+    def get_schedule(self, cohort_id: str) -> ScheduledImport | None:
+        """The cohort's schedule, or ``None``."""
+        found = self._schedules("WHERE cohort_id = ?", (cohort_id,))
+        return found[0] if found else None
+
+    def list_schedules(self) -> list[ScheduledImport]:
+        """Every schedule, by cohort id."""
+        return self._schedules("ORDER BY cohort_id", ())
+
+    def due_schedules(self, now: dt.datetime) -> list[ScheduledImport]:
+        """Active schedules due at or before ``now``, earliest first."""
+        return self._schedules(
+            "WHERE state = 'active' AND next_due IS NOT NULL AND next_due <= ?"
+            " ORDER BY next_due, cohort_id",
+            (_due(now),),
+        )
+
+    def delete_schedule(self, cohort_id: str) -> bool:
+        """Delete the cohort's schedule; ``False`` if it had none."""
+        with self._tx() as conn:
+            cur = conn.execute("DELETE FROM schedules WHERE cohort_id = ?", (cohort_id,))
+            return cur.rowcount > 0
+
+    def claim_schedule(
+        self, cohort_id: str, *, expected_due: dt.datetime, next_due: dt.datetime | None
+    ) -> bool:
+        """Atomically move an active schedule's due time from ``expected_due`` to ``next_due``.
+
+        ``next_due=None`` marks it done. Returns ``False``, changing nothing, when another
+        runner got there first (or the schedule was paused, replaced or cleared meanwhile).
+        """
+        with self._tx() as conn:
+            cur = conn.execute(
+                "UPDATE schedules SET next_due = ?,"
+                " state = CASE WHEN ? IS NULL THEN 'done' ELSE 'active' END, updated_at = ?"
+                " WHERE cohort_id = ? AND state = 'active' AND next_due = ?",
+                (
+                    _due(next_due),
+                    _due(next_due),
+                    _iso(self._clock()),
+                    cohort_id,
+                    _due(expected_due),
+                ),
+            )
+            return cur.rowcount == 1
+
+    def update_schedule(
+        self,
+        cohort_id: str,
+        *,
+        state: ScheduleState,
+        paused_reason: str | None,
+        next_due: dt.datetime | None,
+    ) -> None:
+        """Set the state, pause reason and due time of the cohort's schedule."""
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE schedules SET state = ?, paused_reason = ?, next_due = ?, updated_at = ?"
+                " WHERE cohort_id = ?",
+                (state, paused_reason, _due(next_due), _iso(self._clock()), cohort_id),
+            )
+
+    def set_schedule_last_run(self, cohort_id: str, run_id: int | None) -> None:
+        """Remember the id of the schedule's latest import."""
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE schedules SET last_run_id = ? WHERE cohort_id = ?", (run_id, cohort_id)
+            )
 
     # -- names --------------------------------------------------------------------------------
 

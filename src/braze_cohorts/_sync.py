@@ -48,6 +48,14 @@ from braze_cohorts._models import (
     RunResult,
     Trigger,
 )
+from braze_cohorts._runner import (
+    MemberSource,
+    ScheduledImport,
+    ScheduleRunner,
+    keeps_schedules,
+    runner_for,
+)
+from braze_cohorts._schedule import Schedule
 from braze_cohorts._store import Delta
 from braze_cohorts._uploader import BatchUploader, UploadProgress
 from braze_cohorts.exceptions import BrazeCohortsError, ConfigurationError, InputError
@@ -283,6 +291,7 @@ class CohortSync:
         self._notifier = notifier
         self._matcher = matcher if matcher is not None else IdentifierMatcher()
         self._clock = clock
+        self._scheduler = runner_for(self, store, notifier=notifier, clock=clock)
 
     def __repr__(self) -> str:
         return f"CohortSync(store={self._store!r}, uploader={self._uploader!r})"
@@ -300,6 +309,88 @@ class CohortSync:
             limit: At most this many runs (all when ``None``).
         """
         return self._store.history(cohort_id, limit=limit)
+
+    # -- schedules (the logic lives in braze_cohorts._runner) ---------------------------------
+
+    @property
+    def scheduler(self) -> ScheduleRunner:
+        """The schedules kept in this sync's store: get, list, pause, resume and clear them.
+
+        Raises:
+            ConfigurationError: If the store keeps no schedules.
+        """
+        if not keeps_schedules(self._store):
+            raise ConfigurationError(f"{type(self._store).__name__} keeps no schedules")
+        return self._scheduler
+
+    def set_schedule(
+        self,
+        cohort_id: str,
+        name: str,
+        schedule: Schedule | str,
+        *,
+        source: str | os.PathLike[str] | MemberSource | None = None,
+        recipients: Iterable[str] | str = (),
+        replace: bool = False,
+        now: dt.datetime | None = None,
+    ) -> ScheduledImport:
+        """Give a cohort its one live schedule (see :meth:`ScheduleRunner.set_schedule`).
+
+        Args:
+            cohort_id: The cohort.
+            name: Its name in Braze.
+            schedule: A :class:`~braze_cohorts.Schedule` or its text form.
+            source: A function returning the members (registered for this process), a member
+                file's path (read at each run), or ``None`` for the function registered with
+                :meth:`register_source`.
+            recipients: Who gets the email after each import.
+            replace: Replace the cohort's live schedule instead of failing.
+            now: Count the first run from this time (default: the clock).
+
+        Returns:
+            The stored schedule.
+
+        Raises:
+            ScheduleConflictError: If the cohort has a live schedule and ``replace`` is false.
+            ScheduleError: If the schedule is invalid or a one-time schedule is past.
+            ConfigurationError: If an address, the id or the name is invalid.
+        """
+        return self.scheduler.set_schedule(
+            cohort_id,
+            name,
+            schedule,
+            source=source,
+            recipients=recipients,
+            replace=replace,
+            now=now,
+        )
+
+    def register_source(self, cohort_id: str, source: MemberSource) -> None:
+        """Register the function that returns a cohort's members for its scheduled imports."""
+        self.scheduler.register_source(cohort_id, source)
+
+    def run_due(self, now: dt.datetime | None = None) -> list[ImportRun]:
+        """Run every scheduled import whose time has come, each at most once per due time.
+
+        Safe to call from cron every minute and from several processes sharing the store.
+        Imports run with trigger ``"scheduled"``; after each, the schedule's recipients are told.
+
+        Args:
+            now: The time to run at (default: the clock).
+
+        Returns:
+            The imports that ran (failed ones included).
+        """
+        return self.scheduler.run_due(now)
+
+    def trigger(self, cohort_id: str) -> ImportRun:
+        """Run a cohort's scheduled import now, with trigger ``"manual"``.
+
+        Raises:
+            ScheduleNotFoundError: If the cohort has no schedule.
+            ImportInProgressError: If an import of the cohort is running.
+        """
+        return self.scheduler.trigger(cohort_id)
 
     def sync(
         self,
