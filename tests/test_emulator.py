@@ -841,6 +841,17 @@ class TestRequestLog:
         assert b"content-type: application/json" in headers.lower()
         assert emulator.data_import_key.encode() not in line + headers
 
+    def test_log_limit_keeps_the_newest_records(self) -> None:
+        """With ``log_limit`` the log keeps only the latest records."""
+        with BrazeEmulator(log_limit=2) as emulator:
+            web = Http(emulator)
+            for name in ("first", "second", "third"):
+                web.name(name=name)
+            web.close()
+            assert [r.name for r in emulator.request_log] == ["second", "third"]
+        with pytest.raises(ValueError, match="log_limit"):
+            BrazeEmulator(log_limit=0)
+
     def test_reset_log(self, emulator: BrazeEmulator, web: Http) -> None:
         """The log can be emptied between phases of a test."""
         web.name()

@@ -660,6 +660,9 @@ class BrazeEmulator:
         partner_api_key: The default partner API key (random if not given).
         data_import_key: The default workspace's data import key (random if not given).
         record_raw: Keep each request's line and headers (never the body) in :attr:`raw_requests`.
+        log_limit: Keep at most this many records in :attr:`request_log` (and raw requests),
+            dropping the oldest, so a long-running emulator does not grow without bound;
+            ``None`` keeps everything.
     """
 
     def __init__(
@@ -677,7 +680,10 @@ class BrazeEmulator:
         partner_api_key: str | None = None,
         data_import_key: str | None = None,
         record_raw: bool = False,
+        log_limit: int | None = 1_000_000,
     ) -> None:
+        if log_limit is not None and log_limit < 1:
+            raise ValueError("log_limit must be >= 1 or None")
         partners = (partner,) if isinstance(partner, str) else tuple(partner)
         if not partners or not all(isinstance(p, str) and p for p in partners):
             raise ValueError("partner must be a non-empty name or names")
@@ -698,8 +704,8 @@ class BrazeEmulator:
         self._import_keys: dict[str, Workspace] = {}
         self._workspaces: dict[str, Workspace] = {}
         self._faults: list[_Fault] = []
-        self._log: list[RequestRecord] = []
-        self._raw: list[tuple[bytes, bytes]] = []
+        self._log: collections.deque[RequestRecord] = collections.deque(maxlen=log_limit)
+        self._raw: collections.deque[tuple[bytes, bytes]] = collections.deque(maxlen=log_limit)
         self._latency = 0.0
         self._jitter = 0.0
         self.set_latency(latency, jitter)
