@@ -876,3 +876,18 @@ class TestEmailThroughRealSmtp:
         assert "Users in the cohort: 3" in body
         assert "Added:     3" in body
         assert "Rejected:  1" in body
+
+
+class TestDocs:
+    def test_schedule_runner_examples_run(self) -> None:
+        """The examples in the schedule-runner section of docs/schedules.md run as shown."""
+        import doctest
+        from pathlib import Path
+
+        text = (Path(__file__).parents[1] / "docs" / "schedules.md").read_text(encoding="utf-8")
+        section = text.split("<!-- schedule-runner: begin")[1].split("<!-- schedule-runner: end")[0]
+        test = doctest.DocTestParser().get_doctest(section, {}, "docs/schedules.md", None, 0)
+        assert len(test.examples) > 10
+        runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+        runner.run(test)
+        assert runner.summarize(verbose=False).failed == 0
