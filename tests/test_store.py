@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import doctest
 import multiprocessing
 import os
 import sqlite3
@@ -441,3 +442,16 @@ class TestDiffChanges:
             store.diff_changes("c1", entered=["e:a", "e:b"], left=["e:b"])
         with store.diff_changes("c1", entered=["e:a", "e:a"], left=[]) as d:
             assert list(d.iter_adds()) == ["e:a"]
+
+
+class TestDocs:
+    def test_examples_in_the_store_page_run(self) -> None:
+        """The examples in docs/store.md run as shown."""
+        path = Path(__file__).resolve().parent.parent / "docs" / "store.md"
+        parser = doctest.DocTestParser()
+        test = parser.get_doctest(path.read_text("utf-8"), {}, "docs/store.md", str(path), 0)
+        assert len(test.examples) > 5
+        runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+        output: list[str] = []
+        runner.run(test, out=output.append)
+        assert runner.failures == 0, "".join(output)

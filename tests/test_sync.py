@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import doctest
 import io
 import itertools
 import json
@@ -554,3 +555,16 @@ class TestSyncDelta:
         run = sync.sync_delta("c1", "C", entered=["u1"], left=["u2"], dry_run=True)
         assert (run.result, run.added, run.removed) == ("dry_run", 1, 0)
         assert braze.calls == []
+
+
+class TestDocs:
+    def test_examples_in_the_sync_page_run(self) -> None:
+        """The examples in docs/sync.md run as shown."""
+        path = Path(__file__).resolve().parent.parent / "docs" / "sync.md"
+        parser = doctest.DocTestParser()
+        test = parser.get_doctest(path.read_text("utf-8"), {}, "docs/sync.md", str(path), 0)
+        assert len(test.examples) > 10
+        runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+        output: list[str] = []
+        runner.run(test, out=output.append)
+        assert runner.failures == 0, "".join(output)

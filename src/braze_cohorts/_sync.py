@@ -111,11 +111,11 @@ def _csv_out(target: OutFile | None, header: Iterable[str]) -> Iterator[_RowWrit
         except OSError as exc:
             raise ConfigurationError(f"cannot write {os.fspath(target)!r}: {exc}") from exc
         with f:
-            writer = csv.writer(f)
+            writer = csv.writer(f, lineterminator="\n")
             writer.writerow(header)
             yield writer
     else:
-        writer = csv.writer(target)
+        writer = csv.writer(target, lineterminator="\n")
         writer.writerow(header)
         yield writer
 
