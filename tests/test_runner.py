@@ -891,3 +891,19 @@ class TestDocs:
         runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
         runner.run(test)
         assert runner.summarize(verbose=False).failed == 0
+
+
+class TestProtocols:
+    def test_library_parts_satisfy_the_protocols(self) -> None:
+        """SQLiteStore is a ScheduleStore and SmtpNotifier a RecipientNotifier (mypy checks too)."""
+        import braze_cohorts.typing as bt
+
+        with bc.SQLiteStore(":memory:") as sqlite_store:
+            store: bt.ScheduleStore = sqlite_store
+            assert store.list_schedules() == []
+        smtp = bc.SmtpNotifier("smtp.example.com", sender="b@x.io")
+        targeted: bt.RecipientNotifier = smtp
+        plain: bt.Notifier = smtp
+        assert isinstance(targeted, bt.RecipientNotifier)
+        assert not isinstance(object(), bt.RecipientNotifier)
+        assert callable(plain.notify)

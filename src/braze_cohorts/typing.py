@@ -13,11 +13,15 @@ from typing import Protocol
 
 from braze_cohorts._identifiers import UserRef
 from braze_cohorts._models import CohortResponse, ImportRun
+from braze_cohorts._runner import MemberSource, RecipientNotifier, ScheduleStore
 from braze_cohorts._store import Delta
 
 __all__ = [
+    "MemberSource",
     "MembersClient",
     "Notifier",
+    "RecipientNotifier",
+    "ScheduleStore",
     "StateStore",
     "SyncClient",
 ]
