@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -988,3 +989,42 @@ class TestCommandLine:
         users = tmp_path / "users.json"
         users.write_text(json.dumps({"people": []}))
         assert main(["emulator", "--port", "0", "--users", str(users)]) == 2
+
+
+class TestDocumentation:
+    def test_examples_in_docs_testing_md_run(self, tmp_path: Path) -> None:
+        """Every Python example in docs/testing.md runs as a test under a fresh pytest."""
+        docs = Path(__file__).resolve().parents[1] / "docs" / "testing.md"
+        blocks = re.findall(r"```python\n(.*?)```", docs.read_text(encoding="utf-8"), re.S)
+        modules = []
+        for i, block in enumerate(blocks):
+            if "run_my_job" in block:  # shows the wiring of code that is not here
+                continue
+            if "def test_" not in block:
+                body = "\n".join("    " + line for line in block.splitlines())
+                block = (
+                    f"def test_snippet_{i}(braze_emulator):\n    braze = braze_emulator\n{body}\n"
+                )
+            modules.append(block)
+            (tmp_path / f"test_doc_{i}.py").write_text(block, encoding="utf-8")
+        assert len(modules) >= 5
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "--strict-markers",
+                "-W",
+                "error",
+            ],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert re.search(r"\b(\d+) passed", result.stdout)
