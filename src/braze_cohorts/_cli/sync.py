@@ -1,0 +1,231 @@
+"""``braze-cohorts sync FILE`` and ``braze-cohorts history ID``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+import braze_cohorts as bc
+from braze_cohorts._cli.common import (
+    add_credential_args,
+    add_state_arg,
+    credentials,
+    fail,
+    state_path,
+)
+
+__all__ = ["register"]
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``sync`` and ``history`` subcommands."""
+    sync = subparsers.add_parser(
+        "sync",
+        help="import a cohort from a CSV or JSON Lines file (only the changes travel)",
+        description=(
+            "Make the Braze cohort ID hold exactly the users in FILE. FILE is CSV (a header with "
+            "any of external_id, alias_name, alias_label, device_id) or JSON Lines (.jsonl). "
+            "Only users who entered or left since the last import are sent."
+        ),
+    )
+    sync.add_argument("file", type=Path, metavar="FILE", help="members: .csv, .jsonl or .json")
+    sync.add_argument("--cohort-id", required=True, help="the cohort's id (partner-chosen)")
+    sync.add_argument("--name", required=True, help="the cohort's name shown in Braze")
+    sync.add_argument("--dry-run", action="store_true", help="compute the change, send nothing")
+    sync.add_argument("--plan-out", type=Path, help="write the planned changes to this CSV file")
+    sync.add_argument("--rejects-out", type=Path, help="write rejected records to this CSV file")
+    sync.add_argument(
+        "--alias-label",
+        help="match users by alias with this label; the alias name is read from --alias-field",
+    )
+    sync.add_argument(
+        "--alias-field",
+        default="alias_name",
+        help="column holding alias names (default alias_name)",
+    )
+    sync.add_argument(
+        "--no-progress", action="store_true", help="no progress bar even on a terminal"
+    )
+    add_state_arg(sync)
+    add_credential_args(sync)
+    sync.set_defaults(handler=_run_sync)
+
+    history = subparsers.add_parser("history", help="show a cohort's import history")
+    history.add_argument("cohort_id", metavar="ID", help="the cohort's id")
+    history.add_argument("--json", action="store_true", help="print JSON Lines, one run a line")
+    history.add_argument("--limit", type=int, default=20, help="newest N runs (default 20)")
+    add_state_arg(history)
+    history.set_defaults(handler=_run_history)
+
+
+class _Progress:
+    """A one-line progress display on a terminal (stderr); silent elsewhere."""
+
+    def __init__(self, stream: TextIO, *, enabled: bool) -> None:
+        self._stream = stream
+        self._enabled = enabled and stream.isatty()
+        self._shown = False
+
+    def __call__(self, info: Any) -> None:
+        if not self._enabled:
+            return
+        done = getattr(info, "ids_done", None)
+        total = getattr(info, "ids_total", None)
+        batches = getattr(info, "batches_done", None)
+        text = f"\rsent {done:,} ids" if done is not None else "\rsending"
+        if total:
+            text += f" of {total:,}"
+        if batches is not None:
+            text += f" in {batches:,} requests"
+        self._stream.write(text)
+        self._stream.flush()
+        self._shown = True
+
+    def close(self) -> None:
+        if self._shown:
+            self._stream.write("\n")
+            self._stream.flush()
+
+
+def summary_line(run: bc.ImportRun) -> str:
+    """One line that says how an import ended."""
+    parts = [
+        f"{run.cohort_id} ({run.name}): {run.result}",
+        f"{run.users:,} users in the cohort",
+        f"+{run.added:,} added",
+        f"-{run.removed:,} removed",
+    ]
+    if run.rejected_total:
+        reasons = ", ".join(f"{k}: {v}" for k, v in sorted(run.rejected.items()))
+        parts.append(f"{run.rejected_total:,} rejected ({reasons})")
+    parts.append(f"{run.requests:,} requests")
+    line = "; ".join(parts)
+    if run.error:
+        line += f"; error: {run.error}"
+    return line
+
+
+def _run_sync(args: argparse.Namespace) -> int:
+    try:
+        creds = credentials(args) if not args.dry_run else _optional_credentials(args)
+        matcher = bc.IdentifierMatcher(
+            alias_label=args.alias_label,
+            alias_name_field=args.alias_field,
+        )
+        records = bc.read_records(args.file, id_columns=matcher.fields)
+        store_path = state_path(args)
+        store_path.parent.mkdir(parents=True, exist_ok=True)
+        progress = _Progress(sys.stderr, enabled=not args.no_progress)
+        with bc.CohortClient(
+            creds["endpoint"],
+            partner=creds["partner"],
+            partner_api_key=creds["partner_api_key"],
+            data_import_key=creds["data_import_key"],
+        ) as client:
+            store = bc.SQLiteStore(store_path)
+            try:
+                syncer = bc.CohortSync(client, store)
+                run = syncer.sync(
+                    args.cohort_id,
+                    args.name,
+                    records,
+                    matcher=matcher,
+                    dry_run=args.dry_run,
+                    plan_out=args.plan_out,
+                    rejects_out=args.rejects_out,
+                    progress=progress,
+                )
+            finally:
+                progress.close()
+                store.close()
+    except (bc.ConfigurationError, bc.InputError) as exc:
+        return fail(str(exc), 2)
+    except bc.BrazeCohortsError as exc:
+        return fail(str(exc), 1)
+    print(summary_line(run))
+    return 0 if run.result in ("succeeded", "dry_run") else 1
+
+
+def _optional_credentials(args: argparse.Namespace) -> dict[str, str]:
+    """A dry run sends nothing, so it runs without credentials (placeholders stand in)."""
+    try:
+        return credentials(args)
+    except bc.ConfigurationError:
+        return {
+            "endpoint": getattr(args, "endpoint", None) or "http://127.0.0.1:9",
+            "partner": getattr(args, "partner", None) or "dry-run",
+            "partner_api_key": "dry-run",
+            "data_import_key": "dry-run",
+        }
+
+
+def _run_history(args: argparse.Namespace) -> int:
+    path = state_path(args)
+    if not path.exists():
+        return fail(f"no state database at {path}", 2)
+    try:
+        store = bc.SQLiteStore(path)
+        try:
+            runs = store.history(args.cohort_id, limit=args.limit)
+        finally:
+            store.close()
+    except bc.BrazeCohortsError as exc:
+        return fail(str(exc), 1)
+    if args.json:
+        for run in runs:
+            print(json.dumps(run_to_json(run), sort_keys=True))
+        return 0
+    if not runs:
+        print(f"no imports of {args.cohort_id} yet")
+        return 0
+    print(format_history(runs))
+    return 0
+
+
+def run_to_json(run: bc.ImportRun) -> dict[str, object]:
+    """An ImportRun as a JSON-safe dict."""
+    return {
+        "id": run.id,
+        "cohort_id": run.cohort_id,
+        "name": run.name,
+        "trigger": run.trigger,
+        "result": run.result,
+        "started_at": run.started_at.isoformat(),
+        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+        "users": run.users,
+        "added": run.added,
+        "removed": run.removed,
+        "rejected": dict(run.rejected),
+        "requests": run.requests,
+        "retries": run.retries,
+        "error": run.error,
+        "notification_error": run.notification_error,
+    }
+
+
+def format_history(runs: list[bc.ImportRun]) -> str:
+    """A plain table of runs, newest first."""
+    header = ("started (UTC)", "trigger", "result", "users", "added", "removed", "rejected")
+    rows = [header]
+    for run in runs:
+        rows.append(
+            (
+                run.started_at.strftime("%Y-%m-%d %H:%M:%S"),
+                run.trigger,
+                run.result,
+                f"{run.users:,}",
+                f"{run.added:,}",
+                f"{run.removed:,}",
+                f"{run.rejected_total:,}",
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+    errors = [f"  run {r.id}: {r.error}" for r in runs if r.error]
+    return "\n".join(lines + (["errors:", *errors] if errors else []))
