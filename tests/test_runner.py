@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import threading
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -203,10 +204,12 @@ class TestSetSchedule:
             rig.runner.set_schedule("c1", "One", "hourly 0", recipients=["nope"])
         assert rig.store.rows == {}
 
-    def test_file_source_is_kept_as_a_path(self, rig: Rig) -> None:
-        """A path source is stored as its string."""
+    def test_file_source_is_kept_as_an_absolute_path(self, rig: Rig, tmp_path: Any) -> None:
+        """A path source is stored as an absolute path string, so cron's cwd does not matter."""
         entry = rig.runner.set_schedule("c1", "One", "hourly 0", source="members.csv")
-        assert entry.source == "members.csv"
+        assert entry.source == os.path.join(os.getcwd(), "members.csv")
+        other = rig.runner.set_schedule("c2", "Two", "hourly 0", source=tmp_path / "m.jsonl")
+        assert other.source == str(tmp_path / "m.jsonl")
 
     def test_unknown_cohort_is_not_found(self, rig: Rig) -> None:
         """Show, pause, resume, clear and trigger of a cohort without schedule fail clearly."""
@@ -358,7 +361,7 @@ class TestRunDue:
         runner.set_schedule("c1", "One", "hourly 30", source="m.csv")
         clock.advance(hours=1)
         runner.run_due()
-        assert read == ["m.csv"]
+        assert read == [os.path.abspath("m.csv")]
         assert run_import.calls[0][2] == [{"external_id": "x"}]
 
     def test_busy_cohort_is_skipped(self, rig: Rig) -> None:
@@ -489,6 +492,35 @@ class TestPauseResume:
         rig.clock.advance(hours=1)
         runner.run_due()
         assert runner.get_schedule("c1").state == "paused"
+
+    def test_reason_of_a_recorded_401_names_the_key(self, rig: Rig) -> None:
+        """A recorded 'Invalid client secret' 401 is explained as the data import key."""
+
+        def import_401(cohort_id: str, name: str, members: Iterable[object], trigger: Any) -> Any:
+            return bc.ImportRun(
+                cohort_id=cohort_id, name=name, trigger=trigger, started_at=T0, result="failed",
+                error="2 of 2 request(s) failed; first error: HTTP 401 from POST /x: "
+                "Invalid client_secret",
+            )  # fmt: skip
+
+        runner = ScheduleRunner(rig.store, import_401, notifier=rig.notifier, clock=rig.clock)
+        runner.set_schedule("c1", "One", "hourly 30", source=_members)
+        runner.trigger("c1")
+        reason = runner.get_schedule("c1").paused_reason or ""
+        assert "data import key" in reason
+        assert reason.endswith("(HTTP 401 from POST /x: Invalid client_secret)")
+
+    def test_done_schedule_is_not_revived_by_a_401(self, rig: Rig) -> None:
+        """A manual trigger of a done one-time schedule that gets a 401 leaves it done."""
+        rig.runner.set_schedule(
+            "c1", "One", bc.Schedule.once(T0 + dt.timedelta(minutes=5)), source=_members
+        )
+        rig.clock.advance(minutes=10)
+        rig.runner.run_due()
+        rig.run_import.fail_with = bc.AuthenticationError("Invalid client secret")
+        assert rig.runner.trigger("c1").result == "failed"
+        assert rig.runner.get_schedule("c1").state == "done"
+        assert rig.notifier.sent[-1][2] is None
 
     def test_other_failures_do_not_pause(self, rig: Rig) -> None:
         """A server error fails the run but keeps the schedule active."""

@@ -113,7 +113,7 @@ def _source_text(value: str | os.PathLike[str] | None) -> str | None:
     text = os.fspath(value)
     if not isinstance(text, str) or not text.strip():
         raise ConfigurationError(f"a file source must be a non-empty path, not {value!r}")
-    return text
+    return os.path.abspath(text)
 
 
 @attrs.frozen(slots=True, kw_only=True)
@@ -124,8 +124,8 @@ class ScheduledImport:
         cohort_id: The cohort (one live schedule per cohort).
         name: The cohort's name, sent to Braze with each import.
         schedule: When it runs.
-        source: The member file (a path, read at each run), or ``None`` for the function
-            registered for the cohort with :meth:`ScheduleRunner.register_source`.
+        source: The member file (made an absolute path; read at each run), or ``None`` for
+            the function registered for the cohort with :meth:`ScheduleRunner.register_source`.
         recipients: Who gets the email after each import (validated addresses).
         state: ``"active"``, ``"paused"`` (see ``paused_reason``) or ``"done"`` (a one-time
             schedule that ran).
@@ -588,13 +588,13 @@ class ScheduleRunner:
                 paused_reason = _auth_reason(exc)
         if paused_reason is None and run.result == "failed" and _looks_like_auth(run):
             paused_reason = _auth_reason(None, run.error)
-        if paused_reason is not None and entry.state in ("active", "done"):
+        if paused_reason is not None and entry.state == "active":
             self._store.update_schedule(
                 entry.cohort_id, state="paused", paused_reason=paused_reason, next_due=None
             )
             log.warning("schedule of cohort %s paused: authentication failed", entry.cohort_id)
         elif paused_reason is not None:
-            paused_reason = None  # already paused: do not announce it again
+            paused_reason = None  # paused already, or done: nothing to pause or announce
         if run.id is not None:
             self._store.set_schedule_last_run(entry.cohort_id, run.id)
         log.info("%s import of cohort %s ended: %s", trigger, entry.cohort_id, run.result)
@@ -640,12 +640,28 @@ def _looks_like_auth(run: ImportRun) -> bool:
     return _HTTP_401.search(run.error or "") is not None
 
 
+def _cause_from_text(error: str) -> str:
+    """Which credential a recorded 401 message blames (as the client tells for live errors)."""
+    text = error.lower().replace("_", " ")
+    if "partner api key" in text:
+        return "partner_api_key"
+    if "client secret" in text or "data import key" in text:
+        return "data_import_key"
+    if "not enabled" in text:
+        return "partner_not_enabled"
+    return "unknown"
+
+
 def _auth_reason(exc: AuthenticationError | None, error: str | None = None) -> str:
-    cause = exc.cause if exc is not None else "unknown"
+    if exc is not None:
+        cause, detail = exc.cause, str(exc)
+    else:
+        found = _HTTP_401.search(error or "")
+        detail = (error or "")[found.start() :] if found else (error or "")
+        cause = _cause_from_text(detail)
     what = {
         "data_import_key": "the data import key was rejected (revoked or replaced?)",
         "partner_api_key": "the partner API key was rejected",
         "partner_not_enabled": "the partner integration is not enabled for this workspace",
     }.get(cause, "Braze refused the credentials")
-    detail = str(exc) if exc is not None else (error or "")
     return f"authentication failed: {what}" + (f" ({detail})" if detail else "")
