@@ -859,6 +859,64 @@ class TestRateLimiter:
         assert 0.95 * per_hour <= rate <= per_hour
 
 
+class TestSingleCall:
+    def test_call_retries_transient_errors_with_the_server_wait(self) -> None:
+        """``call`` retries a 503 and a 429 (honouring Retry-After) and returns the answer."""
+        time = FakeTime()
+        uploader = make(FakeClient(), time)
+        answers: list[BaseException | str] = [
+            ServerError("down", status_code=503),
+            RateLimitedError("slow down", retry_after=7.0),
+            "named",
+        ]
+
+        def request() -> str:
+            answer = answers.pop(0)
+            if isinstance(answer, BaseException):
+                raise answer
+            return answer
+
+        assert uploader.call(request) == "named"
+        assert answers == []
+        assert time.waits() == [0.5, 7.0]
+
+    @pytest.mark.parametrize(
+        "error",
+        [
+            AuthenticationError("Invalid client secret", cause="data_import_key"),
+            InvalidRequestError("name must be a non-empty string", status_code=400),
+        ],
+    )
+    def test_call_never_retries_400_or_401(self, error: BrazeCohortsError) -> None:
+        """A 400 or 401 from ``call`` is raised after one attempt."""
+        time = FakeTime()
+        uploader = make(FakeClient(), time)
+        attempts: list[int] = []
+
+        def request() -> None:
+            attempts.append(1)
+            raise error
+
+        with pytest.raises(type(error)):
+            uploader.call(request)
+        assert attempts == [1]
+        assert time.waits() == []
+
+    def test_call_gives_up_after_the_policy_attempts(self) -> None:
+        """``call`` raises the last error once the policy's attempts are used up."""
+        time = FakeTime()
+        uploader = make(FakeClient(), time, retry=attrs.evolve(EXACT, attempts=3))
+        attempts: list[int] = []
+
+        def request() -> None:
+            attempts.append(1)
+            raise TransportError("reset", outcome_unknown=True)
+
+        with pytest.raises(TransportError):
+            uploader.call(request)
+        assert len(attempts) == 3
+
+
 class TestDocs:
     def test_examples_in_the_uploader_page_run(self) -> None:
         """The examples in docs/uploader.md run as shown."""

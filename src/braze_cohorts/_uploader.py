@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from itertools import islice
-from typing import Literal
+from typing import Literal, TypeVar
 
 import attrs
 from tenacity import RetryCallState, Retrying, retry_if_exception
@@ -65,6 +65,7 @@ Jitter = Literal["full", "equal", "none"]
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], object]
+_T = TypeVar("_T")
 BatchDoneHook = Callable[[Batch, "CohortResponse | None"], object]
 BatchFailedHook = Callable[[FailedBatch], object]
 ProgressHook = Callable[["UploadProgress"], object]
@@ -299,6 +300,66 @@ def _is_retryable(exc: BaseException) -> bool:
     return bool(getattr(exc, "retryable", False))
 
 
+class _RetryPlan:
+    """When to retry a request and how long to wait, per :class:`RetryPolicy` (internal).
+
+    The wait is the larger of the server's ``retry_after`` and the policy's jittered backoff;
+    it gives up after ``attempts``, when the server asks for more than ``max_server_wait``,
+    when the next wait would pass ``max_elapsed``, or when ``stopped()`` says so.
+    """
+
+    def __init__(
+        self, policy: RetryPolicy, clock: Clock, stopped: Callable[[], bool] = lambda: False
+    ) -> None:
+        self._policy = policy
+        self._clock = clock
+        self._stopped = stopped
+        self._started = clock()
+        self._plans: dict[int, tuple[float, bool]] = {}
+
+    def __call__(self, state: RetryCallState) -> tuple[float, bool]:
+        number = state.attempt_number
+        if number not in self._plans:
+            assert state.outcome is not None
+            policy = self._policy
+            exc = state.outcome.exception()
+            server_wait = getattr(exc, "retry_after", None) or 0.0
+            delay = max(server_wait, policy.backoff(number))
+            give_up = (
+                number >= policy.attempts
+                or server_wait > policy.max_server_wait
+                or self._clock() - self._started + delay > policy.max_elapsed
+                or self._stopped()
+            )
+            self._plans[number] = (delay, give_up)
+        return self._plans[number]
+
+    def retrying(self, sleep: Sleep, what: str) -> Retrying:
+        """A tenacity ``Retrying`` that follows this plan, sleeping with ``sleep``."""
+
+        def before_sleep(state: RetryCallState) -> None:
+            assert state.outcome is not None
+            log.debug(
+                "retrying %s after attempt %d failed with %s; waiting %.3fs",
+                what,
+                state.attempt_number,
+                type(state.outcome.exception()).__name__,
+                self._plans[state.attempt_number][0],
+            )
+
+        def pause(seconds: float) -> None:
+            sleep(seconds)
+
+        return Retrying(
+            retry=retry_if_exception(_is_retryable),
+            stop=lambda state: self(state)[1],
+            wait=lambda state: self(state)[0],
+            sleep=pause,
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+
+
 class _Run:
     """The shared state of one :meth:`BatchUploader.upload` call (internal)."""
 
@@ -328,36 +389,7 @@ class _Run:
         if self.stopped.is_set():
             return outcome
         up = self.uploader
-        policy = up._retry
-        clock = up._clock
-        started = clock()
-        plans: dict[int, tuple[float, bool]] = {}
-
-        def plan(state: RetryCallState) -> tuple[float, bool]:
-            number = state.attempt_number
-            if number not in plans:
-                assert state.outcome is not None
-                exc = state.outcome.exception()
-                server_wait = getattr(exc, "retry_after", None) or 0.0
-                delay = max(server_wait, policy.backoff(number))
-                give_up = (
-                    number >= policy.attempts
-                    or server_wait > policy.max_server_wait
-                    or clock() - started + delay > policy.max_elapsed
-                    or self.stopped.is_set()
-                )
-                plans[number] = (delay, give_up)
-            return plans[number]
-
-        def before_sleep(state: RetryCallState) -> None:
-            assert state.outcome is not None
-            log.debug(
-                "retrying a batch of %d ids after attempt %d failed with %s; waiting %.3fs",
-                len(batch),
-                state.attempt_number,
-                type(state.outcome.exception()).__name__,
-                plans[state.attempt_number][0],
-            )
+        plan = _RetryPlan(up._retry, up._clock, self.stopped.is_set)
 
         def attempt() -> CohortResponse | None:
             if self.stopped.is_set():
@@ -394,14 +426,7 @@ class _Run:
             up._limiter.finish(response.rate_limit if response is not None else None)
             return response
 
-        retrying = Retrying(
-            retry=retry_if_exception(_is_retryable),
-            stop=lambda state: plan(state)[1],
-            wait=lambda state: plan(state)[0],
-            sleep=self._tenacity_sleep,
-            before_sleep=before_sleep,
-            reraise=True,
-        )
+        retrying = plan.retrying(self._tenacity_sleep, f"a batch of {len(batch)} ids")
         try:
             outcome.response = retrying(attempt)
             outcome.error = None
@@ -586,6 +611,44 @@ class BatchUploader:
     def retry(self) -> RetryPolicy:
         """The retry policy."""
         return self._retry
+
+    def call(self, request: Callable[[], _T]) -> _T:
+        """Send one request that is not a batch (e.g. naming a cohort) the uploader's way.
+
+        The request shares the rate limit with uploads and is retried by the same policy:
+        429, 423, 5XX and transport errors are retried with backoff, honouring the server's
+        wait; 400 and 401 are raised at once.
+
+        Args:
+            request: Sends exactly one request, e.g.
+                ``lambda: client.name_cohort("power-users", "Power users")``.
+
+        Returns:
+            What ``request`` returned.
+
+        Raises:
+            BrazeCohortsError: The last error, once retries are used up or for errors that are
+                never retried.
+        """
+        limiter = self._limiter
+
+        def attempt() -> _T:
+            limiter.acquire(self._sleep)
+            try:
+                result = request()
+            except RateLimitedError as exc:
+                limiter.finish()
+                if exc.retry_after:
+                    limiter.hold(exc.retry_after)
+                raise
+            except BaseException:
+                limiter.finish()
+                raise
+            limiter.finish(getattr(result, "rate_limit", None))
+            return result
+
+        retrying = _RetryPlan(self._retry, self._clock).retrying(self._sleep, "a request")
+        return retrying(attempt)
 
     def upload(
         self,
