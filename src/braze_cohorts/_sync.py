@@ -609,7 +609,10 @@ class CohortSync:
             if dry_run:
                 return attrs.evolve(run, result="dry_run", added=delta.adds, removed=delta.removes)
             if store.known_name(cohort_id) != run.name:
-                self._client.name_cohort(cohort_id, run.name, created_at=run.started_at)
+                # Naming is retried and rate-limited like the batches: it is idempotent.
+                self._uploader.call(
+                    lambda: self._client.name_cohort(cohort_id, run.name, created_at=run.started_at)
+                )
                 store.record_name(cohort_id, run.name, named_at=self._now())
                 log.info("cohort %s named", cohort_id)
             if not delta:
