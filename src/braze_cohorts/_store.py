@@ -1040,7 +1040,10 @@ class SQLiteStore:
             for key in delta.iter_removes():
                 yield (cid, crc(key.encode()) >> _BUCKET_SHIFT, key, 0)
 
-        self._mark_pending(cid, rows())
+        try:
+            self._mark_pending(cid, rows())
+        except OSError as exc:
+            raise StoreError(f"cannot read the delta's temporary files: {exc}") from exc
 
     def _concat(
         self, conn: sqlite3.Connection, table: str, cid: int, part: int | None

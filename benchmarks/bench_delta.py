@@ -1,0 +1,205 @@
+"""How fast, and in how much memory, is the delta of a very large cohort computed?
+
+Scenario: a cohort of N members (default 10,000,000) is imported once; then 1 % of them leave
+and as many new ones enter (``--churn``), and the cohort is synced again. Measured, each in its
+own subprocess so that peak RSS (``ru_maxrss`` of that child, from ``os.wait4``) belongs to it
+alone:
+
+* ``first``    — the first import through ``CohortSync.sync`` with a client that acknowledges
+  every request at once (no network): matching, diff, pending marks, upload, snapshot commits.
+  Setup for the rest; reported for information.
+* ``delta``    — the second import's delta: ``SQLiteStore.diff()`` streaming the N desired
+  keys against the stored snapshot, every add and remove read out. **The measured target.**
+* ``second``   — the whole second import through ``CohortSync.sync`` (same null client):
+  matching, delta, pending marks, upload of the changes, commits. For information.
+* ``baseline`` — the naive way: two Python sets of all the keys, diffed in memory.
+
+Every side produces its keys with the same generator, so generation cost is shared. Run::
+
+    .venv/bin/python benchmarks/bench_delta.py                # 10M members, 1 % churn
+    .venv/bin/python benchmarks/bench_delta.py --members 1000000 --keep-dir /tmp/d
+    .venv/bin/python benchmarks/bench_delta.py --keep-dir /tmp/d --reuse --repeat 3
+
+``delta`` and ``baseline`` run ``--repeat`` times, alternating, and the medians are compared
+(the machine may be shared). ``second`` runs on a copy of the state file, so ``--reuse`` can
+measure the delta again without redoing the first import.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+
+COHORT = "bench-cohort"
+_STEP = 2_654_435_761  # odd and not a multiple of 5: coprime with any 2**a * 5**b
+
+
+def _permuted(n: int) -> Iterator[int]:
+    """0 .. n-1 in a scrambled order (a fixed permutation), so nothing arrives sorted."""
+    step = _STEP
+    while math.gcd(step, n) != 1:
+        step += 2
+    for i in range(n):
+        yield (i * step) % n
+
+
+def ids(n: int, churn: int, second: bool) -> Iterator[str]:
+    """External ids of the first (0 .. n-1) or the second (churn .. n+churn-1) membership."""
+    shift = churn if second else 0
+    for x in _permuted(n):
+        yield f"user-{x + shift:09d}"
+
+
+def keys(n: int, churn: int, second: bool) -> Iterator[str]:
+    """The same members as canonical keys (what the store's diff consumes)."""
+    for value in ids(n, churn, second):
+        yield "e:" + value
+
+
+class NullClient:
+    """Acknowledges every request at once: the benchmark measures the library, not a network."""
+
+    def name_cohort(self, cohort_id: str, name: str, created_at: object = None) -> object:
+        from braze_cohorts import CohortResponse
+
+        return CohortResponse(status_code=201, message="success")
+
+    def update_members(
+        self, cohort_id: str, add: Iterable[object] = (), remove: Iterable[object] = ()
+    ) -> object:
+        from braze_cohorts import CohortResponse
+
+        return CohortResponse(status_code=201, message="success")
+
+
+def _make_sync(db: str) -> object:
+    from braze_cohorts import BatchUploader, CohortSync, SQLiteStore
+
+    client = NullClient()
+    uploader = BatchUploader(client, concurrency=4, requests_per_hour=1e12)  # type: ignore[arg-type]
+    return CohortSync(client, SQLiteStore(db), uploader=uploader)  # type: ignore[arg-type]
+
+
+def child(kind: str, db: str, n: int, churn: int) -> dict[str, object]:
+    """Run one side; return its figures (wall time is measured here, RSS by the parent)."""
+    start = time.perf_counter()
+    if kind == "first":
+        run = _make_sync(db).sync(COHORT, "Benchmark", ids(n, churn, False))  # type: ignore[attr-defined]
+        out = {
+            "result": run.result,
+            "added": run.added,
+            "users": run.users,
+            "requests": run.requests,
+        }
+    elif kind == "second":
+        run = _make_sync(db).sync(COHORT, "Benchmark", ids(n, churn, True))  # type: ignore[attr-defined]
+        out = {"result": run.result, "added": run.added, "removed": run.removed, "users": run.users}
+    elif kind == "delta":
+        from braze_cohorts import SQLiteStore
+
+        with SQLiteStore(db) as store, store.diff(COHORT, keys(n, churn, True)) as delta:
+            adds = sum(1 for _ in delta.iter_adds())
+            removes = sum(1 for _ in delta.iter_removes())
+        out = {"adds": adds, "removes": removes}
+    elif kind == "baseline":
+        old = set(keys(n, churn, False))
+        new = set(keys(n, churn, True))
+        adds_set = new - old
+        removes_set = old - new
+        out = {"adds": len(adds_set), "removes": len(removes_set)}
+    else:
+        raise SystemExit(f"unknown side {kind!r}")
+    out["seconds"] = time.perf_counter() - start
+    return out
+
+
+def measure(kind: str, db: str, n: int, churn: int) -> dict[str, object]:
+    """Run one side in a fresh subprocess; add its peak RSS (MB) from os.wait4."""
+    cmd = [sys.executable, __file__, "--child", kind, "--db", db, "--members", str(n)]
+    cmd += ["--churn-count", str(churn)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    output = proc.stdout.read()
+    _pid, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"{kind} failed with exit code {proc.returncode}")
+    figures: dict[str, object] = json.loads(output.strip().splitlines()[-1])
+    figures["peak_rss_mb"] = round(usage.ru_maxrss / 1024, 1)  # Linux: KiB
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--members", type=int, default=10_000_000)
+    parser.add_argument("--churn", type=float, default=0.01, help="share that leaves (and enters)")
+    parser.add_argument("--keep-dir", help="put the state file here and keep it")
+    parser.add_argument("--skip-second", action="store_true", help="skip the full second sync")
+    parser.add_argument("--reuse", action="store_true", help="keep the state file of --keep-dir")
+    parser.add_argument("--repeat", type=int, default=1, help="delta/baseline rounds (median)")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--db", help=argparse.SUPPRESS)
+    parser.add_argument("--churn-count", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.child:
+        print(json.dumps(child(args.child, args.db, args.members, args.churn_count)))
+        return
+
+    n = args.members
+    churn = round(n * args.churn)
+    workdir = args.keep_dir or tempfile.mkdtemp(prefix="bench-delta-")
+    os.makedirs(workdir, exist_ok=True)
+    db = os.path.join(workdir, "state.db")
+    reuse = args.reuse and os.path.exists(db)
+    if not reuse:
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(db + suffix):
+                os.remove(db + suffix)
+    print(f"{n:,} members, {churn:,} leave and {churn:,} enter; state in {db}", flush=True)
+    rounds: dict[str, list[dict[str, object]]] = {"delta": [], "baseline": []}
+    try:
+        if not reuse:
+            print(f"first    {measure('first', db, n, churn)}", flush=True)
+        for _ in range(args.repeat):
+            for kind in ("delta", "baseline"):
+                rounds[kind].append(measure(kind, db, n, churn))
+                print(f"{kind:<8} {rounds[kind][-1]}", flush=True)
+        if not args.skip_second:
+            copy = os.path.join(workdir, "second.db")
+            shutil.copyfile(db, copy)
+            print(f"second   {measure('second', copy, n, churn)}", flush=True)
+            os.remove(copy)
+    finally:
+        if not args.keep_dir:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    def median(kind: str, field: str) -> float:
+        return statistics.median(float(r[field]) for r in rounds[kind])  # type: ignore[arg-type]
+
+    delta, base = rounds["delta"][0], rounds["baseline"][0]
+    assert (delta["adds"], delta["removes"]) == (base["adds"], base["removes"]) == (churn, churn)
+    ratio = median("delta", "seconds") / median("baseline", "seconds")
+    rss = max(float(r["peak_rss_mb"]) for r in rounds["delta"])  # type: ignore[arg-type]
+    print(
+        f"\nmedian of {args.repeat} round(s)\n"
+        f"delta of the second sync: {median('delta', 'seconds'):.1f} s, "
+        f"peak RSS {rss:.1f} MB (largest)\n"
+        f"two Python sets:          {median('baseline', 'seconds'):.1f} s, "
+        f"peak RSS {median('baseline', 'peak_rss_mb'):.1f} MB\n"
+        f"time ratio {ratio:.2f} (target <= 1.00): {'met' if ratio <= 1 else 'MISSED'}; "
+        f"peak RSS target <= 200 MB: {'met' if rss <= 200 else 'MISSED'}"
+    )
+
+
+if __name__ == "__main__":
+    main()
