@@ -1122,16 +1122,15 @@ class SQLiteStore:
             delta._adds.extend(want)
             return
         with self._read() as conn:
-            held = set(self._concat(conn, "snapshot", cid, part))
+            held = self._concat(conn, "snapshot", cid, part)  # distinct: the primary key
             unsure = set(self._concat(conn, "pending", cid, part))
         if unsure:
-            adds = (want - held) | (unsure & want)
-            removes = (held - want) | (unsure - want)
-        else:
-            adds = want - held
-            removes = held - want
-        delta._adds.extend(adds)
-        delta._removes.extend(removes)
+            held_set = set(held)
+            delta._adds.extend((want - held_set) | (unsure & want))
+            delta._removes.extend((held_set - want) | (unsure - want))
+        else:  # the usual case, without building a set of the held keys
+            delta._adds.extend(want.difference(held))
+            delta._removes.extend([key for key in held if key not in want])
 
     def diff_changes(self, cohort_id: str, entered: Iterable[str], left: Iterable[str]) -> Delta:
         """Compute what to send for a delta the caller computed (who entered, who left).
