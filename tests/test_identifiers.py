@@ -550,3 +550,61 @@ class TestDocs:
         )
         assert tried > 10
         assert failures == 0
+
+
+_VALUE_CHARS = st.sampled_from(
+    [
+        "a",
+        "Z",
+        "0",
+        "-",
+        "_",
+        "@",
+        ".",
+        " ",
+        "\t",
+        "\n",
+        "\x00",
+        "\x7f",
+        "\x85",
+        "\xa0",
+        "é",
+        "\u3000",
+        "\u2028",
+        "\ud800",
+        "日",
+    ]
+)
+
+
+class TestBulkExternalIdCheck:
+    @settings(max_examples=400, deadline=None)
+    @given(st.lists(st.text(_VALUE_CHARS, max_size=6) | st.text(max_size=6), max_size=8))
+    def test_bulk_check_agrees_with_the_single_value_rule(self, values: list[str]) -> None:
+        """The bulk check refuses a list exactly when ExternalId refuses one of its values."""
+        from braze_cohorts._identifiers import check_external_ids
+
+        def one_invalid() -> bool:
+            for value in values:
+                try:
+                    bc.ExternalId(value)
+                except bc.InvalidIdentifierError:
+                    return True
+            return False
+
+        if one_invalid():
+            with pytest.raises(bc.InvalidIdentifierError):
+                check_external_ids(values)
+        else:
+            check_external_ids(values)
+
+    def test_key_of_and_item_from_key_round_trip(self) -> None:
+        """A plain str's key is its ExternalId's key, and item_from_key gives the str back."""
+        from braze_cohorts._identifiers import item_from_key, key_of
+
+        for item in ("u1", bc.ExternalId("u1"), bc.UserAlias("a@x.io", "email"), bc.DeviceId("d")):
+            key = key_of(item)
+            assert key == bc.as_ref(item).key
+            back = item_from_key(key)
+            assert bc.as_ref(back) == bc.as_ref(item)
+        assert item_from_key("e:u1") == "u1"

@@ -12,7 +12,7 @@ import enum
 import logging
 import numbers
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar, Union
 
 import attrs
@@ -162,6 +162,51 @@ def as_ref(value: UserRef | str) -> UserRef:
     raise InvalidIdentifierError(
         f"expected ExternalId, UserAlias, DeviceId or str, not {type(value).__name__}"
     )
+
+
+# Printable ASCII: what a bulk check of ASCII-only external ids lets through.
+_PRINTABLE_ASCII = bytes(range(0x20, 0x7F))
+
+
+def check_external_ids(values: Sequence[str]) -> None:
+    """Check plain-``str`` external ids in bulk, without an object for each (hot paths).
+
+    For the common case (ASCII values) the values are joined with newlines and checked with
+    a few C-level scans: nothing but printable ASCII and the separators, no empty value, no
+    space next to a separator. Anything else is checked value by value.
+
+    Raises:
+        InvalidIdentifierError: For the first invalid value, with the precise reason.
+    """
+    if not values:
+        return
+    joined = "\n".join(values)
+    if (
+        joined.isascii()
+        and len(joined.encode("ascii").translate(None, _PRINTABLE_ASCII)) == len(values) - 1
+        and "" not in values
+        and joined[0] != " "
+        and joined[-1] != " "
+        and " \n" not in joined
+        and "\n " not in joined
+    ):
+        return
+    for value in values:
+        _check_value("external id", value)
+
+
+def key_of(item: UserRef | str) -> str:
+    """The canonical key of an identifier or of a plain ``str`` (an external id), unchecked."""
+    if isinstance(item, str):
+        return _EXTERNAL + item
+    return item.key
+
+
+def item_from_key(key: str) -> UserRef | str:
+    """Like :func:`ref_from_key`, but an external id comes back as a plain ``str`` (hot paths)."""
+    if key.startswith(_EXTERNAL):
+        return key[2:]
+    return ref_from_key(key)
 
 
 def ref_from_key(key: str) -> UserRef:

@@ -68,13 +68,17 @@ class CohortResponse:
 class Batch:
     """The ids of one request to the user cohort endpoint (at most 1,000 together).
 
+    As everywhere in the API, a plain ``str`` is an external id: the uploader passes plain
+    strings through unchanged rather than building an :class:`ExternalId` for each (at 69,000
+    ids a second that object is most of the cost). :func:`key_of` gives any item's canonical key.
+
     Attributes:
         add: Users to add.
         remove: Users to remove.
     """
 
-    add: tuple[UserRef, ...] = ()
-    remove: tuple[UserRef, ...] = ()
+    add: tuple[UserRef | str, ...] = ()
+    remove: tuple[UserRef | str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.add) + len(self.remove)
