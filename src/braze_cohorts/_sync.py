@@ -38,6 +38,8 @@ from braze_cohorts._identifiers import (
     Rejection,
     UserAlias,
     UserRef,
+    item_from_key,
+    key_of,
     ref_from_key,
 )
 from braze_cohorts._models import (
@@ -129,8 +131,8 @@ def _plan_row(action: str, key: str) -> tuple[str, ...]:
     return (action, "device_id", "", "", "", ref.value)
 
 
-def _keys(refs: Iterable[UserRef]) -> list[str]:
-    return [ref.key for ref in refs]
+def _keys(refs: Iterable[UserRef | str]) -> list[str]:
+    return list(map(key_of, refs))
 
 
 class _Matching:
@@ -620,8 +622,8 @@ class CohortSync:
             store.mark_pending(cohort_id, delta)
             report = self._uploader.upload(
                 cohort_id,
-                add=map(ref_from_key, delta.iter_adds()),
-                remove=map(ref_from_key, delta.iter_removes()),
+                add=map(item_from_key, delta.iter_adds()),
+                remove=map(item_from_key, delta.iter_removes()),
                 progress=commit.progress,
                 on_batch_done=commit.done,
                 on_batch_failed=commit.failed_batch,

@@ -29,7 +29,15 @@ from typing import Literal, TypeVar
 import attrs
 from tenacity import RetryCallState, Retrying, retry_if_exception
 
-from braze_cohorts._identifiers import DeviceId, ExternalId, UserAlias, UserRef, as_ref
+from braze_cohorts._identifiers import (
+    DeviceId,
+    ExternalId,
+    UserAlias,
+    UserRef,
+    as_ref,
+    check_external_ids,
+    key_of,
+)
 from braze_cohorts._models import Batch, CohortResponse, FailedBatch, RateLimitInfo, UploadReport
 from braze_cohorts.exceptions import (
     AuthenticationError,
@@ -474,16 +482,26 @@ class _Tally:
         )
 
 
-def _ref(item: UserRef | str) -> UserRef:
-    # Plain strings are by far the most common input: skip as_ref's isinstance checks for them.
-    return ExternalId(item) if type(item) is str else as_ref(item)
+_ONLY_STR = frozenset({str})
+
+
+def _ref(item: UserRef | str) -> UserRef | str:
+    # Plain strings (external ids) are by far the most common input: they stay strings and
+    # are checked in bulk by _refs; anything else becomes an identifier.
+    return item if item.__class__ is str else as_ref(item)
 
 
 def _refs(
     items: Iterator[UserRef | str], count: int, kind: str, offset: int
-) -> tuple[UserRef, ...]:
+) -> tuple[UserRef | str, ...]:
     try:
-        return tuple(map(_ref, islice(items, count)))
+        chunk = tuple(islice(items, count))
+        if _ONLY_STR.issuperset(map(type, chunk)):
+            check_external_ids(chunk)  # type: ignore[arg-type]  # all plain str, just checked
+        else:
+            chunk = tuple(map(_ref, chunk))
+            check_external_ids([item for item in chunk if isinstance(item, str)])
+        return chunk
     except InvalidIdentifierError as exc:
         raise InvalidIdentifierError(
             f"{exc} (in {kind}, among items {offset + 1} to {offset + count})"
@@ -492,8 +510,8 @@ def _refs(
 
 def _check_disjoint(batch: Batch) -> None:
     if batch.add and batch.remove:
-        removed = {ref.key for ref in batch.remove}
-        both = sum(1 for ref in batch.add if ref.key in removed)
+        removed = set(map(key_of, batch.remove))
+        both = sum(1 for key in map(key_of, batch.add) if key in removed)
         if both:
             raise InputError(
                 f"{both} user(s) are both added and removed in the same upload; "
