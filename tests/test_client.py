@@ -702,6 +702,37 @@ class TestUpdateMembers:
         assert sides[True] == {bc.as_ref(u).key for u in remove}
 
 
+class TestPlainIdFastPath:
+    """Lists and tuples of plain str take a bulk path; it must behave like the general one."""
+
+    @settings(max_examples=150, deadline=None)
+    @given(
+        add=st.lists(st.sampled_from(["u1", "u2", "u3", " u4", "", "u\x00"]), max_size=6),
+        remove=st.lists(st.sampled_from(["u3", "u5", "u6", "u7 "]), max_size=6),
+    )
+    def test_list_and_generator_inputs_send_the_same_or_fail_the_same(
+        self, add: list[str], remove: list[str]
+    ) -> None:
+        """The same ids as lists (bulk path) and as generators (general path) agree."""
+        outcomes = []
+        for as_given in (lambda xs: xs, lambda xs: (x for x in xs)):
+            with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+                rsps.post(USERS_URL, json={"message": "success"})
+                with make_client() as client:
+                    try:
+                        client.update_members("c1", add=as_given(add), remove=as_given(remove))
+                    except bc.BrazeCohortsError as exc:
+                        outcomes.append(type(exc).__name__)
+                        continue
+                outcomes.append(json.loads(rsps.calls[0].request.body) if rsps.calls else None)
+        assert outcomes[0] == outcomes[1]
+
+    def test_more_than_1000_plain_ids_are_refused(self, client: CohortClient) -> None:
+        """A list of 1,001 distinct ids is refused before anything is sent."""
+        with pytest.raises(bc.BatchTooLargeError):
+            client.update_members("c1", add=[f"u{i}" for i in range(1001)])
+
+
 class TestResponseMapping:
     @pytest.mark.parametrize(
         ("status", "error_type", "retryable"),

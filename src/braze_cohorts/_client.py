@@ -29,7 +29,15 @@ import requests
 import requests.adapters
 import urllib3.exceptions
 
-from braze_cohorts._identifiers import DeviceId, ExternalId, UserAlias, UserRef, as_ref
+from braze_cohorts._identifiers import (
+    _FORBIDDEN,
+    DeviceId,
+    ExternalId,
+    UserAlias,
+    UserRef,
+    as_ref,
+    check_external_ids,
+)
 from braze_cohorts._models import CohortResponse, RateLimitInfo
 from braze_cohorts._version import __version__
 from braze_cohorts.exceptions import (
@@ -224,10 +232,12 @@ def _resolve_url(text: str) -> str:
         )
     if not host:
         raise ConfigurationError(f"endpoint {_show(text)} has no host")
-    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
-        # Never echo the URL here: its userinfo may be a credential.
+    if parts.username is not None or parts.password is not None or "@" in text:
+        # Never echo the URL here: its userinfo may be a credential. An "@" elsewhere (the
+        # path) is refused too: parsers disagree on such URLs, and no Braze URL has one.
         raise ConfigurationError(
-            "endpoint must not contain credentials (user:password@); keys are passed separately"
+            "endpoint must not contain '@' or credentials (user:password@); "
+            "keys are passed separately"
         )
     if parts.query or parts.fragment or text.endswith(("?", "#")):
         raise ConfigurationError(f"endpoint {_show(text)} must not have a query or a fragment")
@@ -408,6 +418,8 @@ class CohortClient:
             session.mount("http://", adapter)
         self._session = session
         self._closed = False
+        self._settings_cache: dict[str, dict[str, Any]] = {}
+        self._templates: dict[str, requests.PreparedRequest] = {}
 
     # -- properties ---------------------------------------------------------------------------
 
@@ -532,12 +544,16 @@ class CohortClient:
             TransportError: If no answer arrived.
         """
         cohort_id = _check_cohort_id(cohort_id)
-        seen: set[str] = set()
-        added, n_add = _collect("add", add, seen, conflict=None, budget=MAX_IDS_PER_REQUEST)
-        added_keys = set(seen)
-        removed, n_remove = _collect(
-            "remove", remove, seen, conflict=added_keys, budget=MAX_IDS_PER_REQUEST - n_add
-        )
+        plain = _plain_external_ids(add, remove)
+        if plain is not None:
+            added, n_add, removed, n_remove = plain
+        else:
+            seen: set[str] = set()
+            added, n_add = _collect("add", add, seen, conflict=None, budget=MAX_IDS_PER_REQUEST)
+            added_keys = set(seen)
+            removed, n_remove = _collect(
+                "remove", remove, seen, conflict=added_keys, budget=MAX_IDS_PER_REQUEST - n_add
+            )
         total = n_add + n_remove
         if total == 0:
             return None
@@ -590,12 +606,16 @@ class CohortClient:
             separators=(",", ":"),
         ).encode("ascii")
         try:
-            response = self._session.post(
-                url,
-                data=body,
-                headers=_HEADERS,
+            session = self._session
+            prepared = self._template(url).copy()
+            prepared.prepare_body(body, None)
+            # Straight to the transport adapter: Session.send would also parse cookies and
+            # look for redirects on every answer, and neither has a place here.
+            response = session.get_adapter(url).send(
+                prepared,
+                stream=False,
                 timeout=self._timeout.as_tuple(),
-                allow_redirects=False,
+                **self._environment_settings(url),
             )
             content = response.content
         except (
@@ -619,6 +639,35 @@ class CohortClient:
             retry_after=_retry_after(headers, self._clock) if status == 429 else None,
             location=None if location is None else self._scrub(_truncate(location)),
         )
+
+    def _template(self, url: str) -> requests.PreparedRequest:
+        """A prepared request for ``url`` without a body, made once per URL.
+
+        ``Session.prepare_request`` merges the session's headers, cookies and auth anew for
+        every request; the client does it once per URL and copies the result, so those
+        session settings count as they are when the client first sends to that URL.
+        """
+        template = self._templates.get(url)
+        if template is None:
+            template = self._session.prepare_request(
+                requests.Request("POST", url, headers=_HEADERS)
+            )
+            self._templates[url] = template
+        return template
+
+    def _environment_settings(self, url: str) -> dict[str, Any]:
+        """Proxies, TLS verification and certificates for ``url``, as ``Session.post`` finds them.
+
+        ``requests`` reads the environment (``HTTPS_PROXY``, ``NO_PROXY``, ``REQUESTS_CA_BUNDLE``
+        …) on every call, which costs more than building a request of 1,000 ids; the client
+        reads it once per URL and keeps the answer.
+        """
+        settings = self._settings_cache.get(url)
+        if settings is None:
+            settings = dict(self._session.merge_environment_settings(url, {}, None, None, None))
+            settings.pop("stream", None)
+            self._settings_cache[url] = settings
+        return settings
 
     def _transport_error(self, exc: BaseException, path: str) -> TransportError:
         not_sent = _connect_failed(exc)
@@ -739,6 +788,41 @@ def _check_cohort_id(cohort_id: object) -> str:
     return cohort_id
 
 
+_ONLY_STR = frozenset({str})
+
+
+def _plain_external_ids(
+    add: Iterable[UserRef | str], remove: Iterable[UserRef | str]
+) -> tuple[dict[str, object], int, dict[str, object], int] | None:
+    """The fast path of :meth:`CohortClient.update_members` for the common case.
+
+    When ``add`` and ``remove`` are lists or tuples of plain ``str`` external ids, at most
+    1,000 together, they are checked, deduplicated and compared in bulk (C-level calls, no
+    object per id). Returns ``None`` for anything else: :func:`_collect` handles it, with the
+    same rules and messages.
+    """
+    if not (isinstance(add, (list, tuple)) and isinstance(remove, (list, tuple))):
+        return None
+    if len(add) + len(remove) > MAX_IDS_PER_REQUEST:
+        return None
+    if not (_ONLY_STR.issuperset(map(type, add)) and _ONLY_STR.issuperset(map(type, remove))):
+        return None
+    check_external_ids(add)
+    check_external_ids(remove)
+    unique_add = list(dict.fromkeys(add))
+    unique_remove = list(dict.fromkeys(remove))
+    if unique_add and unique_remove and not set(unique_add).isdisjoint(unique_remove):
+        raise ConfigurationError(
+            "the same user is both in add and in remove; send one or the other"
+        )
+    return (
+        {"user_ids": unique_add} if unique_add else {},
+        len(unique_add),
+        {"user_ids": unique_remove} if unique_remove else {},
+        len(unique_remove),
+    )
+
+
 def _collect(
     which: str,
     items: Iterable[UserRef | str],
@@ -759,10 +843,27 @@ def _collect(
     user_ids: list[str] = []
     device_ids: list[str] = []
     aliases: list[dict[str, str]] = []
+    target: list[Any]
+    value: Any
     count = 0
+    search = _FORBIDDEN.search
     for item in items:
-        ref = item if type(item) is ExternalId else as_ref(item)
-        key = ref.key
+        if isinstance(item, str):
+            # The hot path: a plain external id is checked inline, no object is built.
+            if not item or item != item.strip() or search(item):
+                ExternalId(item)  # raises the precise error
+            key = "e:" + item
+            target, value = user_ids, item
+        else:
+            ref = item if type(item) is ExternalId else as_ref(item)
+            key = ref.key
+            if isinstance(ref, ExternalId):
+                target, value = user_ids, ref.value
+            elif isinstance(ref, DeviceId):
+                target, value = device_ids, ref.value
+            else:
+                target = aliases
+                value = {"alias_name": ref.alias_name, "alias_label": ref.alias_label}
         if key in seen:
             if conflict is not None and key in conflict:
                 raise ConfigurationError(
@@ -777,12 +878,7 @@ def _collect(
                 f"{MAX_IDS_PER_REQUEST} (use BatchUploader to split them)",
                 limit=MAX_IDS_PER_REQUEST,
             )
-        if isinstance(ref, ExternalId):
-            user_ids.append(ref.value)
-        elif isinstance(ref, DeviceId):
-            device_ids.append(ref.value)
-        else:
-            aliases.append({"alias_name": ref.alias_name, "alias_label": ref.alias_label})
+        target.append(value)
     change: dict[str, object] = {}
     if user_ids:
         change["user_ids"] = user_ids
