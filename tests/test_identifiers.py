@@ -597,6 +597,9 @@ class TestBulkExternalIdCheck:
                 check_external_ids(values)
         else:
             check_external_ids(values)
+            # An identifier object is not a plain str: the bulk check refuses it.
+            with pytest.raises(bc.InvalidIdentifierError):
+                check_external_ids([*values, bc.ExternalId("u1")])
 
     def test_key_of_and_item_from_key_round_trip(self) -> None:
         """A plain str's key is its ExternalId's key, and item_from_key gives the str back."""

@@ -45,6 +45,7 @@ from braze_cohorts.exceptions import (
     AuthenticationError,
     BatchTooLargeError,
     ConfigurationError,
+    InvalidIdentifierError,
     InvalidRequestError,
     RateLimitedError,
     ResourceLockedError,
@@ -788,9 +789,6 @@ def _check_cohort_id(cohort_id: object) -> str:
     return cohort_id
 
 
-_ONLY_STR = frozenset({str})
-
-
 def _plain_external_ids(
     add: Iterable[UserRef | str], remove: Iterable[UserRef | str]
 ) -> tuple[dict[str, object], int, dict[str, object], int] | None:
@@ -805,10 +803,11 @@ def _plain_external_ids(
         return None
     if len(add) + len(remove) > MAX_IDS_PER_REQUEST:
         return None
-    if not (_ONLY_STR.issuperset(map(type, add)) and _ONLY_STR.issuperset(map(type, remove))):
-        return None
-    check_external_ids(add)
-    check_external_ids(remove)
+    try:
+        check_external_ids(add)
+        check_external_ids(remove)
+    except InvalidIdentifierError:
+        return None  # identifier objects, or a bad value: the general path says which
     unique_add = list(dict.fromkeys(add))
     unique_remove = list(dict.fromkeys(remove))
     if unique_add and unique_remove and not set(unique_add).isdisjoint(unique_remove):

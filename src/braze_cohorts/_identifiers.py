@@ -168,25 +168,31 @@ def as_ref(value: UserRef | str) -> UserRef:
 _PRINTABLE_ASCII = bytes(range(0x20, 0x7F))
 
 
-def check_external_ids(values: Sequence[str]) -> None:
-    """Check plain-``str`` external ids in bulk, without an object for each (hot paths).
+def check_external_ids(values: Sequence[object]) -> None:
+    """Check that ``values`` are all valid plain-``str`` external ids, in bulk (hot paths).
 
-    For the common case (ASCII values) the values are joined with newlines and checked with
-    a few C-level scans: nothing but printable ASCII and the separators, no empty value, no
-    space next to a separator. Anything else is checked value by value.
+    No object is built per id. For the common case (ASCII strings) the values are joined
+    with newlines and checked with a few C-level scans: nothing but printable ASCII and the
+    separators, no empty value, no space next to a separator. Anything else is checked value
+    by value, for the precise error.
 
     Raises:
-        InvalidIdentifierError: For the first invalid value, with the precise reason.
+        InvalidIdentifierError: For the first value that is not a valid ``str`` external id
+            (an identifier object counts as invalid here).
     """
     if not values:
         return
-    joined = "\n".join(values)
+    try:
+        joined = "\n".join(values)  # type: ignore[arg-type]  # a TypeError says "not all str"
+    except TypeError:
+        joined = ""
     if (
-        joined.isascii()
+        joined
+        and joined.isascii()
         and len(joined.encode("ascii").translate(None, _PRINTABLE_ASCII)) == len(values) - 1
-        and "" not in values
-        and joined[0] != " "
-        and joined[-1] != " "
+        and joined[0] not in " \n"
+        and joined[-1] not in " \n"
+        and "\n\n" not in joined
         and " \n" not in joined
         and "\n " not in joined
     ):

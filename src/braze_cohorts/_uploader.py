@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import logging
 import math
+import queue
 import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import islice
 from typing import Literal, TypeVar
 
@@ -482,9 +483,6 @@ class _Tally:
         )
 
 
-_ONLY_STR = frozenset({str})
-
-
 def _ref(item: UserRef | str) -> UserRef | str:
     # Plain strings (external ids) are by far the most common input: they stay strings and
     # are checked in bulk by _refs; anything else becomes an identifier.
@@ -496,9 +494,10 @@ def _refs(
 ) -> tuple[UserRef | str, ...]:
     try:
         chunk = tuple(islice(items, count))
-        if _ONLY_STR.issuperset(map(type, chunk)):
-            check_external_ids(chunk)  # type: ignore[arg-type]  # all plain str, just checked
-        else:
+        try:
+            check_external_ids(chunk)  # the common case: plain, valid external ids
+        except InvalidIdentifierError:
+            # Identifier objects among them, or a bad value: item by item, precise errors.
             chunk = tuple(map(_ref, chunk))
             check_external_ids([item for item in chunk if isinstance(item, str)])
         return chunk
@@ -725,6 +724,15 @@ class BatchUploader:
         hooks = _Hooks(progress, on_batch_done, on_batch_failed, tally)
         limit = 2 * self._concurrency
         pending: set[Future[_Outcome]] = set()
+        # Finished futures arrive here, so waiting for the next one costs the same whatever the
+        # concurrency (concurrent.futures.wait would install a waiter on every pending future).
+        finished: queue.SimpleQueue[Future[_Outcome]] = queue.SimpleQueue()
+
+        def absorb_next() -> None:
+            future = finished.get()
+            pending.discard(future)
+            hooks.absorb({future}, run)
+
         log.info("uploading to cohort %s", cohort_id)
         executor = ThreadPoolExecutor(
             max_workers=self._concurrency, thread_name_prefix="braze-cohorts-upload"
@@ -742,17 +750,17 @@ class BatchUploader:
                         hooks.input_error = exc
                         break
                     while len(pending) >= limit and not run.stopped.is_set():
-                        done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                        hooks.absorb(done, run)
+                        absorb_next()
                     if run.stopped.is_set():
                         break
-                    pending.add(executor.submit(run.send, batch))
+                    future = executor.submit(run.send, batch)
+                    pending.add(future)
+                    future.add_done_callback(finished.put)
             except BaseException as exc:
                 hooks.fail(exc, run)
             # Drain: requests in flight finish and are reported, whatever stopped the feed.
             while pending:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                hooks.absorb(done, run)
+                absorb_next()
         finally:
             run.stopped.set()
             executor.shutdown(wait=True, cancel_futures=True)
