@@ -130,17 +130,29 @@ def hand_loop(info: dict[str, Any], ids: list[str], *, remove: bool = False) -> 
             response.raise_for_status()
 
 
+class TimedAdapter(requests.adapters.HTTPAdapter):
+    """A transport adapter that notes when each request starts (the client side of the rate)."""
+
+    def __init__(self) -> None:
+        super().__init__(pool_maxsize=64, max_retries=0)
+        self.starts: list[float] = []
+
+    def send(self, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        self.starts.append(time.time())  # list.append is atomic under the GIL
+        return super().send(*args, **kwargs)
+
+
 class TimedSession(requests.Session):
-    """A session that notes when each ``post`` starts (the client side of the rate)."""
+    """A session whose requests all go through one :class:`TimedAdapter`."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.starts: list[float] = []
-        self.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=64, max_retries=0))
+        self.adapter = TimedAdapter()
+        self.mount("http://", self.adapter)
 
-    def post(self, *args: Any, **kwargs: Any) -> requests.Response:
-        self.starts.append(time.time())  # list.append is atomic under the GIL
-        return super().post(*args, **kwargs)
+    @property
+    def starts(self) -> list[float]:
+        return self.adapter.starts
 
 
 def make_client(info: dict[str, Any], session: requests.Session | None = None) -> CohortClient:
