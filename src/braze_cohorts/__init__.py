@@ -19,6 +19,7 @@ from braze_cohorts._identifiers import (
     UserAlias,
     UserRef,
     as_ref,
+    key_of,
     ref_from_key,
 )
 from braze_cohorts._models import (
@@ -122,6 +123,7 @@ __all__ = [
     "UserRef",
     "__version__",
     "as_ref",
+    "key_of",
     "read_records",
     "ref_from_key",
     "resolve_endpoint",
