@@ -752,7 +752,66 @@ class TestHooks:
         assert rec.done[0][1] is response
 
 
+class SteppedTime:
+    """A clock that a driver moves in coarse steps; sleepers wake together at the next step.
+
+    This is what late wake-ups look like: threads whose slots fell inside one step all start at
+    its end, bunched.
+    """
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.cond = threading.Condition()
+
+    def clock(self) -> float:
+        with self.cond:
+            return self.now
+
+    def sleep(self, seconds: float) -> None:
+        with self.cond:
+            target = self.now + seconds
+            self.cond.wait_for(lambda: self.now >= target, timeout=10)
+
+    def advance(self, seconds: float) -> None:
+        with self.cond:
+            self.now += seconds
+            self.cond.notify_all()
+
+
 class TestRateLimiter:
+    def test_late_wake_ups_never_crowd_a_one_second_window(self) -> None:
+        """Threads that wake late together still start at most 99 % of the limit per second."""
+        time = SteppedTime()
+        limiter = RateLimiter(360_000, clock=time.clock, wall_clock=time.clock)  # 100/s
+        starts: list[float] = []
+        lock = threading.Lock()
+        wanted = 400
+
+        def worker() -> None:
+            while True:
+                with lock:
+                    if len(starts) >= wanted:
+                        return
+                limiter.acquire(time.sleep)
+                with lock:
+                    starts.append(time.clock())
+                limiter.finish()
+
+        threads = [threading.Thread(target=worker) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        while any(thread.is_alive() for thread in threads):
+            threading.Event().wait(0.002)
+            time.advance(0.05)  # every sleeper whose slot fell in these 50 ms wakes at once
+        for thread in threads:
+            thread.join()
+        starts.sort()
+        most = max(sum(1 for t in starts[i:] if t < start + 1.0) for i, start in enumerate(starts))
+        assert most <= 99
+        assert len(starts) >= wanted
+        # Pacing still reaches the limit over the run: 400 starts in about 4 s of fake time.
+        assert starts[-1] - starts[0] < 4.0 / 0.95
+
     def test_first_hour_never_exceeds_the_limit(self) -> None:
         """Paced starts stay at or under the hourly limit and reach at least 95 % of it."""
         time = FakeTime(start=0.0)

@@ -16,6 +16,7 @@ never called concurrently.
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
 import queue
@@ -197,7 +198,10 @@ class RateLimiter:
     Starts are spaced evenly, ``3600 / (0.99 * requests_per_hour)`` seconds apart, with no burst:
     a slot unused while idle is not saved for later, and the very first start waits one interval.
     So any stretch of time ``T`` sees at most ``T / interval + 1`` starts, which stays under the
-    limit for an hour-long window (sliding or fixed) and for the whole run. Besides pacing it
+    limit for an hour-long window (sliding or fixed) and for the whole run. Threads wake late
+    now and then (the GIL, the scheduler), which bunches starts a little; so the starts are also
+    counted in a sliding window (one second, or one interval for rates under one a second), and
+    a start that would put more than 99 % of the window's share in it waits. Besides pacing it
     pauses every caller (up to ``max_hold`` seconds) when Braze says the window is nearly used up
     (``X-RateLimit-Remaining`` no more than the requests in flight) or answers 429.
 
@@ -228,6 +232,11 @@ class RateLimiter:
                 f"requests_per_hour must be a positive number, not {requests_per_hour!r}"
             )
         self.interval = 3600.0 / (requests_per_hour * _PACING_SHARE)
+        self._window = max(1.0, self.interval)
+        self._window_cap = max(
+            1, math.floor(requests_per_hour * self._window / 3600 * _PACING_SHARE)
+        )
+        self._starts: collections.deque[float] = collections.deque()
         self._clock = clock
         self._wall_clock = wall_clock
         self._max_hold = max_hold
@@ -261,9 +270,19 @@ class RateLimiter:
                 sleep(delay)
             with self._lock:
                 # A pause imposed while we slept moves us behind it (the slot is forfeited).
-                if self._hold_until <= slot:
+                if self._hold_until > slot:
+                    continue
+                now = self._clock()
+                starts = self._starts
+                while starts and starts[0] <= now - self._window:
+                    starts.popleft()
+                if len(starts) < self._window_cap:
+                    starts.append(now)
                     self._in_flight += 1
                     return
+                crowded = starts[0] + self._window - now
+            # Late wake-ups bunched the starts: wait until the window has room, then queue anew.
+            sleep(crowded)
 
     def finish(self, rate_limit: RateLimitInfo | None = None) -> None:
         """Mark a request as finished; ``rate_limit`` is what its response's headers said."""
