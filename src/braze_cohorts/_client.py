@@ -31,6 +31,7 @@ import urllib3.exceptions
 
 from braze_cohorts._identifiers import (
     _FORBIDDEN,
+    CheckedIds,
     DeviceId,
     ExternalId,
     UserAlias,
@@ -804,8 +805,10 @@ def _plain_external_ids(
     if len(add) + len(remove) > MAX_IDS_PER_REQUEST:
         return None
     try:
-        check_external_ids(add)
-        check_external_ids(remove)
+        if type(add) is not CheckedIds:
+            check_external_ids(add)
+        if type(remove) is not CheckedIds:
+            check_external_ids(remove)
     except InvalidIdentifierError:
         return None  # identifier objects, or a bad value: the general path says which
     unique_add = list(dict.fromkeys(add))

@@ -201,6 +201,16 @@ def check_external_ids(values: Sequence[object]) -> None:
         _check_value("external id", value)
 
 
+class CheckedIds(tuple):  # type: ignore[type-arg]
+    """A tuple of plain-``str`` external ids that :func:`check_external_ids` has passed.
+
+    Internal: the uploader hands such tuples to the client, which then does not check them
+    again. Nothing outside the package builds one.
+    """
+
+    __slots__ = ()
+
+
 def key_of(item: UserRef | str) -> str:
     """The canonical key of an identifier or of a plain ``str`` (an external id), unchecked."""
     if isinstance(item, str):

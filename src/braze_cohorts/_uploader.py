@@ -32,6 +32,7 @@ import attrs
 from tenacity import RetryCallState, Retrying, retry_if_exception
 
 from braze_cohorts._identifiers import (
+    CheckedIds,
     DeviceId,
     ExternalId,
     UserAlias,
@@ -515,6 +516,7 @@ def _refs(
         chunk = tuple(islice(items, count))
         try:
             check_external_ids(chunk)  # the common case: plain, valid external ids
+            return CheckedIds(chunk)  # so the client need not check them again
         except InvalidIdentifierError:
             # Identifier objects among them, or a bad value: item by item, precise errors.
             chunk = tuple(map(_ref, chunk))
