@@ -446,25 +446,18 @@ class CohortSync:
         """
         _check_args(cohort_id, name, trigger)
         _check_records("members", members)
-        if matcher is not None and not isinstance(matcher, IdentifierMatcher):
-            raise ConfigurationError("matcher must be an IdentifierMatcher")
-        matching_with = matcher if matcher is not None else self._matcher
-        with (
-            _csv_out(rejects_out, REJECTS_HEADER) as rejects,
-            _csv_out(plan_out, PLAN_HEADER) as plan,
-        ):
-            matching = _Matching(matching_with, rejects)
-            return self._import(
-                cohort_id,
-                name,
-                trigger,
-                lambda: self._store.diff(cohort_id, matching.keys(members)),
-                matching,
-                dry_run=dry_run,
-                plan=plan,
-                progress=progress,
-                notify=notify,
-            )
+        return self._import_matched(
+            cohort_id,
+            name,
+            trigger,
+            lambda matching: self._store.diff(cohort_id, matching.keys(members)),
+            matcher=matcher,
+            plan_out=plan_out,
+            rejects_out=rejects_out,
+            dry_run=dry_run,
+            progress=progress,
+            notify=notify,
+        )
 
     def sync_delta(
         self,
@@ -505,29 +498,56 @@ class CohortSync:
         _check_args(cohort_id, name, trigger)
         _check_records("entered", entered)
         _check_records("left", left)
+        return self._import_matched(
+            cohort_id,
+            name,
+            trigger,
+            lambda matching: self._store.diff_changes(
+                cohort_id, matching.keys(entered), matching.keys(left)
+            ),
+            matcher=matcher,
+            plan_out=plan_out,
+            rejects_out=rejects_out,
+            dry_run=dry_run,
+            progress=progress,
+            notify=notify,
+        )
+
+    # -- one import ---------------------------------------------------------------------------
+
+    def _import_matched(
+        self,
+        cohort_id: str,
+        name: str,
+        trigger: Trigger,
+        compute: Callable[[_Matching], Delta],
+        *,
+        matcher: IdentifierMatcher | None,
+        plan_out: OutFile | None,
+        rejects_out: OutFile | None,
+        dry_run: bool,
+        progress: ProgressHook | None,
+        notify: bool,
+    ) -> ImportRun:
+        """Open the plan and rejects files, then run :meth:`_import` on the matched records."""
         if matcher is not None and not isinstance(matcher, IdentifierMatcher):
             raise ConfigurationError("matcher must be an IdentifierMatcher")
-        matching_with = matcher if matcher is not None else self._matcher
         with (
             _csv_out(rejects_out, REJECTS_HEADER) as rejects,
             _csv_out(plan_out, PLAN_HEADER) as plan,
         ):
-            matching = _Matching(matching_with, rejects)
+            matching = _Matching(matcher if matcher is not None else self._matcher, rejects)
             return self._import(
                 cohort_id,
                 name,
                 trigger,
-                lambda: self._store.diff_changes(
-                    cohort_id, matching.keys(entered), matching.keys(left)
-                ),
+                lambda: compute(matching),
                 matching,
                 dry_run=dry_run,
                 plan=plan,
                 progress=progress,
                 notify=notify,
             )
-
-    # -- one import ---------------------------------------------------------------------------
 
     def _now(self) -> dt.datetime:
         now = self._clock()
