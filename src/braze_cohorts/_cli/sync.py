@@ -79,7 +79,7 @@ class _Progress:
         if total:
             text += f" of {total:,}"
         if batches is not None:
-            text += f" in {batches:,} requests"
+            text += f" in {_count(batches, 'request')}"
         self._stream.write(text)
         self._stream.flush()
         self._shown = True
@@ -88,6 +88,10 @@ class _Progress:
         if self._shown:
             self._stream.write("\n")
             self._stream.flush()
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")
 
 
 def summary_line(run: bc.ImportRun) -> str:
@@ -101,7 +105,7 @@ def summary_line(run: bc.ImportRun) -> str:
     if run.rejected_total:
         reasons = ", ".join(f"{k}: {v}" for k, v in sorted(run.rejected.items()))
         parts.append(f"{run.rejected_total:,} rejected ({reasons})")
-    parts.append(f"{run.requests:,} requests")
+    parts.append(_count(run.requests, "request"))
     line = "; ".join(parts)
     if run.error:
         line += f"; error: {run.error}"
