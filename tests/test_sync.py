@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import csv
 import datetime as dt
 import doctest
@@ -17,6 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import braze_cohorts as bc
 from braze_cohorts import (
     AuthenticationError,
     BatchUploader,
@@ -568,3 +570,50 @@ class TestDocs:
         output: list[str] = []
         runner.run(test, out=output.append)
         assert runner.failures == 0, "".join(output)
+
+
+class TestMatchingFastPath:
+    @settings(max_examples=200, deadline=None)
+    @given(
+        st.lists(
+            st.sampled_from(
+                [
+                    "u1",
+                    "u2",
+                    "",
+                    " u3",
+                    "u\x00",
+                    "日本",
+                    {"external_id": "u4"},
+                    {"device_id": "d"},
+                    7,
+                ]
+            ),
+            max_size=40,
+        ),
+        st.integers(min_value=1, max_value=8),
+    )
+    def test_bulk_matching_agrees_with_record_by_record(
+        self, records: list[object], chunk: int
+    ) -> None:
+        """Chunks of plain str go a bulk way that gives the keys and rejections of match_one."""
+        import braze_cohorts._sync as sync_module
+
+        matcher = bc.IdentifierMatcher()
+        expected_keys = []
+        expected_rejected: collections.Counter[str] = collections.Counter()
+        for i, record in enumerate(records):
+            item = matcher.match_one(record, index=i)
+            if isinstance(item, bc.Rejection):
+                expected_rejected[item.reason.value] += 1
+            else:
+                expected_keys.append(item.key)
+        old = sync_module._MATCH_CHUNK
+        sync_module._MATCH_CHUNK = chunk
+        try:
+            matching = sync_module._Matching(matcher, None)
+            keys = list(matching.keys(records))
+        finally:
+            sync_module._MATCH_CHUNK = old
+        assert keys == expected_keys
+        assert matching.rejected == expected_rejected

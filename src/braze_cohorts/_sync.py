@@ -27,6 +27,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
+from itertools import islice
 from typing import IO, TYPE_CHECKING, Protocol, Union, get_args
 
 import attrs
@@ -38,6 +39,7 @@ from braze_cohorts._identifiers import (
     Rejection,
     UserAlias,
     UserRef,
+    check_external_ids,
     item_from_key,
     key_of,
     ref_from_key,
@@ -60,7 +62,12 @@ from braze_cohorts._runner import (
 from braze_cohorts._schedule import Schedule
 from braze_cohorts._store import Delta
 from braze_cohorts._uploader import BatchUploader, UploadProgress
-from braze_cohorts.exceptions import BrazeCohortsError, ConfigurationError, InputError
+from braze_cohorts.exceptions import (
+    BrazeCohortsError,
+    ConfigurationError,
+    InputError,
+    InvalidIdentifierError,
+)
 from braze_cohorts.typing import Notifier, StateStore, SyncClient
 
 if TYPE_CHECKING:
@@ -135,6 +142,11 @@ def _keys(refs: Iterable[UserRef | str]) -> list[str]:
     return list(map(key_of, refs))
 
 
+#: Records matched at a time; chunks of plain-str external ids take a bulk path.
+_MATCH_CHUNK = 1024
+_EXTERNAL_KEY = "e:"
+
+
 class _Matching:
     """Streams records through the matcher into keys, counting and writing the rejections."""
 
@@ -151,17 +163,26 @@ class _Matching:
         index = 0
         while True:
             try:
-                record = next(source)
-            except StopIteration:
-                break
+                chunk = list(islice(source, _MATCH_CHUNK))
             except Exception as exc:
                 raise _SourceError(str(exc)) from exc
-            item = match_one(record, index=offset + index)
-            index += 1
-            if isinstance(item, Rejection):
-                self._reject(item)
+            if not chunk:
+                break
+            try:
+                # The common case, a chunk of valid plain-str external ids, is checked in bulk
+                # and keyed in C; it is exactly what match_one would make of each of them.
+                check_external_ids(chunk)
+            except InvalidIdentifierError:
+                for record in chunk:
+                    item = match_one(record, index=offset + index)
+                    index += 1
+                    if isinstance(item, Rejection):
+                        self._reject(item)
+                    else:
+                        yield item.key
             else:
-                yield item.key
+                index += len(chunk)
+                yield from map(_EXTERNAL_KEY.__add__, chunk)  # type: ignore[arg-type]
         self._offset = offset + index
 
     def _reject(self, rejection: Rejection) -> None:
