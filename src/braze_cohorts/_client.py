@@ -53,6 +53,7 @@ from braze_cohorts.exceptions import (
     ServerError,
     TransportError,
     UnexpectedResponseError,
+    _authentication_cause,
 )
 
 __all__ = [
@@ -711,7 +712,11 @@ class CohortClient:
             error = InvalidRequestError(message, status_code=status, path=path, errors=errors)
         elif status == 401:
             error = AuthenticationError(
-                message, status_code=status, path=path, errors=errors, cause=_auth_cause(message)
+                message,
+                status_code=status,
+                path=path,
+                errors=errors,
+                cause=_authentication_cause(message),
             )
         elif status == 423:
             error = ResourceLockedError(message, status_code=status, path=path, errors=errors)
@@ -926,17 +931,6 @@ def _drop_tracebacks(exc: BaseException) -> None:
     """Forget the frames of a lower-layer failure: their local variables hold the body."""
     for current in _exception_graph(exc):
         current.__traceback__ = None
-
-
-def _auth_cause(message: str) -> str:
-    text = message.lower().replace("_", " ")
-    if "partner api key" in text:
-        return "partner_api_key"
-    if "client secret" in text or "data import key" in text:
-        return "data_import_key"
-    if "not enabled" in text:
-        return "partner_not_enabled"
-    return "unknown"
 
 
 def _number(value: str | None) -> float | None:

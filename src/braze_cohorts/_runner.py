@@ -41,6 +41,7 @@ from braze_cohorts.exceptions import (
     ImportInProgressError,
     ScheduleError,
     ScheduleNotFoundError,
+    _authentication_cause,
 )
 
 __all__ = [
@@ -640,25 +641,13 @@ def _looks_like_auth(run: ImportRun) -> bool:
     return _HTTP_401.search(run.error or "") is not None
 
 
-def _cause_from_text(error: str) -> str:
-    """Which credential a recorded 401 message blames (as the client tells for live errors)."""
-    text = error.lower().replace("_", " ")
-    if "partner api key" in text:
-        return "partner_api_key"
-    if "client secret" in text or "data import key" in text:
-        return "data_import_key"
-    if "not enabled" in text:
-        return "partner_not_enabled"
-    return "unknown"
-
-
 def _auth_reason(exc: AuthenticationError | None, error: str | None = None) -> str:
     if exc is not None:
         cause, detail = exc.cause, str(exc)
     else:
         found = _HTTP_401.search(error or "")
         detail = (error or "")[found.start() :] if found else (error or "")
-        cause = _cause_from_text(detail)
+        cause = _authentication_cause(detail)
     what = {
         "data_import_key": "the data import key was rejected (revoked or replaced?)",
         "partner_api_key": "the partner API key was rejected",

@@ -217,3 +217,20 @@ class ScheduleNotFoundError(BrazeCohortsError, LookupError):
 
 class NotificationError(BrazeCohortsError):
     """A notification could not be delivered."""
+
+
+def _authentication_cause(message: str) -> str:
+    """Which credential a 401 message from Braze blames, as :attr:`AuthenticationError.cause`.
+
+    Returns:
+        ``"partner_api_key"``, ``"data_import_key"`` (Braze calls it the client secret),
+        ``"partner_not_enabled"`` or ``"unknown"``.
+    """
+    text = message.lower().replace("_", " ")
+    if "partner api key" in text:
+        return "partner_api_key"
+    if "client secret" in text or "data import key" in text:
+        return "data_import_key"
+    if "not enabled" in text:
+        return "partner_not_enabled"
+    return "unknown"
