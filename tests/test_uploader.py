@@ -756,12 +756,15 @@ class SteppedTime:
     """A clock that a driver moves in coarse steps; sleepers wake together at the next step.
 
     This is what late wake-ups look like: threads whose slots fell inside one step all start at
-    its end, bunched.
+    its end, bunched. The driver only moves the clock when every worker is asleep and none is
+    due, so the outcome does not depend on how the machine schedules the threads.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, workers: int) -> None:
         self.now = 0.0
         self.cond = threading.Condition()
+        self.active = workers
+        self.targets: list[float] = []
 
     def clock(self) -> float:
         with self.cond:
@@ -770,39 +773,62 @@ class SteppedTime:
     def sleep(self, seconds: float) -> None:
         with self.cond:
             target = self.now + seconds
+            self.targets.append(target)
+            self.cond.notify_all()
             self.cond.wait_for(lambda: self.now >= target, timeout=10)
+            self.targets.remove(target)
+            self.cond.notify_all()
 
-    def advance(self, seconds: float) -> None:
+    def retire(self) -> None:
         with self.cond:
+            self.active -= 1
+            self.cond.notify_all()
+
+    def step(self, seconds: float) -> bool:
+        """Move the clock once every worker sleeps and none is due; False when all are done."""
+        with self.cond:
+            self.cond.wait_for(
+                lambda: (
+                    self.active == 0
+                    or (len(self.targets) >= self.active and min(self.targets) > self.now)
+                ),
+                timeout=10,
+            )
+            if self.active == 0:
+                return False
             self.now += seconds
             self.cond.notify_all()
+            return True
 
 
 class TestRateLimiter:
     def test_late_wake_ups_never_crowd_a_one_second_window(self) -> None:
         """Threads that wake late together still start at most 99 % of the limit per second."""
-        time = SteppedTime()
+        workers = 8
+        time = SteppedTime(workers)
         limiter = RateLimiter(360_000, clock=time.clock, wall_clock=time.clock)  # 100/s
         starts: list[float] = []
         lock = threading.Lock()
         wanted = 400
 
         def worker() -> None:
-            while True:
-                with lock:
-                    if len(starts) >= wanted:
-                        return
-                limiter.acquire(time.sleep)
-                with lock:
-                    starts.append(time.clock())
-                limiter.finish()
+            try:
+                while True:
+                    with lock:
+                        if len(starts) >= wanted:
+                            return
+                    limiter.acquire(time.sleep)
+                    with lock:
+                        starts.append(time.clock())
+                    limiter.finish()
+            finally:
+                time.retire()
 
-        threads = [threading.Thread(target=worker) for _ in range(8)]
+        threads = [threading.Thread(target=worker) for _ in range(workers)]
         for thread in threads:
             thread.start()
-        while any(thread.is_alive() for thread in threads):
-            threading.Event().wait(0.002)
-            time.advance(0.05)  # every sleeper whose slot fell in these 50 ms wakes at once
+        while time.step(0.05):  # every sleeper whose slot fell in these 50 ms wakes at once
+            pass
         for thread in threads:
             thread.join()
         starts.sort()
