@@ -231,6 +231,7 @@ class TestSyncCommand:
         assert main(["history", COHORT, "--json"]) == 0
         runs = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
         assert runs[0]["result"] == "failed"
+        assert runs[0]["error_kind"] == "AuthenticationError"
         assert "client secret" in runs[0]["error"].lower()
 
 

@@ -12,6 +12,7 @@ import attrs
 import pytest
 
 import braze_cohorts as bc
+from braze_cohorts import _store
 from braze_cohorts._runner import ScheduledImport, ScheduleRunner, ScheduleStore
 
 UTC = dt.timezone.utc
@@ -646,6 +647,7 @@ class TestSQLiteSchedules:
             pass
         conn = sqlite3.connect(db_path)
         conn.execute("DROP TABLE schedules")
+        conn.execute("ALTER TABLE runs DROP COLUMN error_kind")  # added by version 3
         conn.execute("PRAGMA user_version = 1")
         conn.commit()
         conn.close()
@@ -654,7 +656,7 @@ class TestSQLiteSchedules:
             ScheduleRunner(store, clock=Clock()).set_schedule("c1", "One", "hourly 0")
         conn = sqlite3.connect(db_path)
         try:
-            assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == _store.SCHEMA_VERSION
         finally:
             conn.close()
 

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator
 from multiprocessing.connection import Connection
 from pathlib import Path
 
+import attrs
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -92,6 +93,33 @@ class TestSchema:
             assert sorted(second.snapshot_keys("c1")) == ["e:u1", "e:u2"]
             assert second.member_count("c1") == 2
             assert [r.result for r in second.history("c1")] == ["succeeded"]
+
+    def test_version_2_file_gains_error_kind_and_keeps_its_runs(self, tmp_path: Path) -> None:
+        """A file from before error_kind is migrated on open; old runs read back with None."""
+        path = tmp_path / "state.db"
+        with SQLiteStore(path) as first:
+            first.finish_run(_finished(first.start_run(_run())))
+        conn = sqlite3.connect(path)
+        conn.execute("ALTER TABLE runs DROP COLUMN error_kind")
+        conn.execute("PRAGMA user_version = 2")
+        conn.commit()
+        conn.close()
+        with SQLiteStore(path) as second:
+            [old] = second.history("c1")
+            assert old.result == "succeeded"
+            assert old.error_kind is None
+            failed = attrs.evolve(
+                _run(), result="failed", error="HTTP 401: x", error_kind="AuthenticationError"
+            )
+            stored = second.finish_run(
+                attrs.evolve(failed, id=second.start_run(_run()).id, finished_at=T0)
+            )
+            assert second.get_run(stored.id or 0) == stored
+        conn = sqlite3.connect(path)
+        try:
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == _store.SCHEMA_VERSION
+        finally:
+            conn.close()
 
     def test_newer_schema_is_refused(self, tmp_path: Path) -> None:
         """A file written by a newer version is refused instead of being misread."""

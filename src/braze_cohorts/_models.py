@@ -144,6 +144,9 @@ class ImportRun:
         requests: HTTP requests sent, retries included.
         retries: Retries among them.
         error: What went wrong, if the run failed.
+        error_kind: The class name of the error that failed the run (``"AuthenticationError"``,
+            ``"ServerError"`` …; for failed batches, that of the first one's last error), so
+            code can tell failures apart without parsing ``error``.
         notification_error: Why the notification after the run could not be sent, if it failed.
     """
 
@@ -161,6 +164,7 @@ class ImportRun:
     retries: int = 0
     error: str | None = None
     notification_error: str | None = None
+    error_kind: str | None = None
     id: int | None = None
 
     @property

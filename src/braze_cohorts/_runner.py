@@ -637,7 +637,13 @@ _HTTP_401 = re.compile(r"\bHTTP 401\b")
 
 
 def _looks_like_auth(run: ImportRun) -> bool:
-    """Whether a failed run's recorded error is Braze's 401 (the import function returned it)."""
+    """Whether a failed run's recorded error is Braze's 401 (the import function returned it).
+
+    ``error_kind`` says so for runs recorded by this version; the error text is the fallback
+    for import functions that do not fill it in.
+    """
+    if run.error_kind is not None:
+        return run.error_kind == AuthenticationError.__name__
     return _HTTP_401.search(run.error or "") is not None
 
 

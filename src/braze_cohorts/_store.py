@@ -5,12 +5,12 @@ hold), the *pending* ids (sent in a request whose outcome is unknown, or about t
 import history and a lock that lets one import of a cohort run at a time across threads and
 processes.
 
-Layout (schema version 2, ``PRAGMA user_version``)::
+Layout (schema version 3, ``PRAGMA user_version``)::
 
     cohorts  (id INTEGER PK, cohort_id TEXT UNIQUE, name, named_at, members)
     snapshot (cid, bucket, key)      PK (cid, bucket, key)  WITHOUT ROWID
     pending  (cid, bucket, key, op)  PK (cid, bucket, key)  WITHOUT ROWID   op: 1 add, 0 remove
-    runs     (id INTEGER PK, every ImportRun field; rejected as JSON)
+    runs     (id INTEGER PK, every ImportRun field; rejected as JSON; error_kind since v3)
     locks    (cohort_id PK, owner, pid, host, acquired_at, run_id)
     schedules (cohort_id PK, name, spec JSON, source, recipients JSON, state, paused_reason,
                next_due, last_run_id, updated_at)        (version 2; see braze_cohorts._runner)
@@ -60,7 +60,7 @@ __all__ = ["Delta", "LockInfo", "SQLiteStore"]
 log = logging.getLogger(__name__)
 
 #: The schema version this module writes; older files are migrated on open.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: Stored bucket = CRC-32 of the key >> _BUCKET_SHIFT (1,024 buckets).
 _BUCKET_SHIFT = 22
@@ -146,6 +146,7 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX schedules_due ON schedules (state, next_due)",
     ),
+    ("ALTER TABLE runs ADD COLUMN error_kind TEXT",),
 )
 
 
@@ -400,8 +401,10 @@ class LockInfo:
 
 _RUN_COLUMNS = (
     "id, cohort_id, name, trigger, started_at, finished_at, result, users, added, removed, "
-    "rejected, requests, retries, error, notification_error"
+    "rejected, requests, retries, error, notification_error, error_kind"
 )
+#: Columns a run writes (all but ``id``).
+_RUN_FIELDS = _RUN_COLUMNS.count(",")
 
 
 def _run_from_row(row: Sequence[Any]) -> ImportRun:
@@ -423,6 +426,7 @@ def _run_from_row(row: Sequence[Any]) -> ImportRun:
         retries=row[12],
         error=row[13],
         notification_error=row[14],
+        error_kind=row[15],
     )
 
 
@@ -442,6 +446,7 @@ def _run_values(run: ImportRun) -> tuple[Any, ...]:
         run.retries,
         run.error,
         run.notification_error,
+        run.error_kind,
     )
 
 
@@ -659,14 +664,14 @@ class SQLiteStore:
                 )
                 conn.execute("DELETE FROM locks WHERE cohort_id = ?", (run.cohort_id,))
             conn.execute(
-                "UPDATE runs SET result = 'interrupted', finished_at = ?, error = ? "
-                "WHERE cohort_id = ? AND result = 'running'",
+                "UPDATE runs SET result = 'interrupted', finished_at = ?, error = ?, "
+                "error_kind = NULL WHERE cohort_id = ? AND result = 'running'",
                 (now, _INTERRUPTED, run.cohort_id),
             )
             run = attrs.evolve(run, result="running", finished_at=None)
             cur = conn.execute(
                 f"INSERT INTO runs ({_RUN_COLUMNS.partition(', ')[2]}) "  # noqa: S608
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"VALUES ({', '.join('?' * _RUN_FIELDS)})",
                 _run_values(run),
             )
             run_id = cur.lastrowid

@@ -601,20 +601,29 @@ class CohortSync:
         except _SourceError as exc:
             cause = exc.__cause__ if exc.__cause__ is not None else exc
             run = commit.count(run, result="failed")
-            run = attrs.evolve(run, error=f"reading the members failed: {_describe(cause)}")
+            run = attrs.evolve(
+                run,
+                error=f"reading the members failed: {_describe(cause)}",
+                error_kind=type(cause).__name__,
+            )
             to_raise = cause
         except InputError as exc:
             run = commit.count(run, result="failed")
-            run = attrs.evolve(run, error=_describe(exc))
+            run = attrs.evolve(run, error=_describe(exc), error_kind=type(exc).__name__)
             to_raise = exc
         except BrazeCohortsError as exc:
-            run = attrs.evolve(commit.count(run, result="failed"), error=_describe(exc))
+            run = attrs.evolve(
+                commit.count(run, result="failed"),
+                error=_describe(exc),
+                error_kind=type(exc).__name__,
+            )
             log.warning("import of cohort %s failed: %s", cohort_id, type(exc).__name__)
         except BaseException as exc:
             interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit))
             run = attrs.evolve(
                 commit.count(run, result="interrupted" if interrupted else "failed"),
                 error=f"interrupted: {type(exc).__name__}" if interrupted else _describe(exc),
+                error_kind=type(exc).__name__,
             )
             to_raise = exc
         run = self._finish(run, matching, commit, dry_run=dry_run)
@@ -682,6 +691,7 @@ class CohortSync:
                     run,
                     result="failed",
                     error=_failure_text(list(report.failed_batches), batches),
+                    error_kind=type(report.failed_batches[0].error).__name__,
                 )
             return attrs.evolve(run, result="succeeded")
 

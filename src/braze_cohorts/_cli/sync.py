@@ -206,6 +206,7 @@ def run_to_json(run: bc.ImportRun) -> dict[str, object]:
         "requests": run.requests,
         "retries": run.retries,
         "error": run.error,
+        "error_kind": run.error_kind,
         "notification_error": run.notification_error,
     }
 
