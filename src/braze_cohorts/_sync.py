@@ -209,6 +209,8 @@ class _Commit:
         self.user_progress = progress
         self.last = UploadProgress()
         self.failed: list[FailedBatch] = []
+        #: Requests spent naming the cohort (retries included), counted with the upload's.
+        self.naming_requests = 0
 
     def done(self, batch: Batch, _response: CohortResponse | None) -> None:
         self.store.apply_batch(self.cohort_id, _keys(batch.add), _keys(batch.remove))
@@ -225,14 +227,24 @@ class _Commit:
     def count(self, run: ImportRun, *, result: RunResult) -> ImportRun:
         """``run`` with ``result`` and what the upload did before it stopped."""
         last = self.last
+        naming = self.naming_requests
         return attrs.evolve(
             run,
             result=result,
             added=last.added,
             removed=last.removed,
-            requests=last.requests,
-            retries=last.retries,
+            requests=naming + last.requests,
+            retries=max(naming - 1, 0) + last.retries,
         )
+
+    def name(self, request: Callable[[], CohortResponse]) -> Callable[[], CohortResponse]:
+        """``request``, counting each attempt as a request of this run."""
+
+        def counted() -> CohortResponse:
+            self.naming_requests += 1
+            return request()
+
+        return counted
 
 
 def _check_records(what: str, records: object) -> None:
@@ -663,12 +675,16 @@ class CohortSync:
             if store.known_name(cohort_id) != run.name:
                 # Naming is retried and rate-limited like the batches: it is idempotent.
                 self._uploader.call(
-                    lambda: self._client.name_cohort(cohort_id, run.name, created_at=run.started_at)
+                    commit.name(
+                        lambda: self._client.name_cohort(
+                            cohort_id, run.name, created_at=run.started_at
+                        )
+                    )
                 )
                 store.record_name(cohort_id, run.name, named_at=self._now())
                 log.info("cohort %s named", cohort_id)
             if not delta:
-                return attrs.evolve(run, result="succeeded")
+                return commit.count(run, result="succeeded")
             store.mark_pending(cohort_id, delta)
             report = self._uploader.upload(
                 cohort_id,
@@ -678,12 +694,13 @@ class CohortSync:
                 on_batch_done=commit.done,
                 on_batch_failed=commit.failed_batch,
             )
+            naming = commit.naming_requests
             run = attrs.evolve(
                 run,
                 added=report.added,
                 removed=report.removed,
-                requests=report.requests,
-                retries=report.retries,
+                requests=naming + report.requests,
+                retries=max(naming - 1, 0) + report.retries,
             )
             if report.failed_batches:
                 batches = len(report.failed_batches) + commit.last.batches_done

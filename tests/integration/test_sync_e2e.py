@@ -99,7 +99,8 @@ class TestImports:
         assert len(log) == 1 + 3
         assert members_of(emulator, "c1") == set(wanted)
         assert emulator.cohort_name("c1") == "Power users"
-        assert (run.result, run.users, run.added, run.requests) == ("succeeded", 2_500, 2_500, 3)
+        # One request names the cohort, three add the members.
+        assert (run.result, run.users, run.added, run.requests) == ("succeeded", 2_500, 2_500, 4)
 
     def test_refresh_sends_only_the_delta(
         self, emulator: BrazeEmulator, client: CohortClient, store: SQLiteStore
@@ -237,16 +238,14 @@ class TestConvergence:
                 if runner is impatient:
                     emulator.set_latency(0.15)
                 logged_before = len(emulator.request_log)
-                naming = store.known_name(cohort) != name
                 run = runner.sync(cohort, name, [f"u{n}" for n in members])
                 if runner is impatient:
                     emulator.set_latency(0.0)
                     # Timed-out requests still land, late. Let them land before the next import
                     # (as a real caller would, by not overlapping imports), so that a late add
                     # cannot overtake a newer remove.
-                    # run.requests counts the member requests; naming was tried (and timed
-                    # out) once per allowed attempt.
-                    sent = run.requests + (QUICK_RETRY.attempts if naming else 0)
+                    # run.requests counts every request sent, naming attempts included.
+                    sent = run.requests
                     deadline = time.monotonic() + 10
                     while (
                         len(emulator.request_log) - logged_before < sent
