@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -289,13 +290,23 @@ class TestKilledImport:
         """A CLI import killed with SIGKILL at a random point loses nothing; the next converges."""
         rng = random.Random(seed)
         ids = braze_emulator.add_users(30_000, prefix="u")
-        braze_emulator.set_latency(0.01)
         desired = ids[:20_000]
         src = write_csv(tmp_path / "m.csv", desired)
         # Some requests land after being applied but are never answered: outcome unknown.
         braze_emulator.drop_next(1, when="after_apply")
+        # 20 member requests at 20 a second: the kill lands mid-import even on a loaded machine.
         proc = subprocess.Popen(
-            _cli("sync", str(src), "--cohort-id", COHORT, "--name", "N", "--no-progress"),
+            _cli(
+                "sync",
+                str(src),
+                "--cohort-id",
+                COHORT,
+                "--name",
+                "N",
+                "--no-progress",
+                "--requests-per-hour",
+                "72000",
+            ),
             env=os.environ.copy(),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -314,7 +325,6 @@ class TestKilledImport:
         partial = members(braze_emulator)
         assert partial != set(desired)
 
-        braze_emulator.set_latency(0.0)
         # Membership changes in between: some leave, some enter.
         changed = [u for u in desired if rng.random() > 0.1] + ids[
             20_000 : 20_000 + rng.randint(0, 3000)
@@ -366,3 +376,40 @@ class TestProgress:
         quiet(UploadProgress(batches_done=1, added=1000))
         quiet.close()
         assert pipe.getvalue() == ""
+
+
+class TestUploadOptions:
+    def test_requests_per_hour_and_concurrency_reach_the_uploader(
+        self,
+        braze_emulator: BrazeEmulator,
+        env: Path,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """--requests-per-hour and --concurrency configure the uploader the import runs with."""
+        import braze_cohorts as bc
+
+        made: list[bc.BatchUploader] = []
+
+        class Recording(bc.BatchUploader):
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, **kwargs)
+                made.append(self)
+
+        monkeypatch.setattr(bc, "BatchUploader", Recording)
+        ids = braze_emulator.add_users(2500, prefix="u")
+        src = write_csv(tmp_path / "m.csv", ids)
+        args = ["sync", str(src), "--cohort-id", COHORT, "--name", "N"]
+        assert main([*args, "--concurrency", "3", "--requests-per-hour", "54000"]) == 0
+        assert members(braze_emulator) == set(ids)
+        [uploader] = made
+        assert (uploader.concurrency, uploader.requests_per_hour) == (3, 54_000)
+
+    @pytest.mark.parametrize("flag", [["--concurrency", "0"], ["--requests-per-hour", "-1"]])
+    def test_bad_upload_options_exit_2(
+        self, env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: list[str]
+    ) -> None:
+        """A concurrency below 1 or a rate that is not positive is a configuration error."""
+        src = write_csv(tmp_path / "m.csv", ["u1"])
+        assert main(["sync", str(src), "--cohort-id", COHORT, "--name", "N", *flag]) == 2
+        assert "Traceback" not in capsys.readouterr().err

@@ -49,6 +49,16 @@ def register(subparsers: Any) -> None:
     sync.add_argument(
         "--no-progress", action="store_true", help="no progress bar even on a terminal"
     )
+    sync.add_argument(
+        "--requests-per-hour",
+        type=float,
+        default=250_000,
+        help="stay under this many requests an hour (default 250,000, Braze's limit); lower it "
+        "when several jobs share one Braze workspace",
+    )
+    sync.add_argument(
+        "--concurrency", type=int, default=16, help="requests in flight at most (default 16)"
+    )
     add_state_arg(sync)
     add_credential_args(sync)
     sync.set_defaults(handler=_run_sync)
@@ -131,7 +141,10 @@ def _run_sync(args: argparse.Namespace) -> int:
         ) as client:
             store = bc.SQLiteStore(store_path)
             try:
-                syncer = bc.CohortSync(client, store)
+                uploader = bc.BatchUploader(
+                    client, concurrency=args.concurrency, requests_per_hour=args.requests_per_hour
+                )
+                syncer = bc.CohortSync(client, store, uploader=uploader)
                 run = syncer.sync(
                     args.cohort_id,
                     args.name,
