@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "configure_logging",
     "fail",
     "state_path",
+    "table",
 ]
 
 ENV_ENDPOINT = "BRAZE_REST_ENDPOINT"
@@ -96,3 +98,12 @@ def fail(message: str, code: int = 2) -> int:
     """Print ``message`` to stderr as ``braze-cohorts: error: …`` and return ``code``."""
     print(f"braze-cohorts: error: {message}", file=sys.stderr)
     return code
+
+
+def table(rows: Sequence[Sequence[str]]) -> list[str]:
+    """Lay out ``rows`` (the header first) as left-aligned columns two spaces apart."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]

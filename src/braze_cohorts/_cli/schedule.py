@@ -23,6 +23,7 @@ from braze_cohorts._cli.common import (
     credentials,
     fail,
     state_path,
+    table,
 )
 
 __all__ = [
@@ -374,9 +375,7 @@ def _run_list(args: argparse.Namespace) -> int:
         )
         for e in entries
     ]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    print("\n".join(table(rows)))
     return 0
 
 

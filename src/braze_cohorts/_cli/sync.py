@@ -15,6 +15,7 @@ from braze_cohorts._cli.common import (
     credentials,
     fail,
     state_path,
+    table,
 )
 
 __all__ = ["register"]
@@ -240,10 +241,6 @@ def format_history(runs: list[bc.ImportRun]) -> str:
                 f"{run.rejected_total:,}",
             )
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    lines = [
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    ]
+    lines = table(rows)
     errors = [f"  run {r.id}: {r.error}" for r in runs if r.error]
     return "\n".join(lines + (["errors:", *errors] if errors else []))
