@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import doctest
 import email.utils
 import http.server
 import json
@@ -12,7 +11,6 @@ import math
 import socket
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
@@ -45,6 +43,7 @@ from braze_cohorts import (
     UserAlias,
     resolve_endpoint,
 )
+from doc_examples import run_doc_examples
 
 BASE = "https://rest.iad-03.braze.com"
 NAME_URL = f"{BASE}/partners/kubit/cohorts"
@@ -1203,10 +1202,4 @@ class TestAgainstEmulator:
 class TestDocs:
     def test_client_page_examples_run(self) -> None:
         """The examples in docs/client.md run as shown."""
-        text = (Path(__file__).parents[1] / "docs" / "client.md").read_text(encoding="utf-8")
-        section = text.split("<!-- client-examples: begin")[1]
-        test = doctest.DocTestParser().get_doctest(section, {}, "docs/client.md", None, 0)
-        assert len(test.examples) > 15
-        runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
-        runner.run(test)
-        assert runner.summarize(verbose=False).failed == 0
+        assert run_doc_examples("client.md", section="client-examples") > 15

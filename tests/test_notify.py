@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import doctest
 import email
 import email.policy
 import shutil
@@ -23,6 +22,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 import braze_cohorts as bc
 from braze_cohorts._notify import render_message, validate_recipients
+from doc_examples import run_doc_examples
 
 UTC = dt.timezone.utc
 
@@ -425,13 +425,7 @@ class TestSmtpNotifierLogin:
 class TestDocs:
     def test_notify_page_examples_run(self) -> None:
         """The examples in docs/notify.md run as shown."""
-        text = (Path(__file__).parents[1] / "docs" / "notify.md").read_text(encoding="utf-8")
-        section = text.split("<!-- notify: begin")[1].split("<!-- notify: end")[0]
-        test = doctest.DocTestParser().get_doctest(section, {}, "docs/notify.md", None, 0)
-        assert len(test.examples) >= 5
-        runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
-        runner.run(test)
-        assert runner.summarize(verbose=False).failed == 0
+        assert run_doc_examples("notify.md", section="notify") >= 5
 
     def test_sample_email_in_the_docs_matches_the_renderer(self) -> None:
         """The sample body on the docs page is what render_message writes for that run."""

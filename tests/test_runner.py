@@ -14,6 +14,7 @@ import pytest
 import braze_cohorts as bc
 from braze_cohorts import _store
 from braze_cohorts._runner import ScheduledImport, ScheduleRunner, ScheduleStore
+from doc_examples import run_doc_examples
 
 UTC = dt.timezone.utc
 T0 = dt.datetime(2026, 11, 28, 8, 0, tzinfo=UTC)
@@ -915,16 +916,7 @@ class TestEmailThroughRealSmtp:
 class TestDocs:
     def test_schedule_runner_examples_run(self) -> None:
         """The examples in the schedule-runner section of docs/schedules.md run as shown."""
-        import doctest
-        from pathlib import Path
-
-        text = (Path(__file__).parents[1] / "docs" / "schedules.md").read_text(encoding="utf-8")
-        section = text.split("<!-- schedule-runner: begin")[1].split("<!-- schedule-runner: end")[0]
-        test = doctest.DocTestParser().get_doctest(section, {}, "docs/schedules.md", None, 0)
-        assert len(test.examples) > 10
-        runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
-        runner.run(test)
-        assert runner.summarize(verbose=False).failed == 0
+        assert run_doc_examples("schedules.md", section="schedule-runner") > 10
 
 
 class TestProtocols:

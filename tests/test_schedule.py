@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
-import doctest
 import itertools
 import json
 import re
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -17,6 +15,7 @@ from hypothesis import strategies as st
 
 import braze_cohorts
 from braze_cohorts import Schedule, ScheduleError
+from doc_examples import run_doc_examples
 
 UTC = dt.timezone.utc
 ZONES = (
@@ -562,10 +561,4 @@ class TestToCron:
 class TestDocs:
     def test_schedule_model_examples_run(self) -> None:
         """The examples in the schedule-model section of docs/schedules.md run as shown."""
-        text = (Path(__file__).parents[1] / "docs" / "schedules.md").read_text(encoding="utf-8")
-        section = text.split("<!-- schedule-model: begin")[1].split("<!-- schedule-model: end")[0]
-        test = doctest.DocTestParser().get_doctest(section, {}, "docs/schedules.md", None, 0)
-        assert len(test.examples) > 10
-        runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
-        runner.run(test)
-        assert runner.summarize(verbose=False).failed == 0
+        assert run_doc_examples("schedules.md", section="schedule-model") > 10

@@ -5,7 +5,6 @@ from __future__ import annotations
 import collections
 import csv
 import datetime as dt
-import doctest
 import io
 import itertools
 import json
@@ -41,6 +40,7 @@ from braze_cohorts import (
     as_ref,
 )
 from braze_cohorts._sync import PLAN_HEADER, REJECTS_HEADER
+from doc_examples import run_doc_examples
 
 T0 = dt.datetime(2026, 3, 1, 8, 0, tzinfo=dt.timezone.utc)
 
@@ -563,14 +563,7 @@ class TestSyncDelta:
 class TestDocs:
     def test_examples_in_the_sync_page_run(self) -> None:
         """The examples in docs/sync.md run as shown."""
-        path = Path(__file__).resolve().parent.parent / "docs" / "sync.md"
-        parser = doctest.DocTestParser()
-        test = parser.get_doctest(path.read_text("utf-8"), {}, "docs/sync.md", str(path), 0)
-        assert len(test.examples) > 10
-        runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
-        output: list[str] = []
-        runner.run(test, out=output.append)
-        assert runner.failures == 0, "".join(output)
+        assert run_doc_examples("sync.md") > 10
 
 
 class TestMatchingFastPath:

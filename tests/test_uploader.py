@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import doctest
 import itertools
 import logging
 import threading
 import tracemalloc
 from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
 
 import attrs
 import pytest
@@ -36,6 +34,7 @@ from braze_cohorts.exceptions import (
     ServerError,
     TransportError,
 )
+from doc_examples import run_doc_examples
 
 # A rate so high that pacing never matters, for tests about something else.
 UNLIMITED = 1e12
@@ -1005,11 +1004,4 @@ class TestSingleCall:
 class TestDocs:
     def test_examples_in_the_uploader_page_run(self) -> None:
         """The examples in docs/uploader.md run as shown."""
-        path = Path(__file__).resolve().parent.parent / "docs" / "uploader.md"
-        parser = doctest.DocTestParser()
-        test = parser.get_doctest(path.read_text("utf-8"), {}, "docs/uploader.md", str(path), 0)
-        assert len(test.examples) > 5
-        runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
-        output: list[str] = []
-        runner.run(test, out=output.append)
-        assert runner.failures == 0, "".join(output)
+        assert run_doc_examples("uploader.md") > 5
