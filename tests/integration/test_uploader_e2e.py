@@ -27,6 +27,19 @@ QUICK_RETRY = RetryPolicy(attempts=4, initial_backoff=0.001, max_backoff=0.001, 
 NO_LIMIT = 1e9
 
 
+def timed_uploader(client: CohortClient, fake_time: Any, retry: RetryPolicy) -> BatchUploader:
+    """One request at a time, no rate limit, ``retry`` waits on ``fake_time`` (no real sleep)."""
+    return BatchUploader(
+        client,
+        concurrency=1,
+        requests_per_hour=NO_LIMIT,
+        retry=retry,
+        clock=fake_time,
+        sleep=fake_time.sleep,
+        wall_clock=fake_time,
+    )
+
+
 def make_client(emulator: BrazeEmulator, **options: Any) -> CohortClient:
     return CohortClient(
         emulator.url,
@@ -142,15 +155,7 @@ class TestRetries:
         ):
             emulator.add_user("u1")
             emulator.fail_next(2, 429, retry_after=3)
-            uploader = BatchUploader(
-                client,
-                concurrency=1,
-                requests_per_hour=NO_LIMIT,
-                retry=QUICK_RETRY,
-                clock=fake_time,
-                sleep=fake_time.sleep,
-                wall_clock=fake_time,
-            )
+            uploader = timed_uploader(client, fake_time, QUICK_RETRY)
             report = uploader.upload("c1", add=["u1"])
             assert emulator.members("c1") == {("external_id", "u1")}
         assert (report.ok, report.requests, report.retries) == (True, 3, 2)
@@ -163,15 +168,7 @@ class TestRetries:
             make_client(emulator, clock=fake_time) as client,
         ):
             emulator.fail_next(1, 429, retry_after=5, headers={"Retry-After": None})
-            uploader = BatchUploader(
-                client,
-                concurrency=1,
-                requests_per_hour=NO_LIMIT,
-                retry=QUICK_RETRY,
-                clock=fake_time,
-                sleep=fake_time.sleep,
-                wall_clock=fake_time,
-            )
+            uploader = timed_uploader(client, fake_time, QUICK_RETRY)
             report = uploader.upload("c1", add=["u1"])
         assert report.ok
         long_waits = [w for w in fake_time.sleeps if w >= 0.5]
@@ -186,14 +183,7 @@ class TestRetries:
             emulator.fail_next(1, 503)
             emulator.fail_next(1, 423)
             emulator.fail_next(1, 500)
-            uploader = BatchUploader(
-                client,
-                concurrency=1,
-                requests_per_hour=NO_LIMIT,
-                retry=policy,
-                clock=fake_time,
-                sleep=fake_time.sleep,
-            )
+            uploader = timed_uploader(client, fake_time, policy)
             report = uploader.upload("c1", add=["u1"])
             assert emulator.members("c1") == {("external_id", "u1")}
             statuses = [r.status for r in emulator.request_log]
@@ -207,14 +197,7 @@ class TestRetries:
         """A 400 fails its batch at once and the other batches still go."""
         emulator.add_users(1_500, prefix="u")
         emulator.fail_next(1, 400, body={"message": "cohort_changes has the wrong shape"})
-        uploader = BatchUploader(
-            client,
-            concurrency=1,
-            requests_per_hour=NO_LIMIT,
-            retry=QUICK_RETRY,
-            clock=fake_time,
-            sleep=fake_time.sleep,
-        )
+        uploader = timed_uploader(client, fake_time, QUICK_RETRY)
         report = uploader.upload("c1", add=[f"u{i}" for i in range(1_500)])
         assert (report.requests, report.retries) == (2, 0)
         [failed] = report.failed_batches
@@ -242,14 +225,7 @@ class TestRetries:
         """A change applied but never acknowledged is sent again and acknowledged."""
         emulator.add_user("u1")
         emulator.drop_next(1, when="after_apply")
-        uploader = BatchUploader(
-            client,
-            concurrency=1,
-            requests_per_hour=NO_LIMIT,
-            retry=QUICK_RETRY,
-            clock=fake_time,
-            sleep=fake_time.sleep,
-        )
+        uploader = timed_uploader(client, fake_time, QUICK_RETRY)
         report = uploader.upload("c1", add=["u1"])
         assert (report.ok, report.retries) == (True, 1)
         assert [r.fault for r in emulator.request_log] == ["drop_after_apply", None]
@@ -263,14 +239,7 @@ class TestRetries:
         emulator.add_user("u1")
         emulator.drop_next(2, when=when)  # type: ignore[arg-type]
         policy = RetryPolicy(attempts=2, initial_backoff=0.001, max_backoff=0.001, jitter="none")
-        uploader = BatchUploader(
-            client,
-            concurrency=1,
-            requests_per_hour=NO_LIMIT,
-            retry=policy,
-            clock=fake_time,
-            sleep=fake_time.sleep,
-        )
+        uploader = timed_uploader(client, fake_time, policy)
         report = uploader.upload("c1", add=["u1"])
         [failed] = report.failed_batches
         assert isinstance(failed.error, TransportError)
