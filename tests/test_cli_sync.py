@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 from braze_cohorts.cli import main
@@ -413,3 +414,34 @@ class TestUploadOptions:
         src = write_csv(tmp_path / "m.csv", ["u1"])
         assert main(["sync", str(src), "--cohort-id", COHORT, "--name", "N", *flag]) == 2
         assert "Traceback" not in capsys.readouterr().err
+
+
+class TestConcurrentImport:
+    def test_second_import_of_a_cohort_is_refused_with_exit_1(
+        self,
+        braze_emulator: BrazeEmulator,
+        env: Path,
+        tmp_path: Path,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        """While another import holds the cohort's lock, sync exits 1 and names the holder."""
+        import datetime as dt
+
+        import braze_cohorts as bc
+
+        src = write_csv(tmp_path / "m.csv", braze_emulator.add_users(3, prefix="u"))
+        with bc.SQLiteStore(env) as store:
+            running = store.start_run(
+                bc.ImportRun(
+                    cohort_id=COHORT,
+                    name="N",
+                    trigger="manual",
+                    started_at=dt.datetime.now(dt.timezone.utc),
+                )
+            )
+            assert main(["sync", str(src), "--cohort-id", COHORT, "--name", "N"]) == 1
+            err = capsys.readouterr().err
+            assert str(os.getpid()) in err
+            assert braze_emulator.request_log == []
+            store.finish_run(attrs.evolve(running, result="failed", error="test"))
+        assert main(["sync", str(src), "--cohort-id", COHORT, "--name", "N"]) == 0
