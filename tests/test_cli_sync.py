@@ -189,7 +189,8 @@ class TestSyncCommand:
             f"external_id,plan\n{ids[0]},pro\ntoo,many,fields\n{ids[1]},pro\n,\n{ids[2]},pro\n",
             encoding="utf-8",
         )
-        assert main(["sync", str(src), "--cohort-id", COHORT, "--name", "N"]) == 0
+        argv = ["sync", str(src), "--cohort-id", COHORT, "--name", "N", "--max-rejected", "0.5"]
+        assert main(argv) == 0
         assert members(braze_emulator) == set(ids[:3])
         out = capsys.readouterr().out
         assert "2 rejected" in out
@@ -209,7 +210,8 @@ class TestSyncCommand:
             '{"device_id": "anon-1"}\n',
             encoding="utf-8",
         )
-        assert main(["sync", str(src), "--cohort-id", COHORT, "--name", "N"]) == 0
+        argv = ["sync", str(src), "--cohort-id", COHORT, "--name", "N", "--max-rejected", "0.3"]
+        assert main(argv) == 0
         assert braze_emulator.members(COHORT) == {
             ("external_id", "u1"),
             ("alias", "a@x.io", "email"),
@@ -254,8 +256,10 @@ class TestHistoryCommand:
         capsys.readouterr()
         assert main(["history", COHORT]) == 0
         table = capsys.readouterr().out.splitlines()
-        assert table[0].split()[:3] == ["started", "(UTC)", "trigger"]
-        assert len(table) == 3
+        assert table[0].split()[:4] == ["started", "(UTC)", "trigger", "kind"]
+        assert len(table) == 4
+        assert table[2].split()[3:5] == ["full", "(first_import)"]
+        assert table[3].startswith("* members acknowledged by Braze")
         assert main(["history", COHORT, "--json"]) == 0
         runs = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
         assert [(r["added"], r["removed"], r["users"]) for r in runs] == [(5, 5, 10), (10, 0, 10)]

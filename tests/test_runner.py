@@ -1,4 +1,4 @@
-"""The schedule runner: due and missed runs, claims, manual triggers, pausing, notifications."""
+"""The scheduler: due and missed runs, claims, manual triggers, pausing, notifications."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import attrs
 import pytest
 
 import braze_cohorts as bc
-from braze_cohorts import _store
-from braze_cohorts._runner import ScheduledImport, ScheduleRunner, ScheduleStore
+from braze_cohorts import ScheduledImport, Scheduler
+from braze_cohorts.typing import ScheduleStore
 from doc_examples import run_doc_examples
 
 UTC = dt.timezone.utc
@@ -115,6 +115,30 @@ class FakeImport:
         )
 
 
+class FnImporter:
+    """A plain import function as the scheduler's sync engine."""
+
+    def __init__(self, fn: Any) -> None:
+        self.fn = fn
+
+    def sync(
+        self,
+        cohort_id: str,
+        name: str,
+        members: Iterable[object],
+        *,
+        trigger: Any = "manual",
+        notify: bool = True,
+    ) -> bc.ImportRun:
+        return self.fn(cohort_id, name, members, trigger)  # type: ignore[no-any-return]
+
+
+def ScheduleRunner(
+    store: Any, run_import: Any = None, **options: Any
+) -> Scheduler:
+    return Scheduler(store, None if run_import is None else FnImporter(run_import), **options)
+
+
 class Clock:
     """A settable clock."""
 
@@ -149,7 +173,7 @@ class Rig:
     store: FakeStore
     run_import: FakeImport
     notifier: RecordingNotifier
-    runner: ScheduleRunner
+    runner: Scheduler
 
 
 @pytest.fixture
@@ -317,7 +341,7 @@ class TestRunDue:
         rig.clock.advance(hours=1)
         runs = rig.runner.run_due()
         assert [(r.cohort_id, r.result) for r in runs] == [("a", "failed"), ("b", "succeeded")]
-        assert runs[0].error == "KeyError: 'user_id'"
+        assert (runs[0].error, runs[0].error_kind) == ("unexpected error: KeyError", "KeyError")
 
     def test_runner_without_import_function_only_manages(self) -> None:
         """A runner made without run_import keeps schedules but refuses to run them."""
@@ -474,8 +498,19 @@ class TestPauseResume:
         rig.clock.advance(hours=5)
         assert rig.runner.run_due() == []
 
-    def test_returned_401_run_also_pauses(self, rig: Rig) -> None:
-        """An import that records the 401 and returns a failed run pauses the schedule too."""
+    @pytest.mark.parametrize(
+        ("cause", "advice"),
+        [
+            ("data_import_key", "data import key"),
+            ("partner_api_key", "partner API key"),
+            ("partner_not_enabled", "not enabled for this workspace"),
+            (None, "refused the credentials"),
+        ],
+    )
+    def test_returned_401_run_pauses_with_advice_for_its_cause(
+        self, rig: Rig, cause: str | None, advice: str
+    ) -> None:
+        """A recorded run failed by a 401 pauses the schedule; the reason names what to fix."""
 
         def import_401(cohort_id: str, name: str, members: Iterable[object], trigger: Any) -> Any:
             list(members)
@@ -485,7 +520,9 @@ class TestPauseResume:
                 trigger=trigger,
                 started_at=T0,
                 result="failed",
-                error="HTTP 401 from POST /partners/p/cohorts: Invalid client_secret",
+                error="HTTP 401 from POST /partners/p/cohorts: whatever Braze said",
+                error_kind="AuthenticationError",
+                error_cause=cause,
                 id=9,
             )
 
@@ -493,24 +530,25 @@ class TestPauseResume:
         runner.set_schedule("c1", "One", "hourly 30", source=_members)
         rig.clock.advance(hours=1)
         runner.run_due()
-        assert runner.get_schedule("c1").state == "paused"
+        entry = runner.get_schedule("c1")
+        assert entry.state == "paused"
+        assert advice in (entry.paused_reason or "")
 
-    def test_reason_of_a_recorded_401_names_the_key(self, rig: Rig) -> None:
-        """A recorded 'Invalid client secret' 401 is explained as the data import key."""
+    def test_401_text_without_error_kind_does_not_pause(self, rig: Rig) -> None:
+        """Pausing decides on error_kind, never on the text of a message."""
 
-        def import_401(cohort_id: str, name: str, members: Iterable[object], trigger: Any) -> Any:
+        def import_failed(
+            cohort_id: str, name: str, members: Iterable[object], trigger: Any
+        ) -> Any:
             return bc.ImportRun(
                 cohort_id=cohort_id, name=name, trigger=trigger, started_at=T0, result="failed",
-                error="2 of 2 request(s) failed; first error: HTTP 401 from POST /x: "
-                "Invalid client_secret",
+                error="HTTP 401 from POST /x: Invalid client_secret", error_kind="ServerError",
             )  # fmt: skip
 
-        runner = ScheduleRunner(rig.store, import_401, notifier=rig.notifier, clock=rig.clock)
+        runner = ScheduleRunner(rig.store, import_failed, notifier=rig.notifier, clock=rig.clock)
         runner.set_schedule("c1", "One", "hourly 30", source=_members)
         runner.trigger("c1")
-        reason = runner.get_schedule("c1").paused_reason or ""
-        assert "data import key" in reason
-        assert reason.endswith("(HTTP 401 from POST /x: Invalid client_secret)")
+        assert runner.get_schedule("c1").state == "active"
 
     def test_done_schedule_is_not_revived_by_a_401(self, rig: Rig) -> None:
         """A manual trigger of a done one-time schedule that gets a 401 leaves it done."""
@@ -596,7 +634,7 @@ class TestNotifications:
         """Even a notifier bug (any exception) never fails the import."""
         rig.runner.set_schedule("c1", "One", "hourly 30", source=_members)
         rig.notifier.fail_with = RuntimeError("oops")
-        assert rig.runner.trigger("c1").notification_error == "oops"
+        assert rig.runner.trigger("c1").notification_error == "RuntimeError: oops"
 
     def test_plain_notifier_gets_notify_run(self, rig: Rig) -> None:
         """A notifier with only notify(run) is called with the run."""
@@ -639,27 +677,6 @@ class TestSQLiteSchedules:
         with bc.SQLiteStore(db_path) as other:
             assert ScheduleRunner(other).get_schedule("c1") == entry
             assert ScheduleRunner(other).schedules() == [entry]
-
-    def test_version_1_file_gains_the_schedules_table(self, db_path: str) -> None:
-        """A state file from before schedules is migrated on open and keeps its history."""
-        import sqlite3
-
-        with bc.SQLiteStore(db_path):
-            pass
-        conn = sqlite3.connect(db_path)
-        conn.execute("DROP TABLE schedules")
-        conn.execute("ALTER TABLE runs DROP COLUMN error_kind")  # added by version 3
-        conn.execute("PRAGMA user_version = 1")
-        conn.commit()
-        conn.close()
-        with bc.SQLiteStore(db_path) as store:
-            assert ScheduleRunner(store).schedules() == []
-            ScheduleRunner(store, clock=Clock()).set_schedule("c1", "One", "hourly 0")
-        conn = sqlite3.connect(db_path)
-        try:
-            assert conn.execute("PRAGMA user_version").fetchone()[0] == _store.SCHEMA_VERSION
-        finally:
-            conn.close()
 
     def test_conflict_replace_and_done(self, db_path: str) -> None:
         """SQLite enforces one live schedule per cohort; done ones may be replaced."""
@@ -795,18 +812,19 @@ class TestCohortSyncSchedules:
         notifier = CountingNotifier()
         with bc.SQLiteStore(db_path) as store:
             sync = bc.CohortSync(braze_client, store, notifier=notifier)
-            sync.set_schedule(
+            scheduler = bc.Scheduler(store, sync, notifier=notifier)
+            scheduler.set_schedule(
                 "c1", "One", "daily 09:00 UTC", source=lambda: list(members),
                 recipients=["o@example.com"], now=T0,
             )  # fmt: skip
-            assert sync.run_due(now=T0) == []
-            (run,) = sync.run_due(now=T0 + dt.timedelta(hours=1))
+            assert scheduler.run_due(now=T0) == []
+            (run,) = scheduler.run_due(now=T0 + dt.timedelta(hours=1))
             assert (run.trigger, run.result, run.added) == ("scheduled", "succeeded", 2)
             members.append("u2")
-            manual = sync.trigger("c1")
+            manual = scheduler.trigger("c1")
             assert (manual.trigger, manual.added) == ("manual", 1)
             assert [r.trigger for r in sync.history("c1")] == ["manual", "scheduled"]
-            assert sync.scheduler.get_schedule("c1").last_run_id == manual.id
+            assert scheduler.get_schedule("c1").last_run_id == manual.id
         assert {m[1] for m in braze_emulator.members("c1")} == {"u0", "u1", "u2"}
         assert notifier.plain == []  # no second, untargeted notification
         assert [(r.trigger, to) for r, to, _ in notifier.targeted] == [
@@ -822,19 +840,20 @@ class TestCohortSyncSchedules:
         notifier = CountingNotifier()
         with bc.SQLiteStore(db_path) as store:
             sync = bc.CohortSync(braze_client, store, notifier=notifier)
+            scheduler = bc.Scheduler(store, sync, notifier=notifier)
             members = ["u0"]
-            sync.set_schedule("c1", "One", "hourly 30", source=lambda: list(members), now=T0)
-            assert sync.run_due(now=T0 + dt.timedelta(hours=1))[0].result == "succeeded"
+            scheduler.set_schedule("c1", "One", "hourly 30", source=lambda: list(members), now=T0)
+            assert scheduler.run_due(now=T0 + dt.timedelta(hours=1))[0].result == "succeeded"
             braze_emulator.revoke_data_import_key(braze_emulator.data_import_key)
             members.append("u1")  # a change must be sent, so Braze sees the revoked key
-            (failed,) = sync.run_due(now=T0 + dt.timedelta(hours=2))
+            (failed,) = scheduler.run_due(now=T0 + dt.timedelta(hours=2))
             assert failed.result == "failed"
-            entry = sync.scheduler.get_schedule("c1")
+            entry = scheduler.get_schedule("c1")
             assert entry.state == "paused"
             assert (entry.paused_reason or "").startswith("authentication failed")
             assert notifier.targeted[-1][2] == entry.paused_reason
-            assert sync.run_due(now=T0 + dt.timedelta(hours=5)) == []
-            resumed = sync.scheduler.resume("c1", now=T0 + dt.timedelta(hours=5))
+            assert scheduler.run_due(now=T0 + dt.timedelta(hours=5)) == []
+            resumed = scheduler.resume("c1", now=T0 + dt.timedelta(hours=5))
             assert resumed.next_due == T0 + dt.timedelta(hours=5, minutes=30)
 
     def test_failing_file_source_is_recorded_in_history(
@@ -846,22 +865,27 @@ class TestCohortSyncSchedules:
         notifier = CountingNotifier()
         with bc.SQLiteStore(db_path) as store:
             sync = bc.CohortSync(braze_client, store, notifier=notifier)
-            sync.set_schedule("c1", "One", "hourly 30", source=path, now=T0)
+            scheduler = bc.Scheduler(store, sync, notifier=notifier)
+            scheduler.set_schedule("c1", "One", "hourly 30", source=path, now=T0)
             path.unlink()
-            (run,) = sync.run_due(now=T0 + dt.timedelta(hours=1))
+            (run,) = scheduler.run_due(now=T0 + dt.timedelta(hours=1))
             assert run.result == "failed"
             assert run.id is not None
             assert "m.csv" in (run.error or "")
             assert sync.history("c1")[0].id == run.id
-            assert sync.scheduler.get_schedule("c1").last_run_id == run.id
-            assert sync.scheduler.get_schedule("c1").state == "active"
+            assert scheduler.get_schedule("c1").last_run_id == run.id
+            assert scheduler.get_schedule("c1").state == "active"
         assert notifier.targeted[0][0].id == run.id
 
-    def test_store_without_schedules_is_refused(self, braze_client: bc.CohortClient) -> None:
-        """A state store that keeps no schedules gives a clear ConfigurationError."""
-        sync = bc.CohortSync(braze_client, object())  # type: ignore[arg-type]
-        with pytest.raises(bc.ConfigurationError, match="keeps no schedules"):
-            sync.run_due()
+    def test_sync_engine_knows_nothing_of_schedules(self) -> None:
+        """CohortSync has no schedule methods: the scheduler is composed over it."""
+        for name in ("set_schedule", "run_due", "trigger", "register_source", "scheduler"):
+            assert not hasattr(bc.CohortSync, name)
+
+    def test_something_without_a_sync_method_is_refused(self) -> None:
+        """A scheduler needs a sync engine with a sync method, or none at all."""
+        with pytest.raises(bc.ConfigurationError, match="sync method"):
+            bc.Scheduler(FakeStore(), object())  # type: ignore[arg-type]
 
 
 class TestEmailThroughRealSmtp:
@@ -892,12 +916,15 @@ class TestEmailThroughRealSmtp:
             braze_emulator.add_users(3, prefix="u")
             notifier = bc.SmtpNotifier("127.0.0.1", port, sender="bot@example.com")
             with bc.SQLiteStore(db_path) as store:
-                sync = bc.CohortSync(braze_client, store, notifier=notifier)
-                sync.set_schedule(
+                sync = bc.CohortSync(
+                    braze_client, store, notifier=notifier, max_reject_fraction=0.5
+                )
+                scheduler = bc.Scheduler(store, sync, notifier=notifier)
+                scheduler.set_schedule(
                     "c1", "Power users", "hourly 30", source=lambda: ["u0", "u1", "u2", "  "],
                     recipients=["a@example.com", "b@example.com"], now=T0,
                 )  # fmt: skip
-                (run,) = sync.run_due(now=T0 + dt.timedelta(hours=1))
+                (run,) = scheduler.run_due(now=T0 + dt.timedelta(hours=1))
         finally:
             controller.stop()
         assert run.notification_error is None

@@ -18,8 +18,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from braze_cohorts import ImportInProgressError, ImportRun, InputError, StoreError, _store
-from braze_cohorts._store import Delta, SQLiteStore
+from braze_cohorts import ImportInProgressError, ImportRun, InputError, StoreError, _delta, _store
+from braze_cohorts._delta import Delta
+from braze_cohorts._store import SQLiteStore
 from doc_examples import run_doc_examples
 
 T0 = dt.datetime(2026, 1, 5, 9, 30, tzinfo=dt.timezone.utc)
@@ -94,27 +95,51 @@ class TestSchema:
             assert second.member_count("c1") == 2
             assert [r.result for r in second.history("c1")] == ["succeeded"]
 
-    def test_version_2_file_gains_error_kind_and_keeps_its_runs(self, tmp_path: Path) -> None:
-        """A file from before error_kind is migrated on open; old runs read back with None."""
+    @pytest.mark.parametrize("version", [1, 2, 3])
+    def test_older_file_is_migrated_and_keeps_its_runs_and_members(
+        self, tmp_path: Path, version: int
+    ) -> None:
+        """A file of an older schema is migrated on open; old rows read back with defaults."""
         path = tmp_path / "state.db"
-        with SQLiteStore(path) as first:
-            first.finish_run(_finished(first.start_run(_run())))
         conn = sqlite3.connect(path)
-        conn.execute("ALTER TABLE runs DROP COLUMN error_kind")
-        conn.execute("PRAGMA user_version = 2")
+        for statements in _store._MIGRATIONS[:version]:
+            for statement in statements:
+                conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {version}")
+        conn.execute("INSERT INTO cohorts (cohort_id, name, members) VALUES ('c1', 'Old', 1)")
+        conn.execute("INSERT INTO snapshot (cid, bucket, key) VALUES (1, 0, 'e:old')")
+        conn.execute(
+            "INSERT INTO runs (cohort_id, name, trigger, started_at, finished_at, result) "
+            "VALUES ('c1', 'Old', 'manual', ?, ?, 'succeeded')",
+            (T0.isoformat(), T0.isoformat()),
+        )
         conn.commit()
         conn.close()
-        with SQLiteStore(path) as second:
-            [old] = second.history("c1")
-            assert old.result == "succeeded"
-            assert old.error_kind is None
+        with SQLiteStore(path) as store:
+            [old] = store.history("c1")
+            assert (old.result, old.error_kind, old.full_resync, old.warnings) == (
+                "succeeded",
+                None,
+                False,
+                (),
+            )
+            assert list(store.snapshot_keys("c1")) == ["e:old"]
+            assert store.member_count("c1") == 1
+            assert (store.workspace("c1"), store.last_full_resync("c1")) == (None, None)
             failed = attrs.evolve(
-                _run(), result="failed", error="HTTP 401: x", error_kind="AuthenticationError"
+                _run(),
+                result="failed",
+                error="HTTP 401: x",
+                error_kind="AuthenticationError",
+                error_cause="data_import_key",
+                full_resync=True,
+                full_resync_reason="requested",
+                warnings=("w1",),
             )
-            stored = second.finish_run(
-                attrs.evolve(failed, id=second.start_run(_run()).id, finished_at=T0)
+            stored = store.finish_run(
+                attrs.evolve(failed, id=store.start_run(_run()).id, finished_at=T0)
             )
-            assert second.get_run(stored.id or 0) == stored
+            assert store.get_run(stored.id or 0) == stored
         conn = sqlite3.connect(path)
         try:
             assert conn.execute("PRAGMA user_version").fetchone()[0] == _store.SCHEMA_VERSION
@@ -371,30 +396,38 @@ _KEYS = st.frozensets(_KEY)
 class TestDiff:
     @pytest.mark.parametrize("memory_keys", [200_000, 7])
     @settings(max_examples=60, deadline=None)
-    @given(held=_KEYS, unsure=_KEYS, want=st.lists(_KEY))
+    @given(held=_KEYS, recent=_KEYS, unsure=_KEYS, want=st.lists(_KEY), full=st.booleans())
     def test_delta_is_exact(
         self,
         tmp_path_factory: pytest.TempPathFactory,
         memory_keys: int,
         held: frozenset[str],
+        recent: frozenset[str],
         unsure: frozenset[str],
         want: list[str],
+        full: bool,
     ) -> None:
-        """Adds: wanted and (not held or unsure); removes: not wanted and (held or unsure)."""
+        """Adds: wanted and (not held, unsure or a recent entrant; all wanted in a full resync);
+        removes: not wanted and (held or unsure)."""
         mp = pytest.MonkeyPatch()
-        mp.setattr(_store, "_MEMORY_KEYS", memory_keys)
+        mp.setattr(_delta, "MEMORY_KEYS", memory_keys)
         try:
             with SQLiteStore(tmp_path_factory.mktemp("d") / "s.db") as store:
-                store.apply_batch("c1", added=held)
+                store.apply_batch("c1", added=held - recent)
+                store.apply_batch("c1", added=held & recent, entered_at=T0)
                 _mark(store, "c1", adds=unsure)
-                with store.diff("c1", iter(want)) as delta:
+                since = T0 - dt.timedelta(hours=1)
+                with store.diff("c1", iter(want), full=full, resend_since=since) as delta:
                     adds = list(delta.iter_adds())
                     removes = list(delta.iter_removes())
                     assert (delta.adds, delta.removes) == (len(adds), len(removes))
         finally:
             mp.undo()
         w = set(want)
-        assert sorted(adds) == sorted((w - held) | (unsure & w))
+        if full:
+            assert sorted(adds) == sorted(w)
+        else:
+            assert sorted(adds) == sorted((w - held) | (unsure & w) | (w & held & recent))
         assert sorted(removes) == sorted((held - w) | (unsure - w))
 
     def test_diff_writes_nothing(self, store: SQLiteStore) -> None:
@@ -415,7 +448,7 @@ class TestDiff:
         self, store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """A delta bigger than the memory budget lives in temporary files that close() deletes."""
-        monkeypatch.setattr(_store, "_MEMORY_KEYS", 100)
+        monkeypatch.setattr(_delta, "MEMORY_KEYS", 100)
         store.apply_batch("c1", added=[f"e:old{n}" for n in range(300)])
         desired = (f"e:new{n}" for n in range(1_000))
         delta = store.diff("c1", desired)

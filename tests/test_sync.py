@@ -216,10 +216,12 @@ class TestRefresh:
         assert store.known_name("c1") == "New"
         assert braze.names["c1"] == "New"
 
-    def test_emptying_a_cohort_removes_everyone(self, sync: CohortSync, braze: FakeBraze) -> None:
-        """An empty membership removes every member Braze holds."""
+    def test_emptying_a_cohort_removes_everyone_when_allowed(
+        self, sync: CohortSync, braze: FakeBraze
+    ) -> None:
+        """An empty membership removes every member Braze holds, when mass removal is allowed."""
         sync.sync("c1", "C", ["u1", "u2"])
-        run = sync.sync("c1", "C", [])
+        run = sync.sync("c1", "C", [], allow_mass_removal=True)
         assert braze.members["c1"] == set()
         assert (run.removed, run.users) == (2, 0)
 
@@ -341,9 +343,9 @@ class TestConvergence:
             }
             for members, fault_names in steps:
                 braze.faults = [faults[f] for f in fault_names]  # type: ignore[misc]
-                sync.sync("c1", "C", [f"u{n}" for n in members])
+                sync.sync("c1", "C", [f"u{n}" for n in members], allow_mass_removal=True)
             braze.faults = []
-            run = sync.sync("c1", "C", [f"u{n}" for n in final])
+            run = sync.sync("c1", "C", [f"u{n}" for n in final], allow_mass_removal=True)
             assert run.result == "succeeded"
             assert braze.members["c1"] == _keys(f"u{n}" for n in final)
             assert sorted(store.snapshot_keys("c1")) == sorted(_keys(f"u{n}" for n in final))
@@ -409,29 +411,48 @@ class TestDryRun:
 
 
 class TestBadInput:
-    def test_rejections_never_stop_valid_members(self, sync: CohortSync, braze: FakeBraze) -> None:
+    def test_rejections_never_stop_valid_members(
+        self, braze: FakeBraze, store: SQLiteStore
+    ) -> None:
         """Invalid records are counted by reason while every valid member is imported."""
+        sync = _sync(braze, store, max_reject_fraction=None)
         run = sync.sync("c1", "C", ["u1", "", {"alias_name": "x"}, "u2", 3.5])
         assert braze.members["c1"] == _keys(["u1", "u2"])
         assert run.result == "succeeded"
         assert run.rejected_total == 3
         assert run.rejected["incomplete_alias"] == 1
 
-    def test_a_failing_source_is_recorded_and_raised(
+    def test_a_failing_source_is_recorded_and_returned(
         self, sync: CohortSync, braze: FakeBraze
     ) -> None:
-        """An exception from the members iterable fails the run, is raised, and nothing is sent."""
+        """An exception from the members iterable fails the run, which is returned; nothing sent."""
 
         def members() -> Iterator[str]:
             yield "u1"
             raise InputError("cannot read members.csv: no such file")
 
-        with pytest.raises(InputError, match=r"members\.csv"):
-            sync.sync("c1", "C", members())
+        run = sync.sync("c1", "C", members())
         assert braze.calls == []
-        (run,) = sync.history("c1")
-        assert run.result == "failed"
+        assert sync.history("c1") == [run]
+        assert (run.result, run.error_kind) == ("failed", "InputError")
         assert run.error == "reading the members failed: cannot read members.csv: no such file"
+        with pytest.raises(bc.ImportFailedError, match=r"members\.csv") as caught:
+            run.raise_for_result()
+        assert caught.value.run == run
+
+    def test_a_foreign_exception_is_recorded_without_its_text(
+        self, sync: CohortSync, braze: FakeBraze
+    ) -> None:
+        """A bug in the caller's iterable fails the run by class name; its text stays out."""
+
+        def members() -> Iterator[str]:
+            yield "u1"
+            raise KeyError("secret-looking text")
+
+        run = sync.sync("c1", "C", members())
+        assert (run.result, run.error_kind) == ("failed", "KeyError")
+        assert "secret-looking" not in (run.error or "")
+        assert braze.calls == []
 
     def test_interrupt_is_recorded_and_raised(self, sync: CohortSync) -> None:
         """Ctrl-C while reading members marks the run interrupted and propagates."""
@@ -548,10 +569,11 @@ class TestSyncDelta:
 
     def test_overlapping_delta_is_refused(self, sync: CohortSync, braze: FakeBraze) -> None:
         """A user both entering and leaving is an input error; nothing is sent."""
-        with pytest.raises(InputError, match="both in entered and in left"):
-            sync.sync_delta("c1", "C", entered=["u1"], left=["u1"])
+        run = sync.sync_delta("c1", "C", entered=["u1"], left=["u1"])
         assert braze.updates() == []
-        assert sync.history("c1")[0].result == "failed"
+        assert (run.result, run.error_kind) == ("failed", "InputError")
+        assert "both in entered and in left" in (run.error or "")
+        assert sync.history("c1") == [run]
 
     def test_dry_run_of_a_delta(self, sync: CohortSync, braze: FakeBraze) -> None:
         """A dry delta reports what would travel and sends nothing."""

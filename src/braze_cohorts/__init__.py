@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 
 from braze_cohorts._client import DEFAULT_TIMEOUT, CohortClient, Timeout, resolve_endpoint
+from braze_cohorts._delta import Delta
 from braze_cohorts._identifiers import (
     DeviceId,
     ExternalId,
@@ -26,6 +27,7 @@ from braze_cohorts._models import (
     Batch,
     CohortResponse,
     FailedBatch,
+    FullResyncReason,
     ImportRun,
     RateLimitInfo,
     RunResult,
@@ -33,11 +35,17 @@ from braze_cohorts._models import (
     UploadReport,
 )
 from braze_cohorts._notify import SmtpNotifier
-from braze_cohorts._runner import ScheduledImport, ScheduleRunner, ScheduleState
-from braze_cohorts._schedule import Schedule, ScheduleKind
+from braze_cohorts._schedule import Schedule, ScheduledImport, ScheduleKind, ScheduleState
+from braze_cohorts._scheduler import Scheduler
 from braze_cohorts._sources import read_records
-from braze_cohorts._store import Delta, LockInfo, SQLiteStore
-from braze_cohorts._sync import CohortSync
+from braze_cohorts._store import LockInfo, SQLiteStore
+from braze_cohorts._sync import (
+    DEFAULT_MAX_REJECT_FRACTION,
+    DEFAULT_MAX_REMOVE_FRACTION,
+    DEFAULT_RESEND_WINDOW,
+    DEFAULT_RESYNC_EVERY,
+    CohortSync,
+)
 from braze_cohorts._uploader import DEFAULT_RETRY, BatchUploader, RetryPolicy, UploadProgress
 from braze_cohorts._version import __version__
 from braze_cohorts.exceptions import (
@@ -46,10 +54,13 @@ from braze_cohorts.exceptions import (
     BatchTooLargeError,
     BrazeCohortsError,
     ConfigurationError,
+    ImportFailedError,
     ImportInProgressError,
+    ImportRefusedError,
     InputError,
     InvalidIdentifierError,
     InvalidRequestError,
+    MassRemovalError,
     NotificationError,
     RateLimitedError,
     ResourceLockedError,
@@ -58,10 +69,12 @@ from braze_cohorts.exceptions import (
     ScheduleNotFoundError,
     ServerError,
     StoreError,
+    TooManyRejectedError,
     TransportError,
     UnexpectedResponseError,
+    WorkspaceChangedError,
 )
-from braze_cohorts.typing import Notifier, StateStore
+from braze_cohorts.typing import Importer, Notifier, ScheduleStore, StateStore
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
@@ -76,20 +89,29 @@ __all__ = [
     "CohortResponse",
     "CohortSync",
     "ConfigurationError",
+    "DEFAULT_MAX_REJECT_FRACTION",
+    "DEFAULT_MAX_REMOVE_FRACTION",
+    "DEFAULT_RESEND_WINDOW",
+    "DEFAULT_RESYNC_EVERY",
     "DEFAULT_RETRY",
     "DEFAULT_TIMEOUT",
     "Delta",
     "DeviceId",
     "ExternalId",
     "FailedBatch",
+    "FullResyncReason",
     "IdentifierMatcher",
+    "ImportFailedError",
     "ImportInProgressError",
+    "ImportRefusedError",
     "ImportRun",
+    "Importer",
     "InputError",
     "InvalidIdentifierError",
     "InvalidRequestError",
     "LockInfo",
     "MalformedRecord",
+    "MassRemovalError",
     "MatchResult",
     "NotificationError",
     "Notifier",
@@ -106,14 +128,16 @@ __all__ = [
     "ScheduleError",
     "ScheduleKind",
     "ScheduleNotFoundError",
-    "ScheduleRunner",
     "ScheduleState",
+    "ScheduleStore",
     "ScheduledImport",
+    "Scheduler",
     "ServerError",
     "SmtpNotifier",
     "StateStore",
     "StoreError",
     "Timeout",
+    "TooManyRejectedError",
     "TransportError",
     "Trigger",
     "UnexpectedResponseError",
@@ -121,6 +145,7 @@ __all__ = [
     "UploadReport",
     "UserAlias",
     "UserRef",
+    "WorkspaceChangedError",
     "__version__",
     "as_ref",
     "key_of",

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Literal
 
 import attrs
 
 from braze_cohorts._identifiers import UserRef
-from braze_cohorts.exceptions import BrazeCohortsError
+from braze_cohorts.exceptions import BrazeCohortsError, ImportFailedError
 
 __all__ = [
     "Batch",
     "CohortResponse",
     "FailedBatch",
+    "FullResyncReason",
     "ImportRun",
     "RateLimitInfo",
     "RunResult",
@@ -25,8 +26,13 @@ __all__ = [
 #: Who started an import.
 Trigger = Literal["manual", "scheduled"]
 
-#: How an import ended.
-RunResult = Literal["running", "succeeded", "failed", "interrupted", "dry_run"]
+#: How an import ended: ``refused`` means a guard stopped it before anything was sent.
+RunResult = Literal["running", "succeeded", "failed", "refused", "interrupted", "dry_run"]
+
+#: Why an import re-sent every member: asked for, ``resync_every`` elapsed, the state was
+#: bound to another workspace (endpoint, partner or data import key changed), or the first
+#: import of the cohort with this state.
+FullResyncReason = Literal["requested", "period_elapsed", "workspace_changed", "first_import"]
 
 
 @attrs.frozen(slots=True)
@@ -125,9 +131,17 @@ class UploadReport:
         return not self.failed_batches
 
 
+def _warnings(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(value)
+
+
 @attrs.frozen(slots=True)
 class ImportRun:
     """One import of one cohort, as kept in the history.
+
+    Braze never says which ids it matched: it silently ignores ids of users it does not know.
+    So the counts here are what was *sent and acknowledged*, never how many users Braze put in
+    the segment; nobody can know that from this API.
 
     Attributes:
         id: The run's id in the store (``None`` before it is recorded).
@@ -136,18 +150,29 @@ class ImportRun:
         trigger: ``"manual"`` or ``"scheduled"``.
         started_at: When it started (UTC).
         finished_at: When it ended (UTC); ``None`` while running.
-        result: ``"succeeded"``, ``"failed"``, ``"interrupted"``, ``"dry_run"`` (or ``"running"``).
-        users: Members Braze is known to hold after the run (the snapshot size).
-        added: Users acknowledged as added (planned, for a dry run).
-        removed: Users acknowledged as removed (planned, for a dry run).
+        result: ``"succeeded"``, ``"failed"``, ``"refused"`` (a guard stopped it before
+            anything was sent), ``"interrupted"``, ``"dry_run"`` (or ``"running"``).
+        users: Members acknowledged by Braze and still in the cohort after the run, as far as
+            this state knows: an upper bound of the segment's size, since Braze ignores ids of
+            users that do not exist there yet.
+        added: Ids acknowledged as added (planned, for a dry run); re-sent ids count again.
+        removed: Ids acknowledged as removed (planned, for a dry run).
         rejected: Records that could not be matched, counted by reason.
         requests: HTTP requests sent, retries included.
         retries: Retries among them.
-        error: What went wrong, if the run failed.
+        error: What went wrong, if the run failed or was refused.
         error_kind: The class name of the error that failed the run (``"AuthenticationError"``,
-            ``"ServerError"`` …; for failed batches, that of the first one's last error), so
-            code can tell failures apart without parsing ``error``.
+            ``"MassRemovalError"`` …; for failed batches, that of the first one's last error),
+            so code can tell failures apart without parsing ``error``.
+        error_cause: For an ``AuthenticationError``, which credential Braze refused
+            (:attr:`AuthenticationError.cause <braze_cohorts.AuthenticationError.cause>`).
         notification_error: Why the notification after the run could not be sent, if it failed.
+        full_resync: Whether the run re-sent every member (see ``full_resync_reason``).
+        full_resync_reason: ``"requested"``, ``"period_elapsed"``, ``"workspace_changed"`` or
+            ``"first_import"``; ``None`` for an ordinary (delta) import.
+        warnings: Distinct ``errors`` messages Braze put in success answers (at most
+            :data:`MAX_WARNINGS`, each at most 300 characters); the ids of those requests are
+            kept uncertain and re-sent by the next import.
     """
 
     cohort_id: str
@@ -165,9 +190,41 @@ class ImportRun:
     error: str | None = None
     notification_error: str | None = None
     error_kind: str | None = None
+    error_cause: str | None = None
+    full_resync: bool = False
+    full_resync_reason: FullResyncReason | None = None
+    warnings: tuple[str, ...] = attrs.field(default=(), converter=_warnings)
     id: int | None = None
 
     @property
     def rejected_total(self) -> int:
         """All rejected records, whatever the reason."""
         return sum(self.rejected.values())
+
+    @property
+    def ok(self) -> bool:
+        """``True`` when the run succeeded or was a dry run."""
+        return self.result in ("succeeded", "dry_run")
+
+    def raise_for_result(self) -> ImportRun:
+        """Raise :class:`~braze_cohorts.ImportFailedError` unless the run succeeded.
+
+        For callers who prefer an exception to checking ``result`` (the way
+        ``requests.Response.raise_for_status`` works).
+
+        Returns:
+            The run itself, when it succeeded or was a dry run.
+
+        Raises:
+            ImportFailedError: If the run failed, was refused or was interrupted; it carries
+                the run as ``.run``.
+        """
+        if self.ok:
+            return self
+        raise ImportFailedError(self)
+
+
+#: The most distinct warnings a run keeps.
+MAX_WARNINGS = 20
+#: The longest warning a run keeps, in characters.
+MAX_WARNING_CHARS = 300

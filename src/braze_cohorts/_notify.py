@@ -12,13 +12,20 @@ import email.utils
 import logging
 import smtplib
 import ssl as _ssl
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from email.message import EmailMessage
+from typing import cast
 
 import attrs
 
 from braze_cohorts._models import ImportRun
-from braze_cohorts.exceptions import ConfigurationError, NotificationError
+from braze_cohorts.exceptions import (
+    BrazeCohortsError,
+    ConfigurationError,
+    NotificationError,
+    _describe_error,
+)
+from braze_cohorts.typing import Notifier, RecipientNotifier
 
 __all__ = [
     "SUBJECT_PREFIX",
@@ -339,3 +346,46 @@ class SmtpNotifier:
             raise NotificationError(
                 f"the server {self.host}:{self.port} refused {len(refused)} recipient(s)"
             )
+
+
+def deliver(
+    notifier: Notifier | RecipientNotifier | None,
+    run: ImportRun,
+    *,
+    record_error: Callable[[int, str], None],
+    recipients: Sequence[str] | None = None,
+    paused_reason: str | None = None,
+) -> ImportRun:
+    """Tell ``notifier`` about ``run``: the one notification path of sync and scheduler.
+
+    A notifier that can mail given recipients (:class:`~braze_cohorts.typing.RecipientNotifier`)
+    gets ``recipients`` when they are given (a schedule's own); otherwise its plain ``notify``
+    is called. A notifier's failure never fails the import: it is logged, recorded on the run
+    through ``record_error(run_id, message)`` and returned as the run's ``notification_error``.
+
+    Returns:
+        ``run``, with ``notification_error`` set when the notification failed.
+    """
+    if notifier is None:
+        return run
+    try:
+        if recipients is not None and isinstance(notifier, RecipientNotifier):
+            notifier.notify_recipients(run, recipients, paused_reason=paused_reason)
+        elif isinstance(notifier, RecipientNotifier) and not hasattr(notifier, "notify"):
+            notifier.notify_recipients(run, (), paused_reason=paused_reason)
+        else:
+            cast("Notifier", notifier).notify(run)
+    except Exception as exc:  # a notification never fails the import
+        message = (
+            _describe_error(exc)
+            if isinstance(exc, BrazeCohortsError)
+            else (f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+        )
+        log.warning("notification for cohort %s failed: %s", run.cohort_id, type(exc).__name__)
+        if run.id is not None:
+            try:
+                record_error(run.id, message)
+            except BrazeCohortsError:
+                log.exception("could not record the notification error of run %s", run.id)
+        return attrs.evolve(run, notification_error=message)
+    return run

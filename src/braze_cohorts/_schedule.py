@@ -19,16 +19,18 @@ import calendar
 import datetime as dt
 import math
 import operator
+import os
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Literal, SupportsIndex, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import attrs
 
-from braze_cohorts.exceptions import ScheduleError
+from braze_cohorts._notify import validate_recipients
+from braze_cohorts.exceptions import ConfigurationError, ScheduleError
 
-__all__ = ["Schedule", "ScheduleKind"]
+__all__ = ["PAUSED_BY_USER", "Schedule", "ScheduleKind", "ScheduleState", "ScheduledImport"]
 
 #: The kinds of schedule, as they appear in ``to_dict()["kind"]`` and the text form.
 ScheduleKind = Literal["once", "hourly", "daily", "weekly", "monthly"]
@@ -602,3 +604,90 @@ class Schedule:
         if isinstance(self.day, int) and 1 <= self.day <= 28 and 1 <= self.day + shift <= 28:
             return f"{minute} {hour} {self.day + shift} * *"
         return None
+
+
+# --------------------------------------------------------------------------------------------
+# A cohort's schedule as the store keeps it
+# --------------------------------------------------------------------------------------------
+
+#: The state of a stored schedule.
+ScheduleState = Literal["active", "paused", "done"]
+_STATES: tuple[str, ...] = get_args(ScheduleState)
+
+#: Reason recorded when a person pauses a schedule without giving one.
+PAUSED_BY_USER = "paused by user"
+
+
+def _aware(value: dt.datetime, what: str) -> dt.datetime:
+    if not isinstance(value, dt.datetime):
+        raise ConfigurationError(f"{what} must be a datetime, not {type(value).__name__}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ConfigurationError(f"{what} must be timezone-aware (naive datetimes are refused)")
+    return value.astimezone(_UTC)
+
+
+def _check_text(what: str) -> Callable[[object, attrs.Attribute[str], str], None]:
+    def validator(_inst: object, _attr: attrs.Attribute[str], value: str) -> None:
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigurationError(f"{what} must be a non-empty str, not {value!r}")
+        if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+            raise ConfigurationError(f"{what} must not contain control characters")
+
+    return validator
+
+
+def _check_id(cohort_id: object) -> None:
+    if not isinstance(cohort_id, str) or not cohort_id.strip():
+        raise ConfigurationError(f"cohort_id must be a non-empty str, not {cohort_id!r}")
+
+
+def _optional_utc(value: dt.datetime | None) -> dt.datetime | None:
+    return None if value is None else _aware(value, "next_due")
+
+
+def _source_text(value: str | os.PathLike[str] | None) -> str | None:
+    if value is None:
+        return None
+    text = os.fspath(value)
+    if not isinstance(text, str) or not text.strip():
+        raise ConfigurationError(f"a file source must be a non-empty path, not {value!r}")
+    return os.path.abspath(text)
+
+
+@attrs.frozen(slots=True, kw_only=True)
+class ScheduledImport:
+    """A cohort's live schedule as the store keeps it.
+
+    Attributes:
+        cohort_id: The cohort (one live schedule per cohort).
+        name: The cohort's name, sent to Braze with each import.
+        schedule: When it runs.
+        source: The member file (made an absolute path; read at each run), or ``None`` for
+            the function registered for the cohort with :meth:`ScheduleRunner.register_source`.
+        recipients: Who gets the email after each import (validated addresses).
+        state: ``"active"``, ``"paused"`` (see ``paused_reason``) or ``"done"`` (a one-time
+            schedule that ran).
+        paused_reason: Why it is paused (``None`` unless paused).
+        next_due: When it runs next (UTC); ``None`` when paused or done.
+        last_run_id: The history id of its last import, if any.
+
+    Raises:
+        ConfigurationError: If a field is invalid (empty id or name, bad address, naive time,
+            paused without a reason).
+    """
+
+    cohort_id: str = attrs.field(validator=_check_text("cohort_id"))
+    name: str = attrs.field(validator=_check_text("name"))
+    schedule: Schedule = attrs.field(validator=attrs.validators.instance_of(Schedule))
+    source: str | None = attrs.field(default=None, converter=_source_text)
+    recipients: tuple[str, ...] = attrs.field(default=(), converter=validate_recipients)
+    state: ScheduleState = "active"
+    paused_reason: str | None = None
+    next_due: dt.datetime | None = attrs.field(default=None, converter=_optional_utc)
+    last_run_id: int | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if self.state not in _STATES:
+            raise ConfigurationError(f"state must be one of {_STATES}, not {self.state!r}")
+        if (self.state == "paused") != (self.paused_reason is not None):
+            raise ConfigurationError("a paused schedule needs a reason, and only a paused one")

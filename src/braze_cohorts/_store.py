@@ -24,30 +24,28 @@ partition, whatever the size of the cohort.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import datetime as dt
+import functools
 import itertools
 import json
 import logging
-import operator
 import os
 import socket
 import sqlite3
 import sys
-import tempfile
 import threading
 import uuid
-import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import Any, cast
 
 import attrs
 
-from braze_cohorts._models import ImportRun, RunResult, Trigger
-from braze_cohorts._runner import ScheduledImport, ScheduleState
-from braze_cohorts._schedule import Schedule
+from braze_cohorts import _delta
+from braze_cohorts._delta import Delta, bucket, bucket_rows, chunks, part_buckets
+from braze_cohorts._models import FullResyncReason, ImportRun, RunResult, Trigger
+from braze_cohorts._schedule import Schedule, ScheduledImport, ScheduleState
 from braze_cohorts.exceptions import (
     ImportInProgressError,
     InputError,
@@ -60,21 +58,8 @@ __all__ = ["Delta", "LockInfo", "SQLiteStore"]
 log = logging.getLogger(__name__)
 
 #: The schema version this module writes; older files are migrated on open.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
-#: Stored bucket = CRC-32 of the key >> _BUCKET_SHIFT (1,024 buckets).
-_BUCKET_SHIFT = 22
-#: Spill partition = CRC-32 >> _PART_SHIFT (256 partitions, 4 buckets each).
-_PART_SHIFT = 24
-_PARTS = 1 << (32 - _PART_SHIFT)
-_BUCKETS_PER_PART = 1 << (_PART_SHIFT - _BUCKET_SHIFT)
-_LAST_BUCKET = (1 << (32 - _BUCKET_SHIFT)) - 1
-_SHIFTS = itertools.repeat(_PART_SHIFT)
-
-#: Keys held in memory before the diff partitions and spills them to temporary files.
-_MEMORY_KEYS = 200_000
-#: Keys read from an input iterable at a time.
-_CHUNK = 16_384
 #: Rows written per transaction when marking a large delta pending.
 _PENDING_TX_ROWS = 200_000
 
@@ -147,11 +132,19 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX schedules_due ON schedules (state, next_due)",
     ),
     ("ALTER TABLE runs ADD COLUMN error_kind TEXT",),
+    (
+        # When a member entered (UTC epoch seconds), while that is recent; NULL otherwise.
+        "ALTER TABLE snapshot ADD COLUMN entered INTEGER",
+        "CREATE INDEX snapshot_recent ON snapshot (cid, entered) WHERE entered IS NOT NULL",
+        "ALTER TABLE cohorts ADD COLUMN created_at TEXT",
+        "ALTER TABLE cohorts ADD COLUMN workspace TEXT",
+        "ALTER TABLE cohorts ADD COLUMN full_resync_at TEXT",
+        "ALTER TABLE runs ADD COLUMN error_cause TEXT",
+        "ALTER TABLE runs ADD COLUMN full_resync INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE runs ADD COLUMN full_resync_reason TEXT",
+        "ALTER TABLE runs ADD COLUMN warnings TEXT NOT NULL DEFAULT '[]'",
+    ),
 )
-
-
-def _bucket(key: str) -> int:
-    return zlib.crc32(key.encode()) >> _BUCKET_SHIFT
 
 
 def _utcnow() -> dt.datetime:
@@ -186,196 +179,6 @@ def _pid_alive(pid: int) -> bool:
 
 
 # --------------------------------------------------------------------------------------------
-# Delta: the keys one import sends, spilled to disk when large
-# --------------------------------------------------------------------------------------------
-
-
-class _KeyList:
-    """An append-only list of keys that moves to a temporary file when it grows large."""
-
-    def __init__(self, tmpdir: Callable[[], str], name: str) -> None:
-        self._tmpdir = tmpdir
-        self._name = name
-        self._memory: list[str] = []
-        self._file: IO[str] | None = None
-        self._path: str | None = None
-        self.count = 0
-
-    def extend(self, keys: Iterable[str]) -> None:
-        before = len(self._memory)
-        self._memory.extend(keys)
-        self.count += len(self._memory) - before
-        if len(self._memory) >= _MEMORY_KEYS:
-            self._flush()
-
-    def _flush(self) -> None:
-        if not self._memory:
-            return
-        if self._file is None:
-            self._path = os.path.join(self._tmpdir(), self._name)
-            self._file = open(self._path, "w", encoding="utf-8", newline="")  # noqa: SIM115
-        self._file.write("\n".join(self._memory))
-        self._file.write("\n")
-        self._memory.clear()
-
-    def __iter__(self) -> Iterator[str]:
-        if self._file is not None:
-            self._file.flush()
-            assert self._path is not None
-            with open(self._path, encoding="utf-8", newline="") as f:
-                while True:
-                    lines = f.readlines(1 << 20)
-                    if not lines:
-                        break
-                    for line in lines:
-                        yield line[:-1]
-        yield from list(self._memory)
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-        self._memory = []
-
-
-class Delta:
-    """The changes an import sends: keys to add and keys to remove, disjoint, each once.
-
-    A :class:`StateStore <braze_cohorts.typing.StateStore>` returns one from its ``diff``
-    methods. Small deltas live in memory; large ones in temporary files, so iterating a delta of
-    millions of keys needs little memory. Close it (or use it as a context manager) to delete
-    those files. Keys are canonical identifier keys (see :func:`braze_cohorts.ref_from_key`).
-
-    Attributes:
-        adds: How many keys to add.
-        removes: How many keys to remove.
-    """
-
-    def __init__(self) -> None:
-        self._tmp: tempfile.TemporaryDirectory[str] | None = None
-        self._adds = _KeyList(self._tmpdir, "adds")
-        self._removes = _KeyList(self._tmpdir, "removes")
-
-    @classmethod
-    def from_keys(cls, adds: Iterable[str] = (), removes: Iterable[str] = ()) -> Delta:
-        """Build a delta from keys the caller has already made disjoint and unique.
-
-        Args:
-            adds: Keys to add.
-            removes: Keys to remove.
-        """
-        delta = cls()
-        for chunk in _chunks(adds):
-            delta._adds.extend(chunk)
-        for chunk in _chunks(removes):
-            delta._removes.extend(chunk)
-        return delta
-
-    def _tmpdir(self) -> str:
-        if self._tmp is None:
-            self._tmp = tempfile.TemporaryDirectory(prefix="braze-cohorts-delta-")
-        return self._tmp.name
-
-    @property
-    def adds(self) -> int:
-        """How many keys to add."""
-        return self._adds.count
-
-    @property
-    def removes(self) -> int:
-        """How many keys to remove."""
-        return self._removes.count
-
-    def __len__(self) -> int:
-        return self.adds + self.removes
-
-    def __repr__(self) -> str:
-        return f"Delta(adds={self.adds}, removes={self.removes})"
-
-    def iter_adds(self) -> Iterator[str]:
-        """Yield the keys to add."""
-        return iter(self._adds)
-
-    def iter_removes(self) -> Iterator[str]:
-        """Yield the keys to remove."""
-        return iter(self._removes)
-
-    def close(self) -> None:
-        """Delete the temporary files, if any."""
-        self._adds.close()
-        self._removes.close()
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None
-
-    def __enter__(self) -> Delta:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-
-def _chunks(keys: Iterable[str], size: int = _CHUNK) -> Iterator[list[str]]:
-    it = iter(keys)
-    while chunk := list(itertools.islice(it, size)):
-        yield chunk
-
-
-class _Partitions:
-    """Desired keys hash-partitioned by CRC-32, in memory while small, else in spill files."""
-
-    def __init__(self) -> None:
-        self._lists: list[list[str]] = [[] for _ in range(_PARTS)]
-        self._buffered = 0
-        self._tmp: tempfile.TemporaryDirectory[str] | None = None
-        self._files: dict[int, IO[str]] = {}
-
-    def add(self, chunk: list[str]) -> None:
-        # All in C: list.append(lists[crc32(key.encode()) >> _PART_SHIFT], key) for each key,
-        # without a bytecode loop (this is the hot path of a 10M-member delta).
-        parts = map(operator.rshift, map(zlib.crc32, map(str.encode, chunk)), _SHIFTS)
-        collections.deque(map(list.append, map(self._lists.__getitem__, parts), chunk), 0)
-        self._buffered += len(chunk)
-        if self._buffered >= _MEMORY_KEYS:
-            self._spill()
-
-    def _spill(self) -> None:
-        if self._tmp is None:
-            self._tmp = tempfile.TemporaryDirectory(prefix="braze-cohorts-diff-")
-        for part, keys in enumerate(self._lists):
-            if not keys:
-                continue
-            f = self._files.get(part)
-            if f is None:
-                path = os.path.join(self._tmp.name, str(part))
-                f = self._files[part] = open(path, "w+", encoding="utf-8", newline="")  # noqa: SIM115
-            f.write("\n".join(keys))
-            f.write("\n")
-            keys.clear()
-        self._buffered = 0
-
-    def take(self, part: int) -> set[str]:
-        """The distinct keys of one partition (each partition can be taken once)."""
-        keys = set(self._lists[part])
-        self._lists[part] = []
-        f = self._files.pop(part, None)
-        if f is not None:
-            f.seek(0)
-            keys.update(f.read().split("\n"))
-            keys.discard("")
-            f.close()
-        return keys
-
-    def close(self) -> None:
-        for f in self._files.values():
-            f.close()
-        self._files.clear()
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None
-
-
-# --------------------------------------------------------------------------------------------
 # The store
 # --------------------------------------------------------------------------------------------
 
@@ -401,7 +204,8 @@ class LockInfo:
 
 _RUN_COLUMNS = (
     "id, cohort_id, name, trigger, started_at, finished_at, result, users, added, removed, "
-    "rejected, requests, retries, error, notification_error, error_kind"
+    "rejected, requests, retries, error, notification_error, error_kind, error_cause, "
+    "full_resync, full_resync_reason, warnings"
 )
 #: Columns a run writes (all but ``id``).
 _RUN_FIELDS = _RUN_COLUMNS.count(",")
@@ -427,6 +231,10 @@ def _run_from_row(row: Sequence[Any]) -> ImportRun:
         error=row[13],
         notification_error=row[14],
         error_kind=row[15],
+        error_cause=row[16],
+        full_resync=bool(row[17]),
+        full_resync_reason=cast("FullResyncReason | None", row[18]),
+        warnings=tuple(json.loads(row[19])),
     )
 
 
@@ -447,6 +255,10 @@ def _run_values(run: ImportRun) -> tuple[Any, ...]:
         run.error,
         run.notification_error,
         run.error_kind,
+        run.error_cause,
+        int(run.full_resync),
+        run.full_resync_reason,
+        json.dumps(list(run.warnings)),
     )
 
 
@@ -710,6 +522,20 @@ class SQLiteStore:
             )
         return run
 
+    def update_run(self, run: ImportRun) -> None:
+        """Record a running run's counts so far; its lock stays held.
+
+        The sync engine calls it as batches are acknowledged, so a run killed mid-way still
+        shows what it had committed.
+
+        Raises:
+            StoreError: If the run is unknown or the store fails.
+        """
+        if run.id is None:
+            raise StoreError("update_run() needs a run returned by start_run()")
+        with self._tx() as conn:
+            self._update_run(conn, run)
+
     def _update_run(self, conn: sqlite3.Connection, run: ImportRun) -> None:
         assignments = ", ".join(f"{c} = ?" for c in _RUN_COLUMNS.split(", ")[1:])
         cur = conn.execute(
@@ -911,34 +737,74 @@ class SQLiteStore:
                 "UPDATE schedules SET last_run_id = ? WHERE cohort_id = ?", (run_id, cohort_id)
             )
 
-    # -- names --------------------------------------------------------------------------------
+    # -- names, workspace, resyncs ----------------------------------------------------------
+
+    def _cohort_value(self, cohort_id: str, column: str) -> Any:
+        with self._read() as conn:
+            row = conn.execute(
+                f"SELECT {column} FROM cohorts WHERE cohort_id = ?",  # noqa: S608 - fixed names
+                (cohort_id,),
+            ).fetchone()
+        return None if row is None else row[0]
 
     def known_name(self, cohort_id: str) -> str | None:
         """The name Braze acknowledged for the cohort, or ``None`` if it was never named."""
-        with self._read() as conn:
-            row = conn.execute(
-                "SELECT name FROM cohorts WHERE cohort_id = ?", (cohort_id,)
-            ).fetchone()
-        return None if row is None else cast("str | None", row[0])
+        return cast("str | None", self._cohort_value(cohort_id, "name"))
 
-    def record_name(self, cohort_id: str, name: str, *, named_at: dt.datetime) -> None:
-        """Remember that Braze acknowledged ``name`` for the cohort at ``named_at``."""
+    def created_at(self, cohort_id: str) -> dt.datetime | None:
+        """When the cohort was first named in its workspace (sent again with every rename)."""
+        return _from_iso(self._cohort_value(cohort_id, "created_at"))
+
+    def record_name(
+        self,
+        cohort_id: str,
+        name: str,
+        *,
+        named_at: dt.datetime,
+        created_at: dt.datetime | None = None,
+    ) -> None:
+        """Remember that Braze acknowledged ``name`` for the cohort at ``named_at``.
+
+        Args:
+            cohort_id: The cohort.
+            name: The name Braze acknowledged.
+            named_at: When.
+            created_at: The ``created_at`` sent with it; kept from the first naming when
+                ``None``.
+        """
         with self._tx() as conn:
             cid = self._cid(conn, cohort_id, create=True)
             conn.execute(
-                "UPDATE cohorts SET name = ?, named_at = ? WHERE id = ?",
-                (name, _iso(named_at), cid),
+                "UPDATE cohorts SET name = ?, named_at = ?, "
+                "created_at = coalesce(?, created_at, ?) WHERE id = ?",
+                (name, _iso(named_at), _iso(created_at), _iso(named_at), cid),
             )
+
+    def workspace(self, cohort_id: str) -> str | None:
+        """The workspace fingerprint the cohort's snapshot describes, or ``None``."""
+        return cast("str | None", self._cohort_value(cohort_id, "workspace"))
+
+    def bind_workspace(self, cohort_id: str, workspace: str | None) -> None:
+        """Say that the cohort's snapshot now describes ``workspace`` (a fingerprint, no key)."""
+        with self._tx() as conn:
+            cid = self._cid(conn, cohort_id, create=True)
+            conn.execute("UPDATE cohorts SET workspace = ? WHERE id = ?", (workspace, cid))
+
+    def last_full_resync(self, cohort_id: str) -> dt.datetime | None:
+        """When the cohort's last full resync succeeded, or ``None``."""
+        return _from_iso(self._cohort_value(cohort_id, "full_resync_at"))
+
+    def record_full_resync(self, cohort_id: str, *, at: dt.datetime) -> None:
+        """Remember that a full resync of the cohort succeeded at ``at``."""
+        with self._tx() as conn:
+            cid = self._cid(conn, cohort_id, create=True)
+            conn.execute("UPDATE cohorts SET full_resync_at = ? WHERE id = ?", (_iso(at), cid))
 
     # -- membership ---------------------------------------------------------------------------
 
     def member_count(self, cohort_id: str) -> int:
         """How many members Braze is known to hold (the snapshot's size)."""
-        with self._read() as conn:
-            row = conn.execute(
-                "SELECT members FROM cohorts WHERE cohort_id = ?", (cohort_id,)
-            ).fetchone()
-        return 0 if row is None else int(row[0])
+        return int(self._cohort_value(cohort_id, "members") or 0)
 
     def pending_count(self, cohort_id: str) -> int:
         """How many ids are uncertain (sent, or about to be sent, without acknowledgement)."""
@@ -978,7 +844,12 @@ class SQLiteStore:
         return self._iter_keys("pending", cohort_id)
 
     def apply_batch(
-        self, cohort_id: str, added: Iterable[str] = (), removed: Iterable[str] = ()
+        self,
+        cohort_id: str,
+        added: Iterable[str] = (),
+        removed: Iterable[str] = (),
+        *,
+        entered_at: dt.datetime | None = None,
     ) -> None:
         """Apply one acknowledged request to the snapshot and clear its keys from the pending ids.
 
@@ -988,18 +859,21 @@ class SQLiteStore:
             cohort_id: The cohort.
             added: Keys Braze acknowledged as added.
             removed: Keys Braze acknowledged as removed.
+            entered_at: Stamp added keys that were not held yet as entering at this time (for
+                :meth:`diff`'s ``resend_since``); ``None`` leaves them unstamped.
 
         Raises:
             StoreError: If the store fails (nothing of the batch is applied then).
         """
         cid = self._cid_for_write(cohort_id)
-        add_rows = sorted((_bucket(k), k) for k in added)
-        remove_rows = sorted((_bucket(k), k) for k in removed)
+        add_rows = bucket_rows(added)
+        remove_rows = bucket_rows(removed)
+        entered = None if entered_at is None else int(entered_at.timestamp())
         with self._tx() as conn:
             before = conn.total_changes
             conn.executemany(
-                "INSERT OR IGNORE INTO snapshot (cid, bucket, key) VALUES (?, ?, ?)",
-                [(cid, b, k) for b, k in add_rows],
+                "INSERT OR IGNORE INTO snapshot (cid, bucket, key, entered) VALUES (?, ?, ?, ?)",
+                [(cid, b, k, entered) for b, k in add_rows],
             )
             grown = conn.total_changes - before
             before = conn.total_changes
@@ -1037,13 +911,12 @@ class SQLiteStore:
         uncertain that were not sent, which is safe.
         """
         cid = self._cid_for_write(cohort_id)
-        crc = zlib.crc32
 
         def rows() -> Iterator[tuple[int, int, str, int]]:
             for key in delta.iter_adds():
-                yield (cid, crc(key.encode()) >> _BUCKET_SHIFT, key, 1)
+                yield (cid, bucket(key), key, 1)
             for key in delta.iter_removes():
-                yield (cid, crc(key.encode()) >> _BUCKET_SHIFT, key, 0)
+                yield (cid, bucket(key), key, 0)
 
         try:
             self._mark_pending(cid, rows())
@@ -1053,10 +926,7 @@ class SQLiteStore:
     def _concat(
         self, conn: sqlite3.Connection, table: str, cid: int, part: int | None
     ) -> list[str]:
-        if part is None:
-            lo, hi = 0, _LAST_BUCKET
-        else:
-            lo, hi = part * _BUCKETS_PER_PART, (part + 1) * _BUCKETS_PER_PART - 1
+        lo, hi = part_buckets(part)
         text = conn.execute(
             f"SELECT group_concat(key, char(10)) FROM {table} "  # noqa: S608 - fixed names
             "WHERE cid = ? AND bucket BETWEEN ? AND ?",
@@ -1064,17 +934,34 @@ class SQLiteStore:
         ).fetchone()[0]
         return text.split("\n") if text else []
 
-    def diff(self, cohort_id: str, desired: Iterable[str]) -> Delta:
+    def _read_part(self, cid: int, part: int | None) -> tuple[list[str], set[str]]:
+        with self._read() as conn:
+            return self._concat(conn, "snapshot", cid, part), set(
+                self._concat(conn, "pending", cid, part)
+            )
+
+    def diff(
+        self,
+        cohort_id: str,
+        desired: Iterable[str],
+        *,
+        full: bool = False,
+        resend_since: dt.datetime | None = None,
+    ) -> Delta:
         """Compute what to send so that Braze holds exactly ``desired``.
 
         ``adds`` = desired keys Braze is not known to hold, plus uncertain keys that are desired;
         ``removes`` = held keys no longer desired, plus uncertain keys that are not desired. No
         key is in both. ``desired`` is streamed (duplicates are fine) and spilled to temporary
-        files when large; nothing is written to the store.
+        files when large. The diff itself is :func:`braze_cohorts._delta.diff`.
 
         Args:
             cohort_id: The cohort.
             desired: Canonical keys of every desired member.
+            full: A full resync: every desired key is an add, held or not.
+            resend_since: Desired keys that entered at or after this time are adds too (recent
+                entrants whom Braze may have ignored). Entry times older than this are
+                forgotten (the only write this method makes).
 
         Raises:
             StoreError: If the store or the temporary files fail.
@@ -1088,54 +975,23 @@ class SQLiteStore:
                     "FROM cohorts WHERE id = ?",
                     (cid, cid),
                 ).fetchone()[0]
-        delta = Delta()
-        parts: _Partitions | None = None
+        recent: set[str] = set()
+        if cid is not None and resend_since is not None and not full:
+            since = int(resend_since.timestamp())
+            with self._tx() as conn:
+                conn.execute(
+                    "UPDATE snapshot SET entered = NULL WHERE cid = ? AND entered < ?",
+                    (cid, since),
+                )
+                for row in conn.execute(
+                    "SELECT key FROM snapshot WHERE cid = ? AND entered >= ?", (cid, since)
+                ):
+                    recent.add(row[0])
+        read = None if cid is None else functools.partial(self._read_part, cid)
         try:
-            memory: list[str] | None = [] if stored < _MEMORY_KEYS else None
-            if memory is None:
-                parts = _Partitions()
-            for chunk in _chunks(desired):
-                if memory is not None:
-                    memory.extend(chunk)
-                    if len(memory) < _MEMORY_KEYS:
-                        continue
-                    parts = _Partitions()
-                    parts.add(memory)
-                    memory = None
-                else:
-                    assert parts is not None
-                    parts.add(chunk)
-            if memory is not None:
-                self._diff_part(delta, cid, None, set(memory))
-            else:
-                assert parts is not None
-                for part in range(_PARTS):
-                    self._diff_part(delta, cid, part, parts.take(part))
+            return _delta.diff(desired, stored=stored, read=read, full=full, recent=recent)
         except OSError as exc:
-            delta.close()
             raise StoreError(f"cannot write temporary files for the delta: {exc}") from exc
-        except BaseException:
-            delta.close()
-            raise
-        finally:
-            if parts is not None:
-                parts.close()
-        return delta
-
-    def _diff_part(self, delta: Delta, cid: int | None, part: int | None, want: set[str]) -> None:
-        if cid is None:
-            delta._adds.extend(want)
-            return
-        with self._read() as conn:
-            held = self._concat(conn, "snapshot", cid, part)  # distinct: the primary key
-            unsure = set(self._concat(conn, "pending", cid, part))
-        if unsure:
-            held_set = set(held)
-            delta._adds.extend((want - held_set) | (unsure & want))
-            delta._removes.extend((held_set - want) | (unsure - want))
-        else:  # the usual case, without building a set of the held keys
-            delta._adds.extend(want.difference(held))
-            delta._removes.extend([key for key in held if key not in want])
 
     def diff_changes(self, cohort_id: str, entered: Iterable[str], left: Iterable[str]) -> Delta:
         """Compute what to send for a delta the caller computed (who entered, who left).
@@ -1155,7 +1011,6 @@ class SQLiteStore:
             StoreError: If the store fails.
         """
         cid = self._cid_for_write(cohort_id)
-        crc = zlib.crc32
         delta = Delta()
         try:
             with self._mutex:
@@ -1173,10 +1028,8 @@ class SQLiteStore:
                         "CASE WHEN op = excluded.op THEN op ELSE 2 END"
                     )
                     for op, keys in ((1, entered), (0, left)):
-                        for chunk in _chunks(keys):
-                            conn.executemany(
-                                upsert, [(crc(k.encode()) >> _BUCKET_SHIFT, k, op) for k in chunk]
-                            )
+                        for chunk in chunks(keys):
+                            conn.executemany(upsert, [(bucket(k), k, op) for k in chunk])
                     both = conn.execute(
                         "SELECT count(*) FROM temp.delta_in WHERE op = 2"
                     ).fetchone()[0]
@@ -1199,8 +1052,18 @@ class SQLiteStore:
                             "WHERE d.bucket = p.bucket AND d.key = p.key)",
                             (op, cid),
                         )
-                        while rows := cur.fetchmany(_CHUNK):
+                        while rows := cur.fetchmany(_delta.CHUNK):
                             target.extend(row[0] for row in rows)
+                    delta.held_removes = conn.execute(
+                        "SELECT count(*) FROM snapshot s WHERE s.cid = ?1 AND ("
+                        "EXISTS (SELECT 1 FROM temp.delta_in d WHERE d.op = 0 "
+                        "AND d.bucket = s.bucket AND d.key = s.key) OR "
+                        "EXISTS (SELECT 1 FROM pending p WHERE p.cid = ?1 AND p.op = 0 "
+                        "AND p.bucket = s.bucket AND p.key = s.key AND NOT EXISTS ("
+                        "SELECT 1 FROM temp.delta_in d WHERE d.bucket = p.bucket "
+                        "AND d.key = p.key)))",
+                        (cid,),
+                    ).fetchone()[0]
                 finally:
                     with contextlib.suppress(sqlite3.Error):
                         conn.execute("DELETE FROM temp.delta_in")

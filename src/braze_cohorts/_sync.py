@@ -1,37 +1,42 @@
-"""CohortSync: one import end to end — match, diff, name, upload, commit, record, notify.
+"""CohortSync: one import end to end — match, diff, guard, name, upload, commit, record, notify.
 
-The sync engine keeps a Braze cohort exactly equal to a membership that lives elsewhere while
-sending only what changed:
+The sync engine keeps a Braze cohort equal to a membership that lives elsewhere while sending
+only what changed:
 
 1. **match** the records into identifiers (bad records are counted by reason, never fatal);
 2. **diff** them against what Braze is known to hold, plus every *uncertain* id, in the
-   :class:`~braze_cohorts.typing.StateStore` — streamed, in bounded memory;
-3. **name** the cohort if Braze has not acknowledged this name yet (before any member is sent);
-4. mark the whole delta **uncertain**, then **upload** it; each acknowledged request is applied
+   :class:`~braze_cohorts.typing.StateStore` — streamed, in bounded memory. A *full resync*
+   re-sends every desired member; *recent entrants* are re-sent while they are recent;
+3. **guard**: refuse, before anything is sent, a plan built from mostly rejected records or one
+   that would remove too much of the cohort;
+4. **name** the cohort if Braze has not acknowledged this name yet (before any member is sent);
+5. mark the whole delta **uncertain**, then **upload** it; each acknowledged request is applied
    to the snapshot in the same transaction that clears its ids from the uncertain ones;
-5. **record** the run in the history and **notify**.
+6. **record** the run in the history and **notify**.
 
 An id whose request failed, or whose outcome is unknown (timeout, dropped connection, the
-process killed), stays uncertain and is re-sent next time with its *then* desired state. That is
-why, after any failed, partial or killed import, the next successful one leaves Braze holding
-exactly the desired members.
+process killed, a success answer that carried errors), stays uncertain and is re-sent next time
+with its *then* desired state. That is why, after any failed, partial or killed import, the next
+successful one leaves Braze holding exactly the desired members *that exist in Braze*.
+
+Braze silently ignores ids it does not know and never says which. Users whose Braze profile
+appears after they were sent are healed by re-sending recent entrants (``resend_window``) and
+by a full resync (``full_resync=True``, and at least every ``resync_every``).
 """
 
 from __future__ import annotations
 
 import collections
-import contextlib
-import csv
 import datetime as dt
-import json
 import logging
-import os
+import time
 from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
-from typing import IO, TYPE_CHECKING, Protocol, Union, get_args
+from typing import TYPE_CHECKING, get_args
 
 import attrs
 
+from braze_cohorts._delta import Delta
 from braze_cohorts._identifiers import (
     DeviceId,
     ExternalId,
@@ -42,33 +47,40 @@ from braze_cohorts._identifiers import (
     check_external_ids,
     item_from_key,
     key_of,
-    ref_from_key,
 )
 from braze_cohorts._models import (
+    MAX_WARNING_CHARS,
+    MAX_WARNINGS,
     Batch,
     CohortResponse,
     FailedBatch,
+    FullResyncReason,
     ImportRun,
     RunResult,
     Trigger,
 )
-from braze_cohorts._runner import (
-    MemberSource,
-    ScheduledImport,
-    ScheduleRunner,
-    keeps_schedules,
-    runner_for,
+from braze_cohorts._notify import deliver
+from braze_cohorts._plans import (
+    PLAN_HEADER,
+    REJECTS_HEADER,
+    OutFile,
+    RowWriter,
+    csv_out,
+    plan_row,
+    reject_row,
 )
-from braze_cohorts._schedule import Schedule
-from braze_cohorts._store import Delta
 from braze_cohorts._uploader import BatchUploader, UploadProgress
 from braze_cohorts.exceptions import (
+    AuthenticationError,
     BrazeCohortsError,
     ConfigurationError,
-    InputError,
     InvalidIdentifierError,
+    MassRemovalError,
+    TooManyRejectedError,
+    WorkspaceChangedError,
+    _describe_error,
 )
-from braze_cohorts.typing import Notifier, StateStore, SyncClient
+from braze_cohorts.typing import Clock, Notifier, StateStore, SyncClient
 
 if TYPE_CHECKING:
     from braze_cohorts._store import SQLiteStore
@@ -77,24 +89,36 @@ if TYPE_CHECKING:
         return store
 
 
-__all__ = ["PLAN_HEADER", "REJECTS_HEADER", "CohortSync"]
+__all__ = [
+    "DEFAULT_MAX_REJECT_FRACTION",
+    "DEFAULT_MAX_REMOVE_FRACTION",
+    "DEFAULT_RESEND_WINDOW",
+    "DEFAULT_RESYNC_EVERY",
+    "PLAN_HEADER",
+    "REJECTS_HEADER",
+    "CohortSync",
+]
 
 log = logging.getLogger(__name__)
 
-#: Columns of a plan file: one row per id to send; ``action`` is ``add`` or ``remove``, ``kind``
-#: is ``external_id``, ``alias`` or ``device_id``, and the identifier's fields follow under the
-#: column names an input file uses.
-PLAN_HEADER = ("action", "kind", "external_id", "alias_name", "alias_label", "device_id")
-
-#: Columns of a rejects file: the record's position in the input, its line in the input file (if
-#: it came from one), the reason code, what is wrong, and the record itself as JSON.
-REJECTS_HEADER = ("index", "line", "reason", "detail", "record")
-
-#: Where a plan or rejects file goes: a path, or a text file opened by the caller.
-OutFile = Union[str, "os.PathLike[str]", IO[str]]
-
 ProgressHook = Callable[[UploadProgress], object]
-Clock = Callable[[], dt.datetime]
+
+#: A full resync at least this often: Braze ignores users it does not know yet, and cohorts may
+#: be edited in Braze; only re-sending everything heals what nobody can see.
+DEFAULT_RESYNC_EVERY = dt.timedelta(days=7)
+#: Members who entered this recently are re-sent at every import: most users Braze ignored are
+#: simply not created there yet, and appear within hours.
+DEFAULT_RESEND_WINDOW = dt.timedelta(days=3)
+#: An import may remove at most this share of the members Braze holds, unless allowed.
+DEFAULT_MAX_REMOVE_FRACTION = 0.5
+#: An import is refused when more than this share of its records cannot be matched.
+DEFAULT_MAX_REJECT_FRACTION = 0.1
+
+#: Records matched at a time; chunks of plain-str members take a bulk path.
+_MATCH_CHUNK = 1024
+_EXTERNAL_KEY = "e:"
+#: Seconds between writes of a running run's counts to the store.
+_PROGRESS_EVERY = 1.0
 
 
 def _utcnow() -> dt.datetime:
@@ -105,55 +129,14 @@ class _SourceError(Exception):
     """Carries an exception raised by the caller's records through the store untouched."""
 
 
-class _RowWriter(Protocol):
-    def writerow(self, row: Iterable[object], /) -> object: ...
-
-
-@contextlib.contextmanager
-def _csv_out(target: OutFile | None, header: Iterable[str]) -> Iterator[_RowWriter | None]:
-    if target is None:
-        yield None
-        return
-    if isinstance(target, (str, os.PathLike)):
-        try:
-            f = open(target, "w", encoding="utf-8", newline="")  # noqa: SIM115
-        except OSError as exc:
-            raise ConfigurationError(f"cannot write {os.fspath(target)!r}: {exc}") from exc
-        with f:
-            writer = csv.writer(f, lineterminator="\n")
-            writer.writerow(header)
-            yield writer
-    else:
-        writer = csv.writer(target, lineterminator="\n")
-        writer.writerow(header)
-        yield writer
-
-
-def _plan_row(action: str, key: str) -> tuple[str, ...]:
-    ref = ref_from_key(key)
-    if isinstance(ref, ExternalId):
-        return (action, "external_id", ref.value, "", "", "")
-    if isinstance(ref, UserAlias):
-        return (action, "alias", "", ref.alias_name, ref.alias_label, "")
-    return (action, "device_id", "", "", "", ref.value)
-
-
-def _keys(refs: Iterable[UserRef | str]) -> list[str]:
-    return list(map(key_of, refs))
-
-
-#: Records matched at a time; chunks of plain-str external ids take a bulk path.
-_MATCH_CHUNK = 1024
-_EXTERNAL_KEY = "e:"
-
-
 class _Matching:
     """Streams records through the matcher into keys, counting and writing the rejections."""
 
-    def __init__(self, matcher: IdentifierMatcher, rejects: _RowWriter | None) -> None:
+    def __init__(self, matcher: IdentifierMatcher, rejects: RowWriter | None) -> None:
         self.matcher = matcher
         self.rejects = rejects
         self.rejected: collections.Counter[str] = collections.Counter()
+        self.matched = 0
         self._offset = 0
 
     def keys(self, records: Iterable[object]) -> Iterator[str]:
@@ -179,41 +162,66 @@ class _Matching:
                     if isinstance(item, Rejection):
                         self._reject(item)
                     else:
+                        self.matched += 1
                         yield item.key
             else:
                 index += len(chunk)
+                self.matched += len(chunk)
                 yield from map(_EXTERNAL_KEY.__add__, chunk)  # type: ignore[arg-type]
         self._offset = offset + index
 
     def _reject(self, rejection: Rejection) -> None:
         self.rejected[rejection.reason.value] += 1
         if self.rejects is not None:
-            data = rejection.to_dict()
-            self.rejects.writerow(
-                (
-                    data["index"],
-                    "" if data["line"] is None else data["line"],
-                    data["reason"],
-                    data["detail"],
-                    json.dumps(data["record"], ensure_ascii=False, sort_keys=True),
-                )
-            )
+            self.rejects.writerow(reject_row(rejection))
+
+
+def _keys(refs: Iterable[UserRef | str]) -> list[str]:
+    return list(map(key_of, refs))
+
+
+def _warning_texts(errors: Iterable[object]) -> Iterator[str]:
+    for error in errors:
+        text = error if isinstance(error, str) else repr(error)
+        yield text[:MAX_WARNING_CHARS]
 
 
 class _Commit:
     """Upload hooks: apply each acknowledged batch to the store, keep score of the rest."""
 
-    def __init__(self, store: StateStore, cohort_id: str, progress: ProgressHook | None) -> None:
+    def __init__(
+        self,
+        store: StateStore,
+        run: ImportRun,
+        progress: ProgressHook | None,
+        *,
+        entered_at: dt.datetime | None,
+    ) -> None:
         self.store = store
-        self.cohort_id = cohort_id
+        self.run = run
         self.user_progress = progress
+        self.entered_at = entered_at
         self.last = UploadProgress()
         self.failed: list[FailedBatch] = []
+        self.warnings: dict[str, None] = {}
         #: Requests spent naming the cohort (retries included), counted with the upload's.
         self.naming_requests = 0
+        self._saved_at = time.monotonic()
 
-    def done(self, batch: Batch, _response: CohortResponse | None) -> None:
-        self.store.apply_batch(self.cohort_id, _keys(batch.add), _keys(batch.remove))
+    def done(self, batch: Batch, response: CohortResponse | None) -> None:
+        if response is not None and response.errors:
+            # Braze said success but reported errors: some ids may have been dropped. They stay
+            # uncertain (pending) and are re-sent by the next import.
+            for text in _warning_texts(response.errors):
+                if len(self.warnings) < MAX_WARNINGS:
+                    self.warnings.setdefault(text)
+            return
+        self.store.apply_batch(
+            self.run.cohort_id,
+            _keys(batch.add),
+            _keys(batch.remove),
+            entered_at=self.entered_at,
+        )
 
     def failed_batch(self, failed: FailedBatch) -> None:
         # Its ids stay uncertain in the store: the next import re-sends them.
@@ -221,20 +229,25 @@ class _Commit:
 
     def progress(self, progress: UploadProgress) -> None:
         self.last = progress
+        now = time.monotonic()
+        if now - self._saved_at >= _PROGRESS_EVERY:
+            # A run killed mid-way still shows what it had committed.
+            self._saved_at = now
+            self.store.update_run(self.counted(self.run))
         if self.user_progress is not None:
             self.user_progress(progress)
 
-    def count(self, run: ImportRun, *, result: RunResult) -> ImportRun:
-        """``run`` with ``result`` and what the upload did before it stopped."""
+    def counted(self, run: ImportRun) -> ImportRun:
+        """``run`` with what naming and the upload did so far."""
         last = self.last
         naming = self.naming_requests
         return attrs.evolve(
             run,
-            result=result,
             added=last.added,
             removed=last.removed,
             requests=naming + last.requests,
             retries=max(naming - 1, 0) + last.retries,
+            warnings=(*run.warnings, *(w for w in self.warnings if w not in run.warnings)),
         )
 
     def name(self, request: Callable[[], CohortResponse]) -> Callable[[], CohortResponse]:
@@ -242,7 +255,10 @@ class _Commit:
 
         def counted() -> CohortResponse:
             self.naming_requests += 1
-            return request()
+            response = request()
+            for text in _warning_texts(response.errors):
+                self.warnings.setdefault(text)
+            return response
 
         return counted
 
@@ -266,10 +282,20 @@ def _check_args(cohort_id: object, name: object, trigger: object) -> None:
         raise ConfigurationError(f"trigger must be one of {get_args(Trigger)}, not {trigger!r}")
 
 
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, BrazeCohortsError):
-        return str(exc) or type(exc).__name__
-    return f"unexpected error: {type(exc).__name__}"
+def _period(value: object, what: str) -> dt.timedelta | None:
+    if value is None:
+        return None
+    if not isinstance(value, dt.timedelta) or value <= dt.timedelta(0):
+        raise ConfigurationError(f"{what} must be a positive datetime.timedelta or None")
+    return value
+
+
+def _fraction(value: object, what: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ConfigurationError(f"{what} must be a number from 0 to 1, or None")
+    return float(value)
 
 
 def _failure_text(failed: list[FailedBatch], batches: int) -> str:
@@ -281,7 +307,29 @@ def _failure_text(failed: list[FailedBatch], batches: int) -> str:
     )
     if unknown:
         text += f" ({unknown} with unknown outcome)"
-    return f"{text}; first error: {_describe(failed[0].error)}"
+    return f"{text}; first error: {_describe_error(failed[0].error)}"
+
+
+def _failed(run: ImportRun, exc: BaseException, result: RunResult = "failed") -> ImportRun:
+    return attrs.evolve(
+        run,
+        result=result,
+        error=_describe_error(exc),
+        error_kind=type(exc).__name__,
+        error_cause=exc.cause if isinstance(exc, AuthenticationError) else None,
+    )
+
+
+@attrs.frozen(slots=True, kw_only=True)
+class _Plan:
+    """How one import is computed: from a membership (``sync``) or a delta (``sync_delta``)."""
+
+    compute: Callable[[_Matching, StateStore], Delta]
+    started_at: dt.datetime
+    full_resync: FullResyncReason | None
+    workspace: str | None
+    workspace_changed: bool
+    entered_at: dt.datetime | None
 
 
 class CohortSync:
@@ -289,7 +337,8 @@ class CohortSync:
 
     Args:
         client: Sends requests to Braze: :class:`~braze_cohorts.CohortClient`, or anything with
-            its ``name_cohort`` and ``update_members`` methods.
+            its ``name_cohort`` and ``update_members`` methods. When it has a ``workspace``
+            attribute (``CohortClient`` has), each cohort's state is bound to that workspace.
         store: Remembers names, what Braze holds, uncertain ids, history and locks:
             :class:`~braze_cohorts.SQLiteStore` or any :class:`~braze_cohorts.typing.StateStore`.
         uploader: Sends the changes; by default a :class:`~braze_cohorts.BatchUploader` for
@@ -299,6 +348,18 @@ class CohortSync:
         matcher: Turns records into identifiers (default: :class:`IdentifierMatcher` with its
             defaults); :meth:`sync` can override it per call.
         clock: Returns the current time (timezone-aware); inject one in tests.
+        resync_every: Make an ordinary :meth:`sync` a full resync when the cohort's last full
+            resync is older than this (``None``: only when asked, or when the workspace
+            changed).
+        resend_window: Re-send members who entered within this window at every import, while
+            they are desired (``None``: off). Heals users whose Braze profile appears after
+            they entered the cohort, at the cost of re-sending the recent entrants.
+        max_remove_fraction: Refuse, before anything is sent, an import that would remove more
+            than this share of the members Braze holds (``None``: no limit). An empty
+            membership against a non-empty cohort removes 100 %.
+        max_reject_fraction: Refuse, before anything is sent, an import in which more than
+            this share of the records could not be matched, or every record (``None``: no
+            limit; an all-rejected input is still refused).
 
     Example:
         >>> import braze_cohorts as bc
@@ -317,6 +378,10 @@ class CohortSync:
         notifier: Notifier | None = None,
         matcher: IdentifierMatcher | None = None,
         clock: Clock = _utcnow,
+        resync_every: dt.timedelta | None = DEFAULT_RESYNC_EVERY,
+        resend_window: dt.timedelta | None = DEFAULT_RESEND_WINDOW,
+        max_remove_fraction: float | None = DEFAULT_MAX_REMOVE_FRACTION,
+        max_reject_fraction: float | None = DEFAULT_MAX_REJECT_FRACTION,
     ) -> None:
         if matcher is not None and not isinstance(matcher, IdentifierMatcher):
             raise ConfigurationError("matcher must be an IdentifierMatcher")
@@ -326,7 +391,10 @@ class CohortSync:
         self._notifier = notifier
         self._matcher = matcher if matcher is not None else IdentifierMatcher()
         self._clock = clock
-        self._scheduler = runner_for(self, store, notifier=notifier, clock=clock)
+        self._resync_every = _period(resync_every, "resync_every")
+        self._resend_window = _period(resend_window, "resend_window")
+        self._max_remove = _fraction(max_remove_fraction, "max_remove_fraction")
+        self._max_reject = _fraction(max_reject_fraction, "max_reject_fraction")
 
     def __repr__(self) -> str:
         return f"CohortSync(store={self._store!r}, uploader={self._uploader!r})"
@@ -335,6 +403,16 @@ class CohortSync:
     def store(self) -> StateStore:
         """The state store."""
         return self._store
+
+    @property
+    def notifier(self) -> Notifier | None:
+        """Who is told after each import (``None``: nobody)."""
+        return self._notifier
+
+    @property
+    def clock(self) -> Clock:
+        """The clock the sync engine reads."""
+        return self._clock
 
     def history(self, cohort_id: str, *, limit: int | None = None) -> list[ImportRun]:
         """The cohort's imports, newest first.
@@ -345,88 +423,6 @@ class CohortSync:
         """
         return self._store.history(cohort_id, limit=limit)
 
-    # -- schedules (the logic lives in braze_cohorts._runner) ---------------------------------
-
-    @property
-    def scheduler(self) -> ScheduleRunner:
-        """The schedules kept in this sync's store: get, list, pause, resume and clear them.
-
-        Raises:
-            ConfigurationError: If the store keeps no schedules.
-        """
-        if not keeps_schedules(self._store):
-            raise ConfigurationError(f"{type(self._store).__name__} keeps no schedules")
-        return self._scheduler
-
-    def set_schedule(
-        self,
-        cohort_id: str,
-        name: str,
-        schedule: Schedule | str,
-        *,
-        source: str | os.PathLike[str] | MemberSource | None = None,
-        recipients: Iterable[str] | str = (),
-        replace: bool = False,
-        now: dt.datetime | None = None,
-    ) -> ScheduledImport:
-        """Give a cohort its one live schedule (see :meth:`ScheduleRunner.set_schedule`).
-
-        Args:
-            cohort_id: The cohort.
-            name: Its name in Braze.
-            schedule: A :class:`~braze_cohorts.Schedule` or its text form.
-            source: A function returning the members (registered for this process), a member
-                file's path (read at each run), or ``None`` for the function registered with
-                :meth:`register_source`.
-            recipients: Who gets the email after each import.
-            replace: Replace the cohort's live schedule instead of failing.
-            now: Count the first run from this time (default: the clock).
-
-        Returns:
-            The stored schedule.
-
-        Raises:
-            ScheduleConflictError: If the cohort has a live schedule and ``replace`` is false.
-            ScheduleError: If the schedule is invalid or a one-time schedule is past.
-            ConfigurationError: If an address, the id or the name is invalid.
-        """
-        return self.scheduler.set_schedule(
-            cohort_id,
-            name,
-            schedule,
-            source=source,
-            recipients=recipients,
-            replace=replace,
-            now=now,
-        )
-
-    def register_source(self, cohort_id: str, source: MemberSource) -> None:
-        """Register the function that returns a cohort's members for its scheduled imports."""
-        self.scheduler.register_source(cohort_id, source)
-
-    def run_due(self, now: dt.datetime | None = None) -> list[ImportRun]:
-        """Run every scheduled import whose time has come, each at most once per due time.
-
-        Safe to call from cron every minute and from several processes sharing the store.
-        Imports run with trigger ``"scheduled"``; after each, the schedule's recipients are told.
-
-        Args:
-            now: The time to run at (default: the clock).
-
-        Returns:
-            The imports that ran (failed ones included).
-        """
-        return self.scheduler.run_due(now)
-
-    def trigger(self, cohort_id: str) -> ImportRun:
-        """Run a cohort's scheduled import now, with trigger ``"manual"``.
-
-        Raises:
-            ScheduleNotFoundError: If the cohort has no schedule.
-            ImportInProgressError: If an import of the cohort is running.
-        """
-        return self.scheduler.trigger(cohort_id)
-
     def sync(
         self,
         cohort_id: str,
@@ -436,6 +432,8 @@ class CohortSync:
         matcher: IdentifierMatcher | None = None,
         dry_run: bool = False,
         trigger: Trigger = "manual",
+        full_resync: bool = False,
+        allow_mass_removal: bool = False,
         plan_out: OutFile | None = None,
         rejects_out: OutFile | None = None,
         progress: ProgressHook | None = None,
@@ -445,8 +443,19 @@ class CohortSync:
 
         ``members`` is read once, lazily (a generator of any size is fine), and matched into
         identifiers; duplicates are removed on disk. What is sent: members who are not in the
-        cohort yet, members who left, and every id whose last request failed or had an unknown
-        outcome, with its desired state now.
+        cohort yet, members who left, every id whose last request failed or had an unknown
+        outcome (with its desired state now), and members who entered within
+        ``resend_window``. A full resync sends every member.
+
+        **Failure contract.** Invalid arguments raise :class:`~braze_cohorts.ConfigurationError`
+        and a concurrent import of the cohort raises
+        :class:`~braze_cohorts.ImportInProgressError`, both before anything is recorded or
+        sent. Once the run is recorded, every outcome is *returned* as the recorded run:
+        ``succeeded``, ``failed`` (Braze, the store or the member source failed; ``error`` and
+        ``error_kind`` say why), ``refused`` (a guard stopped it before anything was sent) or
+        ``dry_run``. Only ``KeyboardInterrupt``/``SystemExit`` propagate, after the run was
+        recorded as ``interrupted``. Call :meth:`ImportRun.raise_for_result
+        <braze_cohorts.ImportRun.raise_for_result>` to turn a failure into an exception.
 
         Args:
             cohort_id: The partner's cohort id.
@@ -458,6 +467,10 @@ class CohortSync:
                 be sent) without sending anything or changing the state; recorded as
                 ``dry_run`` in the history.
             trigger: ``"manual"`` or ``"scheduled"``, for the history.
+            full_resync: Re-send every member as an add, whatever the state says (and every
+                known member who left as a remove).
+            allow_mass_removal: Let an import remove more than ``max_remove_fraction`` of the
+                cohort.
             plan_out: Where to write the delta as CSV (:data:`PLAN_HEADER`).
             rejects_out: Where to write the rejected records as CSV (:data:`REJECTS_HEADER`).
             progress: Called with an :class:`~braze_cohorts.UploadProgress` after every
@@ -465,29 +478,54 @@ class CohortSync:
             notify: Whether to tell the notifier about this run.
 
         Returns:
-            The run as recorded: ``succeeded`` when every request was acknowledged, ``failed``
-            (with ``error``) when naming or any request failed or the store broke, or
-            ``dry_run``.
+            The run as recorded.
 
         Raises:
-            ConfigurationError: If an argument is invalid or an output file cannot be written
-                (nothing is recorded or sent).
+            ConfigurationError: If an argument is invalid or an output file cannot be written.
             ImportInProgressError: If another import of the cohort is running.
-            Exception: Whatever iterating ``members`` raised (for example
-                :class:`~braze_cohorts.InputError` from an unreadable file), after the run was
-                recorded as failed; nothing was sent.
         """
         _check_args(cohort_id, name, trigger)
         _check_records("members", members)
-        return self._import_matched(
+        store = self._store
+        now = self._now()
+        workspace = self._workspace()
+        bound = store.workspace(cohort_id)
+        changed = workspace is not None and bound is not None and bound != workspace
+        reason: FullResyncReason | None = None
+        if full_resync:
+            reason = "requested"
+        elif changed:
+            reason = "workspace_changed"
+        else:
+            last = store.last_full_resync(cohort_id)
+            if last is None and store.member_count(cohort_id) == 0:
+                reason = "first_import"
+            elif self._resync_every is not None and (
+                last is None or now - last >= self._resync_every
+            ):
+                reason = "period_elapsed"
+        since = None if self._resend_window is None or reason else now - self._resend_window
+        entered_at = None if self._resend_window is None or reason == "first_import" else now
+        plan = _Plan(
+            compute=lambda matching, store: store.diff(
+                cohort_id, matching.keys(members), full=reason is not None, resend_since=since
+            ),
+            started_at=now,
+            full_resync=reason,
+            workspace=workspace,
+            workspace_changed=changed,
+            entered_at=entered_at,
+        )
+        return self._import(
             cohort_id,
             name,
             trigger,
-            lambda matching: self._store.diff(cohort_id, matching.keys(members)),
+            plan,
             matcher=matcher,
+            dry_run=dry_run,
+            allow_mass_removal=allow_mass_removal,
             plan_out=plan_out,
             rejects_out=rejects_out,
-            dry_run=dry_run,
             progress=progress,
             notify=notify,
         )
@@ -502,6 +540,7 @@ class CohortSync:
         matcher: IdentifierMatcher | None = None,
         dry_run: bool = False,
         trigger: Trigger = "manual",
+        allow_mass_removal: bool = False,
         plan_out: OutFile | None = None,
         rejects_out: OutFile | None = None,
         progress: ProgressHook | None = None,
@@ -519,68 +558,52 @@ class CohortSync:
 
         Both iterables are read lazily and may be huge; they are matched like :meth:`sync`'s
         ``members`` (identifiers, plain ``str`` external ids, or records), rejections counted
-        together. Other arguments and the result are as for :meth:`sync`.
+        together. A delta cannot heal what Braze could not see: schedule a full :meth:`sync`
+        now and then. The failure contract and other arguments are :meth:`sync`'s; in addition
+        the run is ``refused`` (:class:`~braze_cohorts.WorkspaceChangedError`) when the
+        cohort's state describes another workspace than the client's, and ``failed``
+        (:class:`~braze_cohorts.InputError`) when the same user is both in ``entered`` and
+        ``left``.
 
         Raises:
             ConfigurationError: If an argument is invalid.
             ImportInProgressError: If another import of the cohort is running.
-            InputError: If the same user is both in ``entered`` and ``left`` (after the run was
-                recorded as failed; nothing was sent).
-            Exception: Whatever iterating ``entered`` or ``left`` raised, as for :meth:`sync`.
         """
         _check_args(cohort_id, name, trigger)
         _check_records("entered", entered)
         _check_records("left", left)
-        return self._import_matched(
+        workspace = self._workspace()
+        bound = self._store.workspace(cohort_id)
+        now = self._now()
+        plan = _Plan(
+            compute=lambda matching, store: store.diff_changes(
+                cohort_id, matching.keys(entered), matching.keys(left)
+            ),
+            started_at=now,
+            full_resync=None,
+            workspace=workspace,
+            workspace_changed=workspace is not None and bound is not None and bound != workspace,
+            entered_at=None if self._resend_window is None else now,
+        )
+        return self._import(
             cohort_id,
             name,
             trigger,
-            lambda matching: self._store.diff_changes(
-                cohort_id, matching.keys(entered), matching.keys(left)
-            ),
+            plan,
             matcher=matcher,
+            dry_run=dry_run,
+            allow_mass_removal=allow_mass_removal,
             plan_out=plan_out,
             rejects_out=rejects_out,
-            dry_run=dry_run,
             progress=progress,
             notify=notify,
         )
 
     # -- one import ---------------------------------------------------------------------------
 
-    def _import_matched(
-        self,
-        cohort_id: str,
-        name: str,
-        trigger: Trigger,
-        compute: Callable[[_Matching], Delta],
-        *,
-        matcher: IdentifierMatcher | None,
-        plan_out: OutFile | None,
-        rejects_out: OutFile | None,
-        dry_run: bool,
-        progress: ProgressHook | None,
-        notify: bool,
-    ) -> ImportRun:
-        """Open the plan and rejects files, then run :meth:`_import` on the matched records."""
-        if matcher is not None and not isinstance(matcher, IdentifierMatcher):
-            raise ConfigurationError("matcher must be an IdentifierMatcher")
-        with (
-            _csv_out(rejects_out, REJECTS_HEADER) as rejects,
-            _csv_out(plan_out, PLAN_HEADER) as plan,
-        ):
-            matching = _Matching(matcher if matcher is not None else self._matcher, rejects)
-            return self._import(
-                cohort_id,
-                name,
-                trigger,
-                lambda: compute(matching),
-                matching,
-                dry_run=dry_run,
-                plan=plan,
-                progress=progress,
-                notify=notify,
-            )
+    def _workspace(self) -> str | None:
+        workspace = getattr(self._client, "workspace", None)
+        return workspace if isinstance(workspace, str) else None
 
     def _now(self) -> dt.datetime:
         now = self._clock()
@@ -593,127 +616,198 @@ class CohortSync:
         cohort_id: str,
         name: str,
         trigger: Trigger,
-        compute: Callable[[], Delta],
-        matching: _Matching,
+        plan: _Plan,
         *,
+        matcher: IdentifierMatcher | None,
         dry_run: bool,
-        plan: _RowWriter | None,
+        allow_mass_removal: bool,
+        plan_out: OutFile | None,
+        rejects_out: OutFile | None,
         progress: ProgressHook | None,
         notify: bool,
     ) -> ImportRun:
-        store = self._store
-        run = store.start_run(
-            ImportRun(cohort_id=cohort_id, name=name, trigger=trigger, started_at=self._now())
-        )
-        log.info("import of cohort %s started (run %s, %s)", cohort_id, run.id, trigger)
-        commit = _Commit(store, cohort_id, progress)
-        to_raise: BaseException | None = None
-        try:
-            run = self._steps(run, compute, matching, commit, dry_run=dry_run, plan=plan)
-        except _SourceError as exc:
-            cause = exc.__cause__ if exc.__cause__ is not None else exc
-            run = commit.count(run, result="failed")
-            run = attrs.evolve(
-                run,
-                error=f"reading the members failed: {_describe(cause)}",
-                error_kind=type(cause).__name__,
+        if matcher is not None and not isinstance(matcher, IdentifierMatcher):
+            raise ConfigurationError("matcher must be an IdentifierMatcher")
+        with (
+            csv_out(rejects_out, REJECTS_HEADER) as rejects,
+            csv_out(plan_out, PLAN_HEADER) as plan_rows,
+        ):
+            matching = _Matching(matcher if matcher is not None else self._matcher, rejects)
+            store = self._store
+            run = store.start_run(
+                ImportRun(
+                    cohort_id=cohort_id,
+                    name=name,
+                    trigger=trigger,
+                    started_at=plan.started_at,
+                    full_resync=plan.full_resync is not None,
+                    full_resync_reason=plan.full_resync,
+                )
             )
-            to_raise = cause
-        except InputError as exc:
-            run = commit.count(run, result="failed")
-            run = attrs.evolve(run, error=_describe(exc), error_kind=type(exc).__name__)
-            to_raise = exc
-        except BrazeCohortsError as exc:
-            run = attrs.evolve(
-                commit.count(run, result="failed"),
-                error=_describe(exc),
-                error_kind=type(exc).__name__,
-            )
-            log.warning("import of cohort %s failed: %s", cohort_id, type(exc).__name__)
-        except BaseException as exc:
-            interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit))
-            run = attrs.evolve(
-                commit.count(run, result="interrupted" if interrupted else "failed"),
-                error=f"interrupted: {type(exc).__name__}" if interrupted else _describe(exc),
-                error_kind=type(exc).__name__,
-            )
-            to_raise = exc
-        run = self._finish(run, matching, commit, dry_run=dry_run)
-        if to_raise is not None:
-            raise to_raise
+            log.info("import of cohort %s started (run %s, %s)", cohort_id, run.id, trigger)
+            commit = _Commit(store, run, progress, entered_at=plan.entered_at)
+            interrupted: BaseException | None = None
+            try:
+                run = self._steps(
+                    run,
+                    plan,
+                    matching,
+                    commit,
+                    dry_run=dry_run,
+                    allow_mass_removal=allow_mass_removal,
+                    plan_rows=plan_rows,
+                )
+            except _SourceError as exc:
+                cause = exc.__cause__ if exc.__cause__ is not None else exc
+                run = _failed(commit.counted(run), cause)
+                run = attrs.evolve(run, error=f"reading the members failed: {run.error}")
+            except Exception as exc:
+                run = _failed(commit.counted(run), exc)
+                log.warning("import of cohort %s failed: %s", cohort_id, type(exc).__name__)
+            except BaseException as exc:  # KeyboardInterrupt, SystemExit: record, then re-raise
+                run = attrs.evolve(
+                    _failed(commit.counted(run), exc, "interrupted"),
+                    error=f"interrupted: {type(exc).__name__}",
+                )
+                interrupted = exc
+            run = self._finish(run, matching, plan, dry_run=dry_run)
+        if interrupted is not None:
+            raise interrupted
         if notify and not dry_run:
-            run = self._notify(run)
+            run = deliver(self._notifier, run, record_error=store.record_notification_error)
         return run
 
     def _steps(
         self,
         run: ImportRun,
-        compute: Callable[[], Delta],
+        plan: _Plan,
         matching: _Matching,
         commit: _Commit,
         *,
         dry_run: bool,
-        plan: _RowWriter | None,
+        allow_mass_removal: bool,
+        plan_rows: RowWriter | None,
     ) -> ImportRun:
         store = self._store
         cohort_id = run.cohort_id
-        with compute() as delta:
+        if plan.workspace_changed and plan.full_resync is None:
+            # Only sync_delta gets here: a delta cannot be right against an unseen workspace.
+            raise WorkspaceChangedError(
+                f"the state of cohort {cohort_id!r} describes another Braze workspace (endpoint, "
+                "partner or data import key changed); a delta alone cannot be correct there: "
+                "run a full sync of the cohort first"
+            )
+        with plan.compute(matching, store) as delta:
             log.info(
-                "cohort %s: %d to add, %d to remove, %d rejected",
+                "cohort %s: %d to add, %d to remove, %d rejected%s",
                 cohort_id,
                 delta.adds,
                 delta.removes,
                 sum(matching.rejected.values()),
+                " (full resync)" if plan.full_resync else "",
             )
-            if plan is not None:
+            if plan_rows is not None:
                 for key in delta.iter_adds():
-                    plan.writerow(_plan_row("add", key))
+                    plan_rows.writerow(plan_row("add", key))
                 for key in delta.iter_removes():
-                    plan.writerow(_plan_row("remove", key))
+                    plan_rows.writerow(plan_row("remove", key))
+            refusal = self._guard(cohort_id, matching, delta, allow_mass_removal)
             if dry_run:
-                return attrs.evolve(run, result="dry_run", added=delta.adds, removed=delta.removes)
-            if store.known_name(cohort_id) != run.name:
-                # Naming is retried and rate-limited like the batches: it is idempotent.
-                self._uploader.call(
-                    commit.name(
-                        lambda: self._client.name_cohort(
-                            cohort_id, run.name, created_at=run.started_at
-                        )
-                    )
+                warnings = (
+                    () if refusal is None else (f"a real import would be refused: {refusal}",)
                 )
-                store.record_name(cohort_id, run.name, named_at=self._now())
-                log.info("cohort %s named", cohort_id)
-            if not delta:
-                return commit.count(run, result="succeeded")
-            store.mark_pending(cohort_id, delta)
-            report = self._uploader.upload(
-                cohort_id,
-                add=map(item_from_key, delta.iter_adds()),
-                remove=map(item_from_key, delta.iter_removes()),
-                progress=commit.progress,
-                on_batch_done=commit.done,
-                on_batch_failed=commit.failed_batch,
-            )
-            naming = commit.naming_requests
-            run = attrs.evolve(
-                run,
-                added=report.added,
-                removed=report.removed,
-                requests=naming + report.requests,
-                retries=max(naming - 1, 0) + report.retries,
-            )
-            if report.failed_batches:
-                batches = len(report.failed_batches) + commit.last.batches_done
                 return attrs.evolve(
                     run,
-                    result="failed",
-                    error=_failure_text(list(report.failed_batches), batches),
-                    error_kind=type(report.failed_batches[0].error).__name__,
+                    result="dry_run",
+                    added=delta.adds,
+                    removed=delta.removes,
+                    warnings=warnings,
                 )
-            return attrs.evolve(run, result="succeeded")
+            if refusal is not None:
+                log.warning("import of cohort %s refused: %s", cohort_id, type(refusal).__name__)
+                return _failed(run, refusal, "refused")
+            self._name(run, plan, commit)
+            if delta:
+                store.mark_pending(cohort_id, delta)
+                report = self._uploader.upload(
+                    cohort_id,
+                    add=map(item_from_key, delta.iter_adds()),
+                    remove=map(item_from_key, delta.iter_removes()),
+                    progress=commit.progress,
+                    on_batch_done=commit.done,
+                    on_batch_failed=commit.failed_batch,
+                )
+                run = commit.counted(run)
+                run = attrs.evolve(run, added=report.added, removed=report.removed)
+                if report.failed_batches:
+                    failed = list(report.failed_batches)
+                    batches = len(failed) + commit.last.batches_done
+                    return attrs.evolve(
+                        _failed(run, failed[0].error),
+                        error=_failure_text(failed, batches),
+                    )
+            else:
+                run = commit.counted(run)
+        if plan.workspace is not None and plan.full_resync is not None:
+            store.bind_workspace(cohort_id, plan.workspace)
+        elif plan.workspace is not None and store.workspace(cohort_id) is None:
+            store.bind_workspace(cohort_id, plan.workspace)  # state written before binding
+        if plan.full_resync is not None:
+            store.record_full_resync(cohort_id, at=run.started_at)
+        return attrs.evolve(run, result="succeeded")
+
+    def _guard(
+        self, cohort_id: str, matching: _Matching, delta: Delta, allow_mass_removal: bool
+    ) -> BrazeCohortsError | None:
+        """Why the plan must not be sent, or ``None``."""
+        rejected = sum(matching.rejected.values())
+        total = rejected + matching.matched
+        if rejected and (
+            matching.matched == 0
+            or (self._max_reject is not None and rejected > self._max_reject * total)
+        ):
+            reasons = ", ".join(f"{n} {r}" for r, n in matching.rejected.most_common(5))
+            return TooManyRejectedError(
+                f"{rejected} of {total} record(s) could not be matched ({reasons}); nothing was "
+                "sent. Check the input's encoding and identifier columns (rejects_out / "
+                "--rejects-out lists every rejected record)",
+                rejected=matching.rejected,
+                matched=matching.matched,
+            )
+        removing = delta.held_removes
+        if allow_mass_removal or self._max_remove is None or not removing:
+            return None
+        held = self._store.member_count(cohort_id)
+        if held and removing > self._max_remove * held:
+            return MassRemovalError(
+                f"the import would remove {removing} of the {held} member(s) Braze holds "
+                f"({removing / held:.0%}, more than the allowed {self._max_remove:.0%}); "
+                "nothing was sent. If that is intended, pass allow_mass_removal=True "
+                "(CLI: --allow-mass-removal)",
+                removing=removing,
+                held=held,
+            )
+        return None
+
+    def _name(self, run: ImportRun, plan: _Plan, commit: _Commit) -> None:
+        """Name the cohort in Braze unless this name was acknowledged there already."""
+        store = self._store
+        cohort_id = run.cohort_id
+        if not plan.workspace_changed and store.known_name(cohort_id) == run.name:
+            return
+        created_at = None if plan.workspace_changed else store.created_at(cohort_id)
+        created_at = created_at or run.started_at
+        # Naming is retried and rate-limited like the batches: it is idempotent.
+        self._uploader.call(
+            commit.name(
+                lambda: self._client.name_cohort(cohort_id, run.name, created_at=created_at)
+            )
+        )
+        store.record_name(cohort_id, run.name, named_at=self._now(), created_at=created_at)
+        log.info("cohort %s named", cohort_id)
 
     def _finish(
-        self, run: ImportRun, matching: _Matching, commit: _Commit, *, dry_run: bool
+        self, run: ImportRun, matching: _Matching, plan: _Plan, *, dry_run: bool
     ) -> ImportRun:
         store = self._store
         run = attrs.evolve(run, rejected=dict(matching.rejected), finished_at=self._now())
@@ -723,8 +817,8 @@ class CohortSync:
             log.error("could not count the members of cohort %s: %s", run.cohort_id, exc)
         run = store.finish_run(run)
         log.info(
-            "import of cohort %s %s: %d users, %d added, %d removed, %d rejected, "
-            "%d requests (%d retries)%s",
+            "import of cohort %s %s: %d members acknowledged, %d added, %d removed, "
+            "%d rejected, %d requests (%d retries)%s%s",
             run.cohort_id,
             run.result,
             run.users,
@@ -733,26 +827,7 @@ class CohortSync:
             run.rejected_total,
             run.requests,
             run.retries,
+            f", full resync ({plan.full_resync})" if plan.full_resync else "",
             " (dry run)" if dry_run else "",
         )
-        return run
-
-    def _notify(self, run: ImportRun) -> ImportRun:
-        if self._notifier is None:
-            return run
-        try:
-            self._notifier.notify(run)
-        except Exception as exc:  # a notification never fails the import
-            message = (
-                _describe(exc)
-                if isinstance(exc, BrazeCohortsError)
-                else (f"{type(exc).__name__}: {exc}")
-            )
-            log.warning("notification for cohort %s failed: %s", run.cohort_id, type(exc).__name__)
-            if run.id is not None:
-                try:
-                    self._store.record_notification_error(run.id, message)
-                except BrazeCohortsError:
-                    log.exception("could not record the notification error of run %s", run.id)
-            run = attrs.evolve(run, notification_error=message)
         return run

@@ -7,6 +7,7 @@
     │   └── BatchTooLargeError               more than 1,000 ids given for one request
     ├── InvalidIdentifierError (ValueError)  an identifier Braze cannot take
     ├── InputError (ValueError)              an input file or record stream that cannot be read
+    │   └── TooManyRejectedError             too many records could not be matched; nothing sent
     ├── ScheduleError (ValueError)           an invalid schedule spec
     ├── APIError                             Braze answered, and the answer is not success
     │   ├── InvalidRequestError              400: the request is wrong (never retried)
@@ -18,6 +19,10 @@
     ├── TransportError                       no answer: connection refused/reset, timeout (retried)
     ├── StoreError                           the state store failed (sqlite3 errors are translated)
     │   └── ImportInProgressError            another import of the same cohort holds its lock
+    ├── ImportRefusedError                   a guard refused an import before anything was sent
+    │   ├── MassRemovalError                 the plan would remove too much of the cohort
+    │   └── WorkspaceChangedError            a delta against state of another workspace
+    ├── ImportFailedError                    raised by ImportRun.raise_for_result(); carries .run
     ├── ScheduleConflictError                a cohort already has a live schedule
     ├── ScheduleNotFoundError (LookupError)  a cohort has no schedule
     └── NotificationError                    a notification could not be delivered
@@ -28,7 +33,11 @@ Errors never carry a key: messages are built from status codes, Braze's ``messag
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from braze_cohorts._models import ImportRun
 
 __all__ = [
     "APIError",
@@ -36,10 +45,13 @@ __all__ = [
     "BatchTooLargeError",
     "BrazeCohortsError",
     "ConfigurationError",
+    "ImportFailedError",
     "ImportInProgressError",
+    "ImportRefusedError",
     "InputError",
     "InvalidIdentifierError",
     "InvalidRequestError",
+    "MassRemovalError",
     "NotificationError",
     "RateLimitedError",
     "ResourceLockedError",
@@ -48,8 +60,10 @@ __all__ = [
     "ScheduleNotFoundError",
     "ServerError",
     "StoreError",
+    "TooManyRejectedError",
     "TransportError",
     "UnexpectedResponseError",
+    "WorkspaceChangedError",
 ]
 
 
@@ -207,6 +221,66 @@ class ImportInProgressError(StoreError):
     """Another import of the same cohort is running (in this or another process)."""
 
 
+class TooManyRejectedError(InputError):
+    """Too many records could not be matched; the import was refused before anything was sent.
+
+    An input whose every record is rejected (a wrong encoding, a wrong column) would otherwise
+    empty the cohort.
+
+    Attributes:
+        rejected: Records rejected, by reason.
+        matched: Records that were matched.
+    """
+
+    def __init__(self, message: str, *, rejected: Mapping[str, int], matched: int) -> None:
+        super().__init__(message)
+        self.rejected = dict(rejected)
+        self.matched = matched
+
+
+class ImportRefusedError(BrazeCohortsError):
+    """A guard refused an import before anything was sent (the run is recorded as refused)."""
+
+
+class MassRemovalError(ImportRefusedError):
+    """The import would remove more of the cohort than allowed; nothing was sent.
+
+    Pass ``allow_mass_removal=True`` (CLI: ``--allow-mass-removal``) when that is intended.
+
+    Attributes:
+        removing: Members the plan would remove.
+        held: Members Braze is known to hold.
+    """
+
+    def __init__(self, message: str, *, removing: int, held: int) -> None:
+        super().__init__(message)
+        self.removing = removing
+        self.held = held
+
+
+class WorkspaceChangedError(ImportRefusedError):
+    """A delta was given for a cohort whose state describes another Braze workspace.
+
+    A delta alone cannot be correct against a workspace this state has never seen: run a full
+    :meth:`~braze_cohorts.CohortSync.sync` (which resyncs) first.
+    """
+
+
+class ImportFailedError(BrazeCohortsError):
+    """An import did not succeed; raised by :meth:`ImportRun.raise_for_result`.
+
+    Attributes:
+        run: The recorded run (its ``result``, ``error`` and ``error_kind`` say why).
+    """
+
+    def __init__(self, run: ImportRun) -> None:
+        super().__init__(
+            f"import of cohort {run.cohort_id!r} {run.result}"
+            + (f" ({run.error_kind}): {run.error}" if run.error else "")
+        )
+        self.run = run
+
+
 class ScheduleConflictError(BrazeCohortsError):
     """A cohort already has a live schedule and the caller did not ask to replace it."""
 
@@ -234,3 +308,16 @@ def _authentication_cause(message: str) -> str:
     if "not enabled" in text:
         return "partner_not_enabled"
     return "unknown"
+
+
+def _describe_error(exc: BaseException) -> str:
+    """One line for a run's ``error``: the library's own message, or the class of anything else.
+
+    The text of a foreign exception may carry data that does not belong in a history or an
+    email, so only an ``OSError``'s description is kept.
+    """
+    if isinstance(exc, BrazeCohortsError):
+        return str(exc) or type(exc).__name__
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{type(exc).__name__}: {exc.strerror}"
+    return f"unexpected error: {type(exc).__name__}"

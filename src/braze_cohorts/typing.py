@@ -1,22 +1,27 @@
 """Protocols for the pluggable parts of braze_cohorts.
 
-A plain class (or, where a Protocol has a single ``__call__``, a plain function) that has the
-right methods satisfies a Protocol; nothing needs to inherit from these classes. Tests use them
-to swap in fakes, and applications use them to wrap or replace a part.
+This module is a leaf: at run time it imports only the standard library, and every other part
+of the package depends on it, never the other way round. A plain class (or, where a Protocol has
+a single ``__call__``, a plain function) that has the right methods satisfies a Protocol;
+nothing needs to inherit from these classes. :mod:`braze_cohorts.testing` ships small in-memory
+doubles for each of them.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
-from typing import Protocol
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from braze_cohorts._identifiers import UserRef
-from braze_cohorts._models import CohortResponse, ImportRun
-from braze_cohorts._runner import MemberSource, RecipientNotifier, ScheduleStore
-from braze_cohorts._store import Delta
+if TYPE_CHECKING:  # type-only imports: this module imports nothing of the package at run time
+    from braze_cohorts._delta import Delta
+    from braze_cohorts._identifiers import UserRef
+    from braze_cohorts._models import CohortResponse, ImportRun, Trigger
+    from braze_cohorts._schedule import ScheduledImport, ScheduleState
 
 __all__ = [
+    "Clock",
+    "Importer",
     "MemberSource",
     "MembersClient",
     "Notifier",
@@ -25,6 +30,13 @@ __all__ = [
     "StateStore",
     "SyncClient",
 ]
+
+#: Returns the current time as a timezone-aware datetime (``datetime.now(timezone.utc)``).
+Clock = Callable[[], dt.datetime]
+
+#: A function of no arguments that returns a cohort's members (records, identifiers or plain
+#: external-id strings), read afresh at each scheduled run.
+MemberSource = Callable[[], Iterable[object]]
 
 
 class MembersClient(Protocol):
@@ -58,7 +70,9 @@ class MembersClient(Protocol):
 class SyncClient(MembersClient, Protocol):
     """What :class:`~braze_cohorts.CohortSync` needs from a client: naming and membership updates.
 
-    :class:`~braze_cohorts.CohortClient` satisfies it.
+    :class:`~braze_cohorts.CohortClient` satisfies it. A client may also have a ``workspace``
+    attribute (a string that identifies the Braze workspace it sends to, from which no key can
+    be recovered); :class:`~braze_cohorts.CohortSync` then binds each cohort's state to it.
     """
 
     def name_cohort(
@@ -69,10 +83,10 @@ class SyncClient(MembersClient, Protocol):
 
 
 class Notifier(Protocol):
-    """Who is told after an import: :class:`~braze_cohorts.CohortSync` calls it after each run.
+    """Who is told after an import that was not a dry run.
 
     :class:`~braze_cohorts.SmtpNotifier` satisfies it. An exception it raises never fails the
-    import: the sync engine records it as the run's ``notification_error``.
+    import: it is recorded as the run's ``notification_error``.
     """
 
     def notify(self, run: ImportRun) -> None:
@@ -80,13 +94,54 @@ class Notifier(Protocol):
         ...
 
 
+@runtime_checkable
+class RecipientNotifier(Protocol):
+    """A notifier that can mail a schedule's own recipients (:class:`~braze_cohorts.SmtpNotifier`).
+
+    The scheduler uses this method when the notifier has it, else the plain
+    :meth:`Notifier.notify` (which then picks its own recipients).
+    """
+
+    def notify_recipients(
+        self,
+        run: ImportRun,
+        recipients: Sequence[str],
+        *,
+        paused_reason: str | None = None,
+    ) -> None:
+        """Tell ``recipients`` about ``run``; ``paused_reason`` says the run paused the schedule."""
+        ...
+
+
+class Importer(Protocol):
+    """What :class:`~braze_cohorts.Scheduler` runs: the contract of ``CohortSync.sync``.
+
+    ``sync`` records every import it starts and returns the recorded run, failed or not; it
+    raises only before a run is recorded (for example
+    :class:`~braze_cohorts.ImportInProgressError`).
+    """
+
+    def sync(
+        self,
+        cohort_id: str,
+        name: str,
+        members: Iterable[object],
+        *,
+        trigger: Trigger = ...,
+        notify: bool = ...,
+    ) -> ImportRun:
+        """Import ``members`` into the cohort and return the recorded run."""
+        ...
+
+
 class StateStore(Protocol):
     """What :class:`~braze_cohorts.CohortSync` remembers between imports.
 
-    :class:`~braze_cohorts.SQLiteStore` implements it; see ``docs/store.md`` for the contract
-    in full. Keys are canonical identifier keys (:attr:`ExternalId.key
-    <braze_cohorts.ExternalId.key>` ...). Every method may raise
-    :class:`~braze_cohorts.StoreError`; a store may be called from several threads.
+    :class:`~braze_cohorts.SQLiteStore` implements it, and so does
+    :class:`braze_cohorts.testing.MemoryStore`; see ``docs/store.md`` for the contract in full.
+    Keys are canonical identifier keys (:attr:`ExternalId.key <braze_cohorts.ExternalId.key>`
+    ...). Every method may raise :class:`~braze_cohorts.StoreError`; a store may be called from
+    several threads.
     """
 
     def start_run(self, run: ImportRun) -> ImportRun:
@@ -94,6 +149,10 @@ class StateStore(Protocol):
 
         Raises ImportInProgressError when another live import of the cohort holds the lock.
         """
+        ...
+
+    def update_run(self, run: ImportRun) -> None:
+        """Record a running run's counts so far (the lock stays held)."""
         ...
 
     def finish_run(self, run: ImportRun) -> ImportRun:
@@ -112,16 +171,54 @@ class StateStore(Protocol):
         """The name Braze acknowledged for the cohort, or ``None``."""
         ...
 
-    def record_name(self, cohort_id: str, name: str, *, named_at: dt.datetime) -> None:
-        """Remember that Braze acknowledged ``name`` for the cohort."""
+    def created_at(self, cohort_id: str) -> dt.datetime | None:
+        """When the cohort was first named in its workspace, or ``None``."""
+        ...
+
+    def record_name(
+        self,
+        cohort_id: str,
+        name: str,
+        *,
+        named_at: dt.datetime,
+        created_at: dt.datetime | None = None,
+    ) -> None:
+        """Remember that Braze acknowledged ``name`` (sent with ``created_at``) for the cohort."""
+        ...
+
+    def workspace(self, cohort_id: str) -> str | None:
+        """The workspace fingerprint the cohort's snapshot describes, or ``None``."""
+        ...
+
+    def bind_workspace(self, cohort_id: str, workspace: str | None) -> None:
+        """Say that the snapshot now describes ``workspace``; a change forgets the cohort's name."""
+        ...
+
+    def last_full_resync(self, cohort_id: str) -> dt.datetime | None:
+        """When the cohort's last full resync succeeded, or ``None``."""
+        ...
+
+    def record_full_resync(self, cohort_id: str, *, at: dt.datetime) -> None:
+        """Remember that a full resync of the cohort succeeded at ``at``."""
         ...
 
     def member_count(self, cohort_id: str) -> int:
-        """How many members Braze is known to hold."""
+        """How many members Braze acknowledged and still holds, as far as anyone can know."""
         ...
 
-    def diff(self, cohort_id: str, desired: Iterable[str]) -> Delta:
-        """What to send so that Braze holds exactly ``desired`` (uncertain ids included)."""
+    def diff(
+        self,
+        cohort_id: str,
+        desired: Iterable[str],
+        *,
+        full: bool = False,
+        resend_since: dt.datetime | None = None,
+    ) -> Delta:
+        """What to send so that Braze holds exactly ``desired`` (uncertain ids included).
+
+        ``full`` re-sends every desired key as an add; ``resend_since`` re-sends desired keys
+        that entered at or after that time.
+        """
         ...
 
     def diff_changes(self, cohort_id: str, entered: Iterable[str], left: Iterable[str]) -> Delta:
@@ -133,7 +230,78 @@ class StateStore(Protocol):
         ...
 
     def apply_batch(
-        self, cohort_id: str, added: Iterable[str] = (), removed: Iterable[str] = ()
+        self,
+        cohort_id: str,
+        added: Iterable[str] = (),
+        removed: Iterable[str] = (),
+        *,
+        entered_at: dt.datetime | None = None,
     ) -> None:
-        """Apply acknowledged changes to the snapshot and clear them from pending, atomically."""
+        """Apply acknowledged changes to the snapshot and clear them from pending, atomically.
+
+        ``entered_at`` stamps keys that were not held yet as recent entrants (``None``: not
+        recent, as after a first import or a full resync).
+        """
+        ...
+
+
+class ScheduleStore(Protocol):
+    """Where schedules live. :class:`~braze_cohorts.SQLiteStore` implements it.
+
+    ``claim_schedule`` must be atomic across processes: it is how two schedulers agree on who
+    runs.
+    """
+
+    def put_schedule(self, entry: ScheduledImport, *, replace: bool = False) -> None:
+        """Store ``entry``; raise ScheduleConflictError if one exists and not ``replace``."""
+        ...
+
+    def get_schedule(self, cohort_id: str) -> ScheduledImport | None:
+        """The cohort's schedule, or ``None``."""
+        ...
+
+    def list_schedules(self) -> list[ScheduledImport]:
+        """Every stored schedule, by cohort id."""
+        ...
+
+    def delete_schedule(self, cohort_id: str) -> bool:
+        """Remove the cohort's schedule; ``False`` if it had none."""
+        ...
+
+    def due_schedules(self, now: dt.datetime) -> list[ScheduledImport]:
+        """Active schedules whose ``next_due`` is at or before ``now``, earliest first."""
+        ...
+
+    def claim_schedule(
+        self,
+        cohort_id: str,
+        *,
+        expected_due: dt.datetime,
+        next_due: dt.datetime | None,
+    ) -> bool:
+        """Atomically move an active schedule's due time from ``expected_due`` to ``next_due``.
+
+        ``next_due=None`` marks it done. Returns ``False`` (changing nothing) when the stored
+        due time is no longer ``expected_due`` or the schedule is no longer active: another
+        scheduler claimed it, or it was paused, replaced or cleared meanwhile.
+        """
+        ...
+
+    def update_schedule(
+        self,
+        cohort_id: str,
+        *,
+        state: ScheduleState,
+        paused_reason: str | None,
+        next_due: dt.datetime | None,
+    ) -> None:
+        """Set the state, reason and due time of the cohort's schedule."""
+        ...
+
+    def set_schedule_last_run(self, cohort_id: str, run_id: int | None) -> None:
+        """Remember the id of the schedule's latest import."""
+        ...
+
+    def record_notification_error(self, run_id: int, error: str) -> None:
+        """Record on a run in the history that its notification failed."""
         ...

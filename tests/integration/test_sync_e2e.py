@@ -238,7 +238,7 @@ class TestConvergence:
                 if runner is impatient:
                     emulator.set_latency(0.15)
                 logged_before = len(emulator.request_log)
-                run = runner.sync(cohort, name, [f"u{n}" for n in members])
+                run = runner.sync(cohort, name, [f"u{n}" for n in members], allow_mass_removal=True)
                 if runner is impatient:
                     emulator.set_latency(0.0)
                     # Timed-out requests still land, late. Let them land before the next import
@@ -252,9 +252,9 @@ class TestConvergence:
                         and time.monotonic() < deadline
                     ):
                         time.sleep(0.01)
-                assert run.result in ("succeeded", "failed")
+                assert run.result in ("succeeded", "failed"), run.error
             emulator.clear_faults()
-            run = sync.sync(cohort, "Final", [f"u{n}" for n in final])
+            run = sync.sync(cohort, "Final", [f"u{n}" for n in final], allow_mass_removal=True)
         assert run.result == "succeeded", run.error
         assert members_of(emulator, cohort) == {f"u{n}" for n in final}
         assert run.users == len(final)

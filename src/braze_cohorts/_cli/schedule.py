@@ -325,7 +325,7 @@ def _run_set(args: argparse.Namespace) -> int:
         store = _open_store(args, create=True)
         assert store is not None
         try:
-            entry = bc.ScheduleRunner(store).set_schedule(
+            entry = bc.Scheduler(store).set_schedule(
                 args.cohort_id,
                 args.name,
                 spec,
@@ -351,7 +351,7 @@ def _run_list(args: argparse.Namespace) -> int:
         entries: list[bc.ScheduledImport] = []
         if store is not None:
             try:
-                entries = bc.ScheduleRunner(store).schedules()
+                entries = bc.Scheduler(store).schedules()
             finally:
                 store.close()
     except bc.BrazeCohortsError as exc:
@@ -385,7 +385,7 @@ def _with_runner(args: argparse.Namespace, action: str) -> tuple[int, bc.Schedul
     if store is None:
         return fail(f"cohort {args.cohort_id!r} has no schedule (no state database)", 1), None
     try:
-        runner = bc.ScheduleRunner(store)
+        runner = bc.Scheduler(store)
         if action == "show":
             return 0, runner.get_schedule(args.cohort_id)
         if action == "pause":
@@ -515,16 +515,22 @@ def _running(args: argparse.Namespace, cohort_id: str | None) -> int:
                 partner_api_key=creds["partner_api_key"],
                 data_import_key=creds["data_import_key"],
             ) as client:
-                syncer = bc.CohortSync(client, store, notifier=notifier)
-                if notifier is None and any(
-                    e.recipients for e in bc.ScheduleRunner(store).schedules()
-                ):
+                scheduler = bc.Scheduler(
+                    store, bc.CohortSync(client, store, notifier=notifier), notifier=notifier
+                )
+                # Only warn when mail would be sent: the schedules about to run have recipients.
+                about_to_run = (
+                    store.due_schedules(scheduler.now())
+                    if cohort_id is None
+                    else [scheduler.get_schedule(cohort_id)]
+                )
+                if notifier is None and any(e.recipients for e in about_to_run):
                     print(
                         "braze-cohorts: warning: schedules have recipients but no SMTP host is "
                         f"set (--smtp-host / {ENV_SMTP_HOST}); no email is sent",
                         file=sys.stderr,
                     )
-                runs = syncer.run_due() if cohort_id is None else [syncer.trigger(cohort_id)]
+                runs = scheduler.run_due() if cohort_id is None else [scheduler.trigger(cohort_id)]
         finally:
             store.close()
     except bc.ScheduleNotFoundError as exc:

@@ -48,6 +48,25 @@ def register(subparsers: Any) -> None:
         help="column holding alias names (default alias_name)",
     )
     sync.add_argument(
+        "--full-resync",
+        action="store_true",
+        help="re-send every member, whatever the state says (heals users Braze ignored and "
+        "edits made in Braze)",
+    )
+    sync.add_argument(
+        "--allow-mass-removal",
+        action="store_true",
+        help="let this import remove more than half of the cohort (refused otherwise)",
+    )
+    sync.add_argument(
+        "--max-rejected",
+        type=_fraction,
+        default=bc.DEFAULT_MAX_REJECT_FRACTION,
+        metavar="FRACTION",
+        help="refuse the import when more than this share of the records cannot be matched "
+        f"(default {bc.DEFAULT_MAX_REJECT_FRACTION}; an all-rejected file is always refused)",
+    )
+    sync.add_argument(
         "--no-progress", action="store_true", help="no progress bar even on a terminal"
     )
     sync.add_argument(
@@ -70,6 +89,16 @@ def register(subparsers: Any) -> None:
     history.add_argument("--limit", type=int, default=20, help="newest N runs (default 20)")
     add_state_arg(history)
     history.set_defaults(handler=_run_history)
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, not {text!r}")
+    return value
 
 
 class _Progress:
@@ -107,9 +136,10 @@ def _count(n: int, noun: str) -> str:
 
 def summary_line(run: bc.ImportRun) -> str:
     """One line that says how an import ended."""
+    kind = f" (full resync: {run.full_resync_reason})" if run.full_resync else ""
     parts = [
-        f"{run.cohort_id} ({run.name}): {run.result}",
-        f"{run.users:,} users in the cohort",
+        f"{run.cohort_id} ({run.name}): {run.result}{kind}",
+        f"{run.users:,} members acknowledged by Braze",
         f"+{run.added:,} added",
         f"-{run.removed:,} removed",
     ]
@@ -120,6 +150,8 @@ def summary_line(run: bc.ImportRun) -> str:
     line = "; ".join(parts)
     if run.error:
         line += f"; error: {run.error}"
+    if run.warnings:
+        line += f"; {_count(len(run.warnings), 'warning')} from Braze: {run.warnings[0]}"
     return line
 
 
@@ -145,13 +177,17 @@ def _run_sync(args: argparse.Namespace) -> int:
                 uploader = bc.BatchUploader(
                     client, concurrency=args.concurrency, requests_per_hour=args.requests_per_hour
                 )
-                syncer = bc.CohortSync(client, store, uploader=uploader)
+                syncer = bc.CohortSync(
+                    client, store, uploader=uploader, max_reject_fraction=args.max_rejected
+                )
                 run = syncer.sync(
                     args.cohort_id,
                     args.name,
                     records,
                     matcher=matcher,
                     dry_run=args.dry_run,
+                    full_resync=args.full_resync,
+                    allow_mass_removal=args.allow_mass_removal,
                     plan_out=args.plan_out,
                     rejects_out=args.rejects_out,
                     progress=progress,
@@ -221,19 +257,33 @@ def run_to_json(run: bc.ImportRun) -> dict[str, object]:
         "retries": run.retries,
         "error": run.error,
         "error_kind": run.error_kind,
+        "error_cause": run.error_cause,
         "notification_error": run.notification_error,
+        "full_resync": run.full_resync,
+        "full_resync_reason": run.full_resync_reason,
+        "warnings": list(run.warnings),
     }
 
 
 def format_history(runs: list[bc.ImportRun]) -> str:
     """A plain table of runs, newest first."""
-    header = ("started (UTC)", "trigger", "result", "users", "added", "removed", "rejected")
+    header = (
+        "started (UTC)",
+        "trigger",
+        "kind",
+        "result",
+        "members*",
+        "added",
+        "removed",
+        "rejected",
+    )
     rows = [header]
     for run in runs:
         rows.append(
             (
                 run.started_at.strftime("%Y-%m-%d %H:%M:%S"),
                 run.trigger,
+                f"full ({run.full_resync_reason})" if run.full_resync else "delta",
                 run.result,
                 f"{run.users:,}",
                 f"{run.added:,}",
@@ -242,5 +292,11 @@ def format_history(runs: list[bc.ImportRun]) -> str:
             )
         )
     lines = table(rows)
+    lines.append("* members acknowledged by Braze; Braze ignores ids it does not know, unseen")
     errors = [f"  run {r.id}: {r.error}" for r in runs if r.error]
-    return "\n".join(lines + (["errors:", *errors] if errors else []))
+    warnings = [f"  run {r.id}: {w}" for r in runs for w in r.warnings]
+    return "\n".join(
+        lines
+        + (["errors:", *errors] if errors else [])
+        + (["warnings:", *warnings] if warnings else [])
+    )

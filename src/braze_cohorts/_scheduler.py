@@ -1,0 +1,379 @@
+"""The scheduler: one live schedule per cohort, due runs, manual triggers, pausing, email.
+
+The scheduler sits **above** the import flow, never inside it: it keeps
+:class:`~braze_cohorts.ScheduledImport` records in a
+:class:`~braze_cohorts.typing.ScheduleStore` (the SQLite store by default), asks each record's
+:class:`~braze_cohorts.Schedule` when it is due, and runs the same import anyone could run by
+hand through :meth:`CohortSync.sync <braze_cohorts.CohortSync.sync>`, with trigger
+``"scheduled"`` (or ``"manual"`` for :meth:`Scheduler.trigger`). The sync engine knows nothing
+of schedules.
+
+Guarantees:
+
+* **At most once per due time.** A due schedule is *claimed* by an atomic compare-and-set on its
+  ``next_due`` before it runs, so two schedulers (threads or processes, e.g. two overlapping
+  cron jobs) never both run it; the per-cohort import lock is a second guard.
+* **A missed run happens once.** After downtime, a schedule whose ``next_due`` is long past runs
+  once, and its next due time is computed from *now*, not from the missed slot.
+* **Refused credentials pause.** An import whose run failed with ``error_kind``
+  ``"AuthenticationError"`` pauses its schedule with the reason; the recipients are told in the
+  same email; :meth:`Scheduler.resume` re-activates it.
+* **Mail never fails an import.** A notifier error is recorded on the run
+  (``notification_error``) and logged, never raised.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable, Iterator
+
+from braze_cohorts._models import ImportRun, Trigger
+from braze_cohorts._notify import deliver
+from braze_cohorts._schedule import (
+    PAUSED_BY_USER,
+    Schedule,
+    ScheduledImport,
+    _aware,
+    _check_id,
+)
+from braze_cohorts.exceptions import (
+    AuthenticationError,
+    ConfigurationError,
+    ImportInProgressError,
+    ScheduleError,
+    ScheduleNotFoundError,
+    _describe_error,
+)
+from braze_cohorts.typing import Importer, MemberSource, Notifier, RecipientNotifier, ScheduleStore
+
+__all__ = ["Scheduler"]
+
+log = logging.getLogger(__name__)
+
+_UTC = dt.timezone.utc
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(_UTC)
+
+
+class Scheduler:
+    """Keeps one live schedule per cohort and runs the due imports through a sync engine.
+
+    Composed **over** a :class:`~braze_cohorts.CohortSync` (or anything with its ``sync``
+    method, :class:`~braze_cohorts.typing.Importer`), a store and a notifier.
+
+    Args:
+        store: Where schedules live (:class:`~braze_cohorts.SQLiteStore`: usually the sync's own
+            store).
+        sync: Runs the imports. Without it the scheduler manages schedules (set, list, pause,
+            resume, clear need no Braze credentials) and :meth:`run_due` / :meth:`trigger`
+            raise :class:`~braze_cohorts.ConfigurationError`.
+        notifier: Who is told after each scheduled or triggered import (``None``: nobody). A
+            notifier with ``notify_recipients`` (:class:`~braze_cohorts.SmtpNotifier`) mails the
+            schedule's own recipients.
+        clock: Returns the current time (aware); injected by tests.
+        read_file: Turns a file source into records (default: ``braze_cohorts.read_records``).
+
+    Example:
+        >>> import braze_cohorts as bc
+        >>> sync = bc.CohortSync(client, store)  # doctest: +SKIP
+        >>> scheduler = bc.Scheduler(store, sync, notifier=bc.SmtpNotifier(...))  # doctest: +SKIP
+        >>> scheduler.set_schedule("power-users", "Power users", "daily 09:00 UTC",
+        ...                        source="members.csv")  # doctest: +SKIP
+        >>> scheduler.run_due()  # from cron, every minute  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        store: ScheduleStore,
+        sync: Importer | None = None,
+        *,
+        notifier: Notifier | RecipientNotifier | None = None,
+        clock: Callable[[], dt.datetime] = _utcnow,
+        read_file: Callable[[str], Iterable[object]] | None = None,
+    ) -> None:
+        if sync is not None and not callable(getattr(sync, "sync", None)):
+            raise ConfigurationError("sync must be a CohortSync (or have its sync method)")
+        self._store = store
+        self._sync = sync
+        self._notifier = notifier
+        self._clock = clock
+        self._read_file = read_file
+        self._sources: dict[str, MemberSource] = {}
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"Scheduler(store={self._store!r}, sync={self._sync!r})"
+
+    @property
+    def store(self) -> ScheduleStore:
+        """Where the schedules live."""
+        return self._store
+
+    # -- schedules ------------------------------------------------------------------------
+
+    def now(self) -> dt.datetime:
+        """The injected clock's time, in UTC."""
+        return _aware(self._clock(), "clock()")
+
+    def register_source(self, cohort_id: str, source: MemberSource) -> None:
+        """Register the function that returns a cohort's members for its scheduled imports.
+
+        Registrations live in this process only: register again after a restart, before
+        :meth:`run_due`.
+
+        Raises:
+            ConfigurationError: If ``source`` is not callable.
+        """
+        if not callable(source):
+            raise ConfigurationError("a member source must be callable")
+        _check_id(cohort_id)
+        with self._lock:
+            self._sources[cohort_id] = source
+
+    def set_schedule(
+        self,
+        cohort_id: str,
+        name: str,
+        schedule: Schedule | str,
+        *,
+        source: str | os.PathLike[str] | MemberSource | None = None,
+        recipients: Iterable[str] | str = (),
+        replace: bool = False,
+        now: dt.datetime | None = None,
+    ) -> ScheduledImport:
+        """Give a cohort its one live schedule.
+
+        Args:
+            cohort_id: The cohort.
+            name: Its name in Braze.
+            schedule: A :class:`~braze_cohorts.Schedule` or its text form (``"daily 09:00 UTC"``).
+            source: A member file path, or a function returning the members (registered for the
+                cohort, as with :meth:`register_source`), or ``None`` to use the function
+                registered for the cohort.
+            recipients: Who gets the email after each import.
+            replace: Replace an existing schedule instead of failing.
+            now: The time the first run is counted from (default: the clock). Aware.
+
+        Returns:
+            The stored schedule.
+
+        Raises:
+            ScheduleConflictError: If the cohort already has a schedule and ``replace`` is false.
+            ScheduleError: If the schedule text is invalid, or a one-time schedule is past.
+            ConfigurationError: If an address, the id or the name is invalid.
+        """
+        spec = Schedule.parse(schedule) if isinstance(schedule, str) else schedule
+        now = self.now() if now is None else _aware(now, "now")
+        next_due = spec.next_run(now)
+        if next_due is None:
+            raise ScheduleError(f"the one-time schedule {spec} is not in the future")
+        file_source = None if source is None or callable(source) else source
+        entry = ScheduledImport(
+            cohort_id=cohort_id,
+            name=name,
+            schedule=spec,
+            source=file_source,
+            recipients=recipients,
+            next_due=next_due,
+        )
+        self._store.put_schedule(entry, replace=replace)
+        if callable(source):
+            self.register_source(cohort_id, source)
+        log.info("schedule set for cohort %s: %s, next due %s", cohort_id, spec, next_due)
+        return entry
+
+    def get_schedule(self, cohort_id: str) -> ScheduledImport:
+        """The cohort's schedule.
+
+        Raises:
+            ScheduleNotFoundError: If the cohort has no schedule.
+        """
+        entry = self._store.get_schedule(cohort_id)
+        if entry is None:
+            raise ScheduleNotFoundError(f"cohort {cohort_id!r} has no schedule")
+        return entry
+
+    def schedules(self) -> list[ScheduledImport]:
+        """Every schedule, by cohort id."""
+        return self._store.list_schedules()
+
+    def pause(self, cohort_id: str, reason: str = PAUSED_BY_USER) -> ScheduledImport:
+        """Pause a cohort's schedule: it does not run until :meth:`resume`.
+
+        Raises:
+            ScheduleNotFoundError: If the cohort has no schedule.
+        """
+        self.get_schedule(cohort_id)
+        self._store.update_schedule(
+            cohort_id, state="paused", paused_reason=reason or PAUSED_BY_USER, next_due=None
+        )
+        log.info("schedule of cohort %s paused", cohort_id)
+        return self.get_schedule(cohort_id)
+
+    def resume(self, cohort_id: str, *, now: dt.datetime | None = None) -> ScheduledImport:
+        """Re-activate a paused (or done) schedule; its next due time is computed from now.
+
+        A one-time schedule whose time has passed becomes due at once (it runs at the next
+        :meth:`run_due`).
+
+        Args:
+            cohort_id: The cohort.
+            now: The time to count from (default: the clock). Aware.
+
+        Raises:
+            ScheduleNotFoundError: If the cohort has no schedule.
+        """
+        entry = self.get_schedule(cohort_id)
+        now = self.now() if now is None else _aware(now, "now")
+        next_due = entry.schedule.next_run(now) or now
+        self._store.update_schedule(
+            cohort_id, state="active", paused_reason=None, next_due=next_due
+        )
+        log.info("schedule of cohort %s resumed, next due %s", cohort_id, next_due)
+        return self.get_schedule(cohort_id)
+
+    def clear(self, cohort_id: str) -> None:
+        """Delete a cohort's schedule (its history stays).
+
+        Raises:
+            ScheduleNotFoundError: If the cohort has no schedule.
+        """
+        if not self._store.delete_schedule(cohort_id):
+            raise ScheduleNotFoundError(f"cohort {cohort_id!r} has no schedule")
+        with self._lock:
+            self._sources.pop(cohort_id, None)
+        log.info("schedule of cohort %s cleared", cohort_id)
+
+    # -- running --------------------------------------------------------------------------
+
+    def run_due(self, now: dt.datetime | None = None) -> list[ImportRun]:
+        """Run every import whose time has come, each at most once per due time.
+
+        Each due schedule is claimed atomically first (its next due time moves to the first run
+        after ``now``; a one-time schedule becomes done), so a concurrent runner skips it. A
+        failing import does not stop the others.
+
+        Args:
+            now: The time to run at (default: the clock). Aware.
+
+        Returns:
+            The imports that ran, in due order (failed ones included).
+        """
+        now = self.now() if now is None else _aware(now, "now")
+        runs: list[ImportRun] = []
+        for entry in self._store.due_schedules(now):
+            assert entry.next_due is not None
+            next_due = entry.schedule.next_run(now)
+            if not self._store.claim_schedule(
+                entry.cohort_id, expected_due=entry.next_due, next_due=next_due
+            ):
+                log.info("schedule of cohort %s was claimed by another runner", entry.cohort_id)
+                continue
+            run = self._run(entry, "scheduled")
+            if run is not None:
+                runs.append(run)
+        return runs
+
+    def trigger(self, cohort_id: str) -> ImportRun:
+        """Run a cohort's scheduled import now, with trigger ``"manual"``.
+
+        Its schedule is not moved; a paused or done schedule may be triggered too (and a
+        manual run that fails authentication pauses an active schedule, like a scheduled one).
+
+        Raises:
+            ScheduleNotFoundError: If the cohort has no schedule.
+            ImportInProgressError: If an import of the cohort is already running.
+        """
+        entry = self.get_schedule(cohort_id)
+        run = self._run(entry, "manual", raise_busy=True)
+        assert run is not None
+        return run
+
+    def _members(self, entry: ScheduledImport) -> Iterator[object]:
+        """The members of a run, read lazily so a failing source fails inside the import."""
+        if entry.source is not None:
+            reader = self._read_file
+            if reader is None:
+                from braze_cohorts._sources import read_records
+
+                reader = read_records
+            yield from reader(entry.source)
+            return
+        with self._lock:
+            source = self._sources.get(entry.cohort_id)
+        if source is None:
+            raise ConfigurationError(
+                f"no member source registered for cohort {entry.cohort_id!r}: call "
+                "register_source(cohort_id, fn) or give the schedule a file source"
+            )
+        yield from source()
+
+    def _run(
+        self, entry: ScheduledImport, trigger: Trigger, *, raise_busy: bool = False
+    ) -> ImportRun | None:
+        if self._sync is None:
+            raise ConfigurationError("this Scheduler was made without a sync engine to run imports")
+        started = self.now()
+        log.info("%s import of cohort %s starting", trigger, entry.cohort_id)
+        try:
+            run = self._sync.sync(
+                entry.cohort_id, entry.name, self._members(entry), trigger=trigger, notify=False
+            )
+        except ImportInProgressError:
+            if raise_busy:
+                raise
+            log.warning("cohort %s is being imported elsewhere; skipped", entry.cohort_id)
+            return None
+        except Exception as exc:  # nothing was recorded (the store failed, say): still report it
+            log.error(
+                "%s import of cohort %s raised %s", trigger, entry.cohort_id, type(exc).__name__
+            )
+            run = ImportRun(
+                cohort_id=entry.cohort_id,
+                name=entry.name,
+                trigger=trigger,
+                started_at=started,
+                finished_at=self.now(),
+                result="failed",
+                error=_describe_error(exc),
+                error_kind=type(exc).__name__,
+                error_cause=exc.cause if isinstance(exc, AuthenticationError) else None,
+            )
+        paused_reason: str | None = None
+        if run.error_kind == AuthenticationError.__name__ and entry.state == "active":
+            paused_reason = _pause_reason(run)
+            self._store.update_schedule(
+                entry.cohort_id, state="paused", paused_reason=paused_reason, next_due=None
+            )
+            log.warning("schedule of cohort %s paused: authentication failed", entry.cohort_id)
+        if run.id is not None:
+            self._store.set_schedule_last_run(entry.cohort_id, run.id)
+        log.info("%s import of cohort %s ended: %s", trigger, entry.cohort_id, run.result)
+        return deliver(
+            self._notifier,
+            run,
+            record_error=self._store.record_notification_error,
+            recipients=entry.recipients,
+            paused_reason=paused_reason,
+        )
+
+
+#: What a paused schedule's email says, by :attr:`AuthenticationError.cause`.
+_CAUSES = {
+    "data_import_key": "the data import key was rejected (revoked or replaced?): enter the "
+    "workspace's current data import key",
+    "partner_api_key": "the partner API key was rejected: check the partner's API key for this "
+    "cluster (US and EU clusters have different keys)",
+    "partner_not_enabled": "the partner integration is not enabled for this workspace: enable it "
+    "in Braze (Partner integrations > Technology partners), or check the data import key",
+}
+
+
+def _pause_reason(run: ImportRun) -> str:
+    what = _CAUSES.get(run.error_cause or "", "Braze refused the credentials")
+    return f"authentication failed: {what}"
