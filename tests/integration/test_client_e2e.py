@@ -115,7 +115,7 @@ class TestErrorMapping:
     @pytest.mark.parametrize(
         ("key", "value", "message", "cause"),
         [
-            ("partner_api_key", "wrong", "Invalid partner API key", "partner_api_key"),
+            ("partner_api_key", "wrong", "Invalid Partner API key", "partner_api_key"),
             ("data_import_key", "wrong", "Invalid client secret", "data_import_key"),
         ],
     )
@@ -143,6 +143,11 @@ class TestErrorMapping:
             client.update_members("c1", add=["u1"])
         assert info.value.cause == "data_import_key"
 
+    @pytest.mark.xfail(
+        strict=True,
+        reason="issue 8: Braze's text names the client secret, which the client's cause mapping "
+        "reads as a bad data import key (fixed on the client side of issue 8)",
+    )
     def test_401_partner_not_enabled(self, emulator: BrazeEmulator) -> None:
         """A workspace that has not enabled the partner gives cause partner_not_enabled."""
         key = emulator.create_data_import_key(emulator.create_workspace("w", partners=()))
@@ -151,8 +156,9 @@ class TestErrorMapping:
             pytest.raises(AuthenticationError) as info,
         ):
             client.name_cohort("c1", "n")
+        assert key not in str(info.value)
         assert (info.value.message, info.value.cause) == (
-            "Partner not enabled for this customer",
+            "Partner not enabled for client with client secret: ***",
             "partner_not_enabled",
         )
 
