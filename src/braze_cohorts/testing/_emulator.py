@@ -147,6 +147,11 @@ class BrazeEmulator:
         return self._server.running
 
     @property
+    def host(self) -> str:
+        """The address bound (or to bind)."""
+        return self._server.host
+
+    @property
     def port(self) -> int:
         """The bound port (the requested one before :meth:`start`)."""
         return self._server.port

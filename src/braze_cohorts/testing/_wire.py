@@ -150,6 +150,11 @@ class HttpServer:
         return self._server is not None
 
     @property
+    def host(self) -> str:
+        """The address bound (or to bind)."""
+        return self._host
+
+    @property
     def port(self) -> int:
         """The bound port (the requested one before :meth:`start`)."""
         if self._server is not None:
