@@ -191,9 +191,7 @@ class AdminApi:
 
     @_route("DELETE", "/data-import-keys/{key}", "revoke a data import key (then 401)")
     def revoke_key(self, request: Request, args: tuple[str, ...], body: Any) -> _Reply:
-        if not self._emulator.revoke_data_import_key(args[0]):
-            raise _Error(404, "no such data import key")
-        return 200, {"revoked": True}
+        return _revoked(self._emulator.revoke_data_import_key(args[0]), "data import key")
 
     @_route("POST", "/partner-keys", 'create a partner API key: {"region": "US", "partner": ...}')
     def create_partner_key(self, request: Request, args: tuple[str, ...], body: Any) -> _Reply:
@@ -207,9 +205,7 @@ class AdminApi:
 
     @_route("DELETE", "/partner-keys/{key}", "revoke a partner API key (then 401)")
     def revoke_partner_key(self, request: Request, args: tuple[str, ...], body: Any) -> _Reply:
-        if not self._emulator.revoke_partner_key(args[0]):
-            raise _Error(404, "no such partner API key")
-        return 200, {"revoked": True}
+        return _revoked(self._emulator.revoke_partner_key(args[0]), "partner API key")
 
     # -- cohorts -----------------------------------------------------------------------------
 
@@ -276,6 +272,12 @@ class AdminApi:
         if members:
             out["members"] = [identifier_to_json(m) for m in sorted(held)]
         return out
+
+
+def _revoked(existed: bool, what: str) -> _Reply:
+    if not existed:
+        raise _Error(404, f"no such {what}")
+    return 200, {"revoked": True}
 
 
 def _body(request: Request) -> Any:

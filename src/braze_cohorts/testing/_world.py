@@ -429,8 +429,8 @@ class World:
         self.partners = tuple(partners)
         self.region = region
         self.lock = threading.RLock()
-        self._partner_keys: dict[str, PartnerKey] = {}
-        self._import_keys: dict[str, Workspace] = {}
+        # Partner API keys stand for a PartnerKey, data import keys for a Workspace.
+        self._keys: dict[str, PartnerKey | Workspace] = {}
         self._workspaces: dict[str, Workspace] = {}
 
     def add_partner_key(
@@ -441,18 +441,17 @@ class World:
         key = key or f"pak-{region.lower()}-{secrets.token_urlsafe(18)}"
         with self.lock:
             self._check_new_key(key)
-            self._partner_keys[key] = PartnerKey(partner or self.partners[0], region)
+            self._keys[key] = PartnerKey(partner or self.partners[0], region)
         return key
 
     def revoke_partner_key(self, key: str) -> bool:
         """Invalidate a partner API key; return whether it existed."""
-        with self.lock:
-            return self._partner_keys.pop(key, None) is not None
+        return self._revoke(key, PartnerKey)
 
     def partner_key(self, key: object) -> PartnerKey | None:
         """What the partner API key ``key`` stands for, if it is registered."""
-        with self.lock:
-            return self._partner_keys.get(key) if isinstance(key, str) else None
+        found = self._lookup(key)
+        return found if isinstance(found, PartnerKey) else None
 
     def create_workspace(
         self, name: str, *, partners: Iterable[str] | None = None, partner_enabled: bool = True
@@ -485,33 +484,41 @@ class World:
         key = key or f"dik-{secrets.token_urlsafe(18)}"
         with self.lock:
             self._check_new_key(key)
-            self._import_keys[key] = workspace
+            self._keys[key] = workspace
         return key
 
     def revoke_data_import_key(self, key: str) -> bool:
         """Invalidate a data import key; return whether it existed."""
-        with self.lock:
-            return self._import_keys.pop(key, None) is not None
+        return self._revoke(key, Workspace)
 
     def workspace_for(self, key: object) -> Workspace | None:
         """The workspace the data import key ``key`` selects, if it is valid."""
-        with self.lock:
-            return self._import_keys.get(key) if isinstance(key, str) else None
+        found = self._lookup(key)
+        return found if isinstance(found, Workspace) else None
 
     def key_count(self, workspace: Workspace) -> int:
         """How many valid data import keys select ``workspace``."""
         with self.lock:
-            return sum(1 for ws in self._import_keys.values() if ws is workspace)
+            return sum(1 for ws in self._keys.values() if ws is workspace)
 
     def any_key_in(self, text: str) -> bool:
         """Whether any registered key (partner or data import) occurs in ``text``."""
         with self.lock:
-            return any(k in text for k in self._partner_keys) or any(
-                k in text for k in self._import_keys
-            )
+            return any(k in text for k in self._keys)
+
+    def _lookup(self, key: object) -> PartnerKey | Workspace | None:
+        with self.lock:
+            return self._keys.get(key) if isinstance(key, str) else None
+
+    def _revoke(self, key: str, kind: type[PartnerKey | Workspace]) -> bool:
+        with self.lock:
+            if not isinstance(self._keys.get(key), kind):
+                return False
+            del self._keys[key]
+            return True
 
     def _check_new_key(self, key: str) -> None:
-        if key in self._partner_keys or key in self._import_keys:
+        if key in self._keys:
             raise ValueError("this key already exists")
 
 
