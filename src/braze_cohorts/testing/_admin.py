@@ -19,7 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 from braze_cohorts.testing._faults import Fault
 from braze_cohorts.testing._wire import Answer, Request
-from braze_cohorts.testing._world import Workspace, identifier_from_json, identifier_to_json
+from braze_cohorts.testing._world import (
+    Workspace,
+    World,
+    identifier_from_json,
+    identifier_to_json,
+)
 
 if TYPE_CHECKING:
     from braze_cohorts.testing._emulator import BrazeEmulator
@@ -60,8 +65,9 @@ def _route(method: str, pattern: str, doc: str) -> Callable[[_View], _View]:
 class AdminApi:
     """Serves the admin routes for one emulator."""
 
-    def __init__(self, emulator: BrazeEmulator) -> None:
+    def __init__(self, emulator: BrazeEmulator, world: World) -> None:
         self._emulator = emulator
+        self._world = world  # only to tell a revoked key from an unknown one
 
     def handle(self, request: Request) -> Answer:
         """Answer one request whose path starts with :data:`PREFIX`."""
@@ -191,7 +197,7 @@ class AdminApi:
 
     @_route("DELETE", "/data-import-keys/{key}", "revoke a data import key (then 401)")
     def revoke_key(self, request: Request, args: tuple[str, ...], body: Any) -> _Reply:
-        return _revoked(self._emulator.revoke_data_import_key(args[0]), "data import key")
+        return _revoked(self._world.revoke_data_import_key(args[0]), "data import key")
 
     @_route("POST", "/partner-keys", 'create a partner API key: {"region": "US", "partner": ...}')
     def create_partner_key(self, request: Request, args: tuple[str, ...], body: Any) -> _Reply:
@@ -205,7 +211,7 @@ class AdminApi:
 
     @_route("DELETE", "/partner-keys/{key}", "revoke a partner API key (then 401)")
     def revoke_partner_key(self, request: Request, args: tuple[str, ...], body: Any) -> _Reply:
-        return _revoked(self._emulator.revoke_partner_key(args[0]), "partner API key")
+        return _revoked(self._world.revoke_partner_key(args[0]), "partner API key")
 
     # -- cohorts -----------------------------------------------------------------------------
 

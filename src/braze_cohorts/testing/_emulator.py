@@ -100,7 +100,7 @@ class BrazeEmulator:
         self._partner = PartnerEndpoints(
             self._world, self._faults, self._requests, clock, self._server.stopping
         )
-        self._admin = AdminApi(self) if admin else None
+        self._admin = AdminApi(self, self._world) if admin else None
         self._partner_api_key = self.add_partner_key(partner_api_key, region=region)
         self._workspace = self.create_workspace("default")
         self._data_import_key = self.create_data_import_key(self._workspace, key=data_import_key)
@@ -218,9 +218,9 @@ class BrazeEmulator:
         """
         return self._world.add_partner_key(key, region=region, partner=partner)
 
-    def revoke_partner_key(self, key: str) -> bool:
-        """Invalidate a partner API key; return whether it existed (unknown keys are ignored)."""
-        return self._world.revoke_partner_key(key)
+    def revoke_partner_key(self, key: str) -> None:
+        """Invalidate a partner API key (unknown keys are ignored)."""
+        self._world.revoke_partner_key(key)
 
     def create_workspace(
         self, name: str, *, partners: Iterable[str] | None = None, partner_enabled: bool = True
@@ -265,13 +265,9 @@ class BrazeEmulator:
         """
         return self._world.create_data_import_key(self._resolve(workspace), key=key)
 
-    def revoke_data_import_key(self, key: str) -> bool:
-        """Invalidate a data import key: later requests get ``401 Invalid client secret``.
-
-        Returns:
-            Whether the key existed.
-        """
-        return self._world.revoke_data_import_key(key)
+    def revoke_data_import_key(self, key: str) -> None:
+        """Invalidate a data import key: later requests get ``401 Invalid client secret``."""
+        self._world.revoke_data_import_key(key)
 
     def data_import_key_count(self, workspace: Workspace | str | None = None) -> int:
         """How many valid data import keys select ``workspace``."""
