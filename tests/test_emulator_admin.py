@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 import requests
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from braze_cohorts import (
     AuthenticationError,
@@ -163,6 +165,18 @@ class TestUsersAndKeys:
         """A body that is not the users.json format is refused."""
         assert admin.call("POST", "/users", {"people": []}, expect=400)["message"]
         assert admin.call("POST", "/users", [{"external_id": 1, "x": 2}], expect=400)
+
+    def test_keys_and_users_of_the_wrong_type_are_400_and_braze_keeps_answering(
+        self, emulator: BrazeEmulator, admin: Admin, client: CohortClient
+    ) -> None:
+        """A key that is no string, or a users body that is a string (a file name from
+        Python), is refused; the partner endpoints are unharmed."""
+        admin.call("POST", "/partner-keys", {"key": 5}, expect=400)
+        admin.call("POST", "/data-import-keys", {"key": ""}, expect=400)
+        admin.call("POST", "/users", "/etc/passwd", expect=400)
+        admin.call("POST", "/users", [{"external_id": 5}], expect=400)
+        client.name_cohort("c1", "n")
+        assert emulator.cohort_name("c1") == "n"
 
     def test_revoked_key_gets_401_and_a_new_key_works(
         self, emulator: BrazeEmulator, admin: Admin
@@ -373,3 +387,70 @@ class TestRouting:
         docs = (Path(__file__).resolve().parents[1] / "docs" / "testing.md").read_text("utf-8")
         for method, path, _doc in ROUTES:
             assert f"`{method} {path}`" in docs, (method, path)
+
+
+JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=5),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "users",
+                    "generate",
+                    "external_id",
+                    "aliases",
+                    "device_ids",
+                    "name",
+                    "kind",
+                    "n",
+                    "status",
+                    "count",
+                    "prefix",
+                    "identified",
+                    "partners",
+                    "requests_per_hour",
+                    "fixed",
+                    "workspace",
+                    "key",
+                    "region",
+                ]
+            ),
+            children,
+            max_size=4,
+        )
+    ),
+    max_leaves=10,
+)
+WRITES = [
+    ("POST", "/faults"),
+    ("POST", "/users"),
+    ("POST", "/workspaces"),
+    ("POST", "/data-import-keys"),
+    ("POST", "/partner-keys"),
+    ("PUT", "/latency"),
+    ("PUT", "/rate-limit"),
+    ("POST", "/cohorts/c1/remove"),
+]
+
+
+class TestAnyInput:
+    @settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(route=st.sampled_from(WRITES), body=JSON)
+    def test_any_json_body_gets_a_client_error_or_success_never_a_500(
+        self, admin: Admin, route: tuple[str, str], body: object
+    ) -> None:
+        """Whatever JSON a CI script sends, the admin API answers 2XX or 4XX with a message."""
+        method, path = route
+        response = admin.session.request(method, admin.base + path, json=body, timeout=10)
+        assert response.status_code < 500, response.text
+        if response.status_code >= 400:
+            assert response.json()["message"]
+        probe = requests.post(
+            f"{admin.base.removesuffix('/_emulator')}/partners/kubit/cohorts", json={}, timeout=10
+        )
+        assert probe.status_code < 500, "the partner endpoints still answer"

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 import requests
+from hypothesis import given
+from hypothesis import strategies as st
 
 from braze_cohorts.testing import BrazeEmulator, Fault, FaultKind
 
@@ -71,7 +73,15 @@ class TestIndependence:
         """No emulator module imports braze_cohorts outside braze_cohorts.testing, nor a
         third-party package: a client bug cannot hide behind shared code."""
         modules = emulator_modules()
-        assert modules >= {"_admin", "_emulator", "_faults", "_partner", "_records", "_wire", "_world"}
+        assert modules >= {
+            "_admin",
+            "_emulator",
+            "_faults",
+            "_partner",
+            "_records",
+            "_wire",
+            "_world",
+        }
         for module in sorted(modules):
             for name in imported_names(module):
                 top = name.split(".")[0]
@@ -204,3 +214,37 @@ class TestOutOfBandEdits:
             {"message": f"Partner not enabled for client with client secret: {key}"},
         )
         assert key not in json.dumps(emulator.request_log[-1].to_json())
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3)
+    ),
+    max_leaves=8,
+)
+FAULT_FIELDS = ["kind", "n", "status", "retry_after", "path", "location", "errors", "headers"]
+
+
+class TestFaultJson:
+    @given(
+        st.dictionaries(
+            st.sampled_from(FAULT_FIELDS),
+            JSON | st.sampled_from(["fail", "redirect", "errors", "drop_after_apply"]),
+            max_size=5,
+        )
+    )
+    def test_any_json_is_a_fault_or_a_value_error(self, data: dict[str, object]) -> None:
+        """Whatever an admin client posts, the fault is built or refused with ValueError (a
+        400), never another exception (a 500); a built one shows itself back as JSON."""
+        try:
+            fault = Fault.from_json(data)
+        except ValueError:
+            return
+        again = Fault.from_json(fault.to_json())
+        assert (again.kind, again.times, again.path, again.status) == (
+            fault.kind,
+            fault.times,
+            fault.path,
+            fault.status,
+        )

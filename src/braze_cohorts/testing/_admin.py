@@ -11,6 +11,7 @@ in :data:`ROUTES` and documented in ``docs/testing.md``. Each calls the public m
 from __future__ import annotations
 
 import json
+import logging
 import re
 import urllib.parse
 from collections.abc import Callable, Mapping
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
     from braze_cohorts.testing._emulator import BrazeEmulator
 
 __all__ = ["PREFIX", "ROUTES", "AdminApi"]
+
+log = logging.getLogger(__name__)
 
 #: Where the admin API lives on the emulator's server.
 PREFIX = "/_emulator"
@@ -97,6 +100,9 @@ class AdminApi:
             )
         except (ValueError, TypeError) as exc:
             return _answer(400, {"message": str(exc)}, request)
+        except Exception as exc:  # a bug of the emulator: say so, keep serving
+            log.exception("emulator: admin request failed")
+            return _answer(500, {"message": f"emulator error: {type(exc).__name__}"}, request)
 
     def workspace(self, request: Request) -> Workspace:
         """The workspace named by the ``workspace`` query parameter (default: the default)."""
@@ -183,6 +189,8 @@ class AdminApi:
     @_route("POST", "/users", "add users (the users.json format); ?workspace=NAME")
     def add_users(self, request: Request, args: tuple[str, ...], body: Any) -> _Reply:
         ws = self.workspace(request)
+        if not isinstance(body, (list, dict)):  # a string would be read as a file name
+            raise _Error(400, "the body must be the users.json format: an array or an object")
         added = ws.load_users(body)
         return 201, {"workspace": ws.name, "added": added, "users": ws.user_count()}
 

@@ -89,6 +89,12 @@ class Fault:
             raise ValueError("status must be an HTTP status code")
         if retry_after is not None and (not _is_number(retry_after) or retry_after < 0):
             raise ValueError("retry_after must be a number of seconds >= 0")
+        if headers is not None and (
+            not isinstance(headers, Mapping)
+            or not all(isinstance(k, str) and k for k in headers)
+            or not all(v is None or isinstance(v, str) for v in headers.values())
+        ):
+            raise ValueError("headers must map names to strings (or null to drop a default)")
         return cls(
             FaultKind.FAIL,
             times,
@@ -156,7 +162,7 @@ class Fault:
             "redirect": {"location", "status", "path"},
             "errors": {"errors", "path"},
         }
-        if kind not in allowed:
+        if not isinstance(kind, str) or kind not in allowed:
             raise ValueError(f"kind must be one of {', '.join(allowed)}")
         unknown = set(raw) - allowed[kind]
         if unknown:

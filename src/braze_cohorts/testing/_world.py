@@ -224,10 +224,21 @@ class Workspace:
                 raise ValueError(
                     "a user's aliases are objects with alias_name and alias_label"
                 ) from exc
+            devices = user.get("device_ids", [])
+            if (
+                not isinstance(user.get("external_id", ""), str)
+                or not all(isinstance(x, str) for pair in aliases for x in pair)
+                or not isinstance(devices, list)
+                or not all(isinstance(d, str) for d in devices)
+                or not isinstance(user.get("identified", False), bool)
+            ):
+                raise ValueError(
+                    "a user's external_id, aliases and device_ids are strings, identified a boolean"
+                )
             self.add_user(
                 user.get("external_id"),
                 aliases=aliases,
-                device_ids=user.get("device_ids", []),
+                device_ids=devices,
                 identified=user.get("identified"),
             )
             added += 1
@@ -438,6 +449,8 @@ class World:
     ) -> str:
         """Register a partner API key (random if not given) and return it."""
         _check_region(region)
+        if partner is not None and (not isinstance(partner, str) or not partner):
+            raise ValueError("partner must be a non-empty name")
         key = key or f"pak-{region.lower()}-{secrets.token_urlsafe(18)}"
         with self.lock:
             self._check_new_key(key)
@@ -517,7 +530,9 @@ class World:
             del self._keys[key]
             return True
 
-    def _check_new_key(self, key: str) -> None:
+    def _check_new_key(self, key: object) -> None:
+        if not isinstance(key, str) or not key.strip():
+            raise ValueError("a key must be a non-empty string")
         if key in self._keys:
             raise ValueError("this key already exists")
 
