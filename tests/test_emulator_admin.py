@@ -172,7 +172,7 @@ class TestUsersAndKeys:
         """A key that is no string, or a users body that is a string (a file name from
         Python), is refused; the partner endpoints are unharmed."""
         admin.call("POST", "/partner-keys", {"key": 5}, expect=400)
-        admin.call("POST", "/data-import-keys", {"key": ""}, expect=400)
+        admin.call("POST", "/data-import-keys", {"key": ["x"]}, expect=400)
         admin.call("POST", "/users", "/etc/passwd", expect=400)
         admin.call("POST", "/users", [{"external_id": 5}], expect=400)
         client.name_cohort("c1", "n")
