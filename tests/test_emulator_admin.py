@@ -37,14 +37,18 @@ def admin(emulator: BrazeEmulator) -> Iterator[Admin]:
 
 
 @pytest.fixture
-def client(emulator: BrazeEmulator) -> Iterator[CohortClient]:
-    with CohortClient(
-        emulator.url,
-        partner=emulator.partner,
-        partner_api_key=emulator.partner_api_key,
-        data_import_key=emulator.data_import_key,
-    ) as client:
-        yield client
+def client(braze_client: CohortClient) -> CohortClient:
+    return braze_client
+
+
+def connect(emulator: BrazeEmulator, **keys: str) -> CohortClient:
+    """A client of ``emulator`` with its default keys, or these instead."""
+    options = {
+        "partner_api_key": emulator.partner_api_key,
+        "data_import_key": emulator.data_import_key,
+        **keys,
+    }
+    return CohortClient(emulator.url, partner=emulator.partner, **options)
 
 
 class Admin:
@@ -184,12 +188,7 @@ class TestUsersAndKeys:
         """DELETE /data-import-keys/KEY revokes; POST /data-import-keys issues a working one."""
         admin.call("DELETE", f"/data-import-keys/{emulator.data_import_key}")
         with (
-            CohortClient(
-                emulator.url,
-                partner=emulator.partner,
-                partner_api_key=emulator.partner_api_key,
-                data_import_key=emulator.data_import_key,
-            ) as old,
+            connect(emulator) as old,
             pytest.raises(AuthenticationError) as info,
         ):
             old.name_cohort("c1", "n")
@@ -197,12 +196,7 @@ class TestUsersAndKeys:
         admin.call("DELETE", f"/data-import-keys/{emulator.data_import_key}", expect=404)
         new = admin.call("POST", "/data-import-keys", {}, expect=201)
         assert new["workspace"] == "default"
-        with CohortClient(
-            emulator.url,
-            partner=emulator.partner,
-            partner_api_key=emulator.partner_api_key,
-            data_import_key=new["data_import_key"],
-        ) as fresh:
+        with connect(emulator, data_import_key=new["data_import_key"]) as fresh:
             fresh.name_cohort("c1", "n")
         assert emulator.cohort_name("c1") == "n"
 
@@ -211,12 +205,7 @@ class TestUsersAndKeys:
     ) -> None:
         """A partner key from POST /partner-keys works until DELETE revokes it."""
         key = admin.call("POST", "/partner-keys", {}, expect=201)["partner_api_key"]
-        with CohortClient(
-            emulator.url,
-            partner=emulator.partner,
-            partner_api_key=key,
-            data_import_key=emulator.data_import_key,
-        ) as client:
+        with connect(emulator, partner_api_key=key) as client:
             client.name_cohort("c1", "n")
             admin.call("DELETE", f"/partner-keys/{key}")
             with pytest.raises(AuthenticationError) as info:

@@ -133,9 +133,7 @@ class FnImporter:
         return self.fn(cohort_id, name, members, trigger)  # type: ignore[no-any-return]
 
 
-def ScheduleRunner(
-    store: Any, run_import: Any = None, **options: Any
-) -> Scheduler:
+def ScheduleRunner(store: Any, run_import: Any = None, **options: Any) -> Scheduler:
     return Scheduler(store, None if run_import is None else FnImporter(run_import), **options)
 
 
