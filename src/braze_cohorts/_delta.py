@@ -19,7 +19,7 @@ import operator
 import os
 import tempfile
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Set
+from collections.abc import Callable, Iterable, Iterator
 from typing import IO
 
 __all__ = [
@@ -256,8 +256,9 @@ class Partitions:
 
 
 #: What a store tells :func:`diff` about one partition (``None``: the whole cohort): the keys
-#: Braze is known to hold there, and the uncertain keys there.
-ReadPart = Callable[[int | None], tuple[list[str], set[str]]]
+#: Braze is known to hold there, the uncertain keys there, and the held keys there that entered
+#: recently (re-sent while desired; empty when the store was not asked for them).
+ReadPart = Callable[[int | None], tuple[list[str], set[str], set[str]]]
 
 
 def diff(
@@ -266,22 +267,20 @@ def diff(
     stored: int,
     read: ReadPart | None,
     full: bool = False,
-    recent: Set[str] = frozenset(),
 ) -> Delta:
     """Compute what to send so that Braze holds exactly ``desired``, in bounded memory.
 
     ``adds`` = desired keys Braze is not known to hold, plus desired keys that are uncertain or
-    in ``recent`` (or every desired key when ``full``); ``removes`` = held keys no longer
+    recent entrants (or every desired key when ``full``); ``removes`` = held keys no longer
     desired, plus uncertain keys that are not desired. No key is in both; each is once.
 
     Args:
         desired: Every desired key, streamed (duplicates are fine).
         stored: How many keys the store holds for the cohort (held + uncertain): at or above
             :data:`MEMORY_KEYS` the desired keys are partitioned (and spilled) from the start.
-        read: Reads one partition's held and uncertain keys (``None`` when the store has
-            nothing for the cohort).
+        read: Reads one partition's held, uncertain and recently entered keys (``None`` when
+            the store has nothing for the cohort). Memory stays bounded by one partition.
         full: Re-send every desired key as an add (a full resync).
-        recent: Keys that entered recently and are re-sent as adds while desired.
 
     Raises:
         OSError: If the temporary files fail (the caller translates it).
@@ -304,11 +303,11 @@ def diff(
                 assert parts is not None
                 parts.add(chunk)
         if memory is not None:
-            _diff_part(delta, set(memory), read, None, full, recent)
+            _diff_part(delta, set(memory), read, None, full)
         else:
             assert parts is not None
             for part in range(PARTS):
-                _diff_part(delta, parts.take(part), read, part, full, recent)
+                _diff_part(delta, parts.take(part), read, part, full)
     except BaseException:
         delta.close()
         raise
@@ -324,12 +323,11 @@ def _diff_part(
     read: ReadPart | None,
     part: int | None,
     full: bool,
-    recent: Set[str],
 ) -> None:
     if read is None:
         delta._adds.extend(want)
         return
-    held, unsure = read(part)  # held is distinct: the stores' primary key
+    held, unsure, recent = read(part)  # held is distinct: the stores' primary key
     if full:
         adds: Iterable[str] = want
     else:

@@ -934,11 +934,24 @@ class SQLiteStore:
         ).fetchone()[0]
         return text.split("\n") if text else []
 
-    def _read_part(self, cid: int, part: int | None) -> tuple[list[str], set[str]]:
+    def _read_part(
+        self, cid: int, since: int | None, part: int | None
+    ) -> tuple[list[str], set[str], set[str]]:
+        lo, hi = part_buckets(part)
         with self._read() as conn:
-            return self._concat(conn, "snapshot", cid, part), set(
-                self._concat(conn, "pending", cid, part)
-            )
+            # One scan of the partition gives the held keys and, among them, the recent ones.
+            held, recent = conn.execute(
+                "SELECT group_concat(key, char(10)), "
+                "group_concat(CASE WHEN entered >= ? THEN key END, char(10)) "
+                "FROM snapshot WHERE cid = ? AND bucket BETWEEN ? AND ?",
+                (-1 if since is None else since, cid, lo, hi),
+            ).fetchone()
+            unsure = set(self._concat(conn, "pending", cid, part))
+        return (
+            held.split("\n") if held else [],
+            unsure,
+            set(recent.split("\n")) if recent and since is not None else set(),
+        )
 
     def diff(
         self,
@@ -975,21 +988,17 @@ class SQLiteStore:
                     "FROM cohorts WHERE id = ?",
                     (cid, cid),
                 ).fetchone()[0]
-        recent: set[str] = set()
+        since = None
         if cid is not None and resend_since is not None and not full:
             since = int(resend_since.timestamp())
-            with self._tx() as conn:
+            with self._tx() as conn:  # forget entry times that are no longer recent
                 conn.execute(
                     "UPDATE snapshot SET entered = NULL WHERE cid = ? AND entered < ?",
                     (cid, since),
                 )
-                for row in conn.execute(
-                    "SELECT key FROM snapshot WHERE cid = ? AND entered >= ?", (cid, since)
-                ):
-                    recent.add(row[0])
-        read = None if cid is None else functools.partial(self._read_part, cid)
+        read = None if cid is None else functools.partial(self._read_part, cid, since)
         try:
-            return _delta.diff(desired, stored=stored, read=read, full=full, recent=recent)
+            return _delta.diff(desired, stored=stored, read=read, full=full)
         except OSError as exc:
             raise StoreError(f"cannot write temporary files for the delta: {exc}") from exc
 

@@ -505,6 +505,9 @@ class CohortSync:
             ):
                 reason = "period_elapsed"
         since = None if self._resend_window is None or reason else now - self._resend_window
+        # A first import cannot tell who just entered from who was a member for years: stamping
+        # them all would make every import of the next days a full resync. Users Braze ignored
+        # then are healed by the next full resync.
         entered_at = None if self._resend_window is None or reason == "first_import" else now
         plan = _Plan(
             compute=lambda matching, store: store.diff(
