@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from braze_cohorts import ImportInProgressError, ImportRun, InputError, StoreError, _delta, _store
 from braze_cohorts._delta import Delta
 from braze_cohorts._store import SQLiteStore
-from braze_cohorts.testing import MemoryStore
+from braze_cohorts.testing import MemoryStore, SettableClock
 from doc_examples import run_doc_examples
 
 T0 = dt.datetime(2026, 1, 5, 9, 30, tzinfo=dt.timezone.utc)
@@ -45,9 +45,7 @@ Store = SQLiteStore | MemoryStore
 
 
 def _open(kind: str, directory: Path) -> Store:
-    def clock() -> dt.datetime:
-        return T0 + dt.timedelta(hours=1)
-
+    clock = SettableClock(T0 + dt.timedelta(hours=1))
     if kind == "sqlite":
         return SQLiteStore(directory / "state.db", clock=clock)
     return MemoryStore(clock=clock)
@@ -64,7 +62,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
 @pytest.fixture
 def sqlite_store(tmp_path: Path) -> Iterator[SQLiteStore]:
     """The SQLite store alone (its files, schema and processes)."""
-    s = SQLiteStore(tmp_path / "state.db", clock=lambda: T0 + dt.timedelta(hours=1))
+    s = SQLiteStore(tmp_path / "state.db", clock=SettableClock(T0 + dt.timedelta(hours=1)))
     yield s
     s.close()
 
