@@ -695,11 +695,13 @@ class CohortSync:
         cohort_id = run.cohort_id
         if plan.workspace_changed and plan.full_resync is None:
             # Only sync_delta gets here: a delta cannot be right against an unseen workspace.
-            raise WorkspaceChangedError(
+            elsewhere = WorkspaceChangedError(
                 f"the state of cohort {cohort_id!r} describes another Braze workspace (endpoint, "
                 "partner or data import key changed); a delta alone cannot be correct there: "
                 "run a full sync of the cohort first"
             )
+            log.warning("import of cohort %s refused: WorkspaceChangedError", cohort_id)
+            return _failed(run, elsewhere, "refused")
         with plan.compute(matching, store) as delta:
             log.info(
                 "cohort %s: %d to add, %d to remove, %d rejected%s",
