@@ -858,21 +858,24 @@ class MemoryStore:
                         recent.add(key)
             held = list(state.held)
             unsure = set(state.pending)
-        parts: dict[int, tuple[list[str], set[str]]] = {}
+        parts: dict[int, tuple[list[str], set[str], set[str]]] = {}
 
-        def read(part: int | None) -> tuple[list[str], set[str]]:
+        def group(key: str) -> tuple[list[str], set[str], set[str]]:
+            return parts.setdefault(bucket(key) // BUCKETS_PER_PART, ([], set(), set()))
+
+        def read(part: int | None) -> tuple[list[str], set[str], set[str]]:
             if part is None:
-                return held, unsure
+                return held, unsure, recent
             if not parts:  # group once, the first time the diff goes partition by partition
                 for key in held:
-                    parts.setdefault(bucket(key) // BUCKETS_PER_PART, ([], set()))[0].append(key)
+                    group(key)[0].append(key)
                 for key in unsure:
-                    parts.setdefault(bucket(key) // BUCKETS_PER_PART, ([], set()))[1].add(key)
-            return parts.get(part, ([], set()))
+                    group(key)[1].add(key)
+                for key in recent:
+                    group(key)[2].add(key)
+            return parts.get(part, ([], set(), set()))
 
-        return _delta.diff(
-            desired, stored=len(held) + len(unsure), read=read, full=full, recent=recent
-        )
+        return _delta.diff(desired, stored=len(held) + len(unsure), read=read, full=full)
 
     def diff_changes(self, cohort_id: str, entered: Iterable[str], left: Iterable[str]) -> Delta:
         """What to send for a caller's delta: ``SQLiteStore.diff_changes``'s contract.
