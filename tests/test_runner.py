@@ -12,83 +12,25 @@ import attrs
 import pytest
 
 import braze_cohorts as bc
-from braze_cohorts import ScheduledImport, Scheduler
-from braze_cohorts.typing import ScheduleStore
+from braze_cohorts import Scheduler
+from braze_cohorts.testing import MemoryStore, SettableClock
+from braze_cohorts.typing import Clock, ScheduleStore, StateStore
 from doc_examples import run_doc_examples
 
 UTC = dt.timezone.utc
 T0 = dt.datetime(2026, 11, 28, 8, 0, tzinfo=UTC)
 
 
-class FakeStore:
-    """An in-memory ScheduleStore whose claim is atomic under a lock."""
-
-    def __init__(self) -> None:
-        self.rows: dict[str, ScheduledImport] = {}
-        self.notification_errors: dict[int, str] = {}
-        self.lock = threading.Lock()
-
-    def put_schedule(self, entry: ScheduledImport, *, replace: bool = False) -> None:
-        with self.lock:
-            old = self.rows.get(entry.cohort_id)
-            if old is not None and old.state != "done" and not replace:
-                raise bc.ScheduleConflictError(f"{entry.cohort_id} has a schedule")
-            self.rows[entry.cohort_id] = entry
-
-    def get_schedule(self, cohort_id: str) -> ScheduledImport | None:
-        return self.rows.get(cohort_id)
-
-    def list_schedules(self) -> list[ScheduledImport]:
-        return [self.rows[k] for k in sorted(self.rows)]
-
-    def delete_schedule(self, cohort_id: str) -> bool:
-        return self.rows.pop(cohort_id, None) is not None
-
-    def due_schedules(self, now: dt.datetime) -> list[ScheduledImport]:
-        due = [
-            e
-            for e in self.rows.values()
-            if e.state == "active" and e.next_due is not None and e.next_due <= now
-        ]
-        return sorted(due, key=lambda e: (e.next_due, e.cohort_id))
-
-    def claim_schedule(
-        self, cohort_id: str, *, expected_due: dt.datetime, next_due: dt.datetime | None
-    ) -> bool:
-        with self.lock:
-            entry = self.rows.get(cohort_id)
-            if entry is None or entry.state != "active" or entry.next_due != expected_due:
-                return False
-            state: Any = "active" if next_due is not None else "done"
-            self.rows[cohort_id] = attrs.evolve(entry, next_due=next_due, state=state)
-            return True
-
-    def update_schedule(
-        self,
-        cohort_id: str,
-        *,
-        state: Any,
-        paused_reason: str | None,
-        next_due: dt.datetime | None,
-    ) -> None:
-        with self.lock:
-            self.rows[cohort_id] = attrs.evolve(
-                self.rows[cohort_id], state=state, paused_reason=paused_reason, next_due=next_due
-            )
-
-    def set_schedule_last_run(self, cohort_id: str, run_id: int | None) -> None:
-        with self.lock:
-            self.rows[cohort_id] = attrs.evolve(self.rows[cohort_id], last_run_id=run_id)
-
-    def record_notification_error(self, run_id: int, error: str) -> None:
-        self.notification_errors[run_id] = error
-
-
 class FakeImport:
-    """Records each import it is asked for; can be told to fail."""
+    """Records each import it is asked for; can be told to fail.
 
-    def __init__(self, clock: Clock) -> None:
+    Like ``CohortSync.sync`` it records each import it runs in the store's history (when it has
+    a store), so the scheduler's notes on a run land on a run that exists.
+    """
+
+    def __init__(self, clock: Clock, store: StateStore | None = None) -> None:
         self.clock = clock
+        self.store = store
         self.calls: list[tuple[str, str, list[object], str]] = []
         self.fail_with: BaseException | None = None
         self.lock = threading.Lock()
@@ -102,17 +44,15 @@ class FakeImport:
         with self.lock:
             self.calls.append((cohort_id, name, got, trigger))
             run_id = len(self.calls)
-        return bc.ImportRun(
-            cohort_id=cohort_id,
-            name=name,
-            trigger=trigger,
-            started_at=self.clock(),
-            finished_at=self.clock(),
-            result="succeeded",
-            users=len(got),
-            added=len(got),
-            id=run_id,
+        run = bc.ImportRun(
+            cohort_id=cohort_id, name=name, trigger=trigger, started_at=self.clock(), id=run_id
         )
+        if self.store is not None:
+            run = self.store.start_run(run)
+        run = attrs.evolve(
+            run, finished_at=self.clock(), result="succeeded", users=len(got), added=len(got)
+        )
+        return run if self.store is None else self.store.finish_run(run)
 
 
 class FnImporter:
@@ -137,19 +77,6 @@ def ScheduleRunner(store: Any, run_import: Any = None, **options: Any) -> Schedu
     return Scheduler(store, None if run_import is None else FnImporter(run_import), **options)
 
 
-class Clock:
-    """A settable clock."""
-
-    def __init__(self, now: dt.datetime = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> dt.datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += dt.timedelta(**delta)
-
-
 class RecordingNotifier:
     """Keeps what it is asked to send; can be told to fail."""
 
@@ -167,8 +94,8 @@ class RecordingNotifier:
 
 @attrs.define
 class Rig:
-    clock: Clock
-    store: FakeStore
+    clock: SettableClock
+    store: MemoryStore
     run_import: FakeImport
     notifier: RecordingNotifier
     runner: Scheduler
@@ -176,9 +103,9 @@ class Rig:
 
 @pytest.fixture
 def rig() -> Rig:
-    clock = Clock()
-    store = FakeStore()
-    run_import = FakeImport(clock)
+    clock = SettableClock(T0)
+    store = MemoryStore()
+    run_import = FakeImport(clock, store)
     notifier = RecordingNotifier()
     runner = ScheduleRunner(store, run_import, notifier=notifier, clock=clock)
     return Rig(clock, store, run_import, notifier, runner)
@@ -226,7 +153,7 @@ class TestSetSchedule:
         """A bad address fails before anything is stored."""
         with pytest.raises(bc.ConfigurationError):
             rig.runner.set_schedule("c1", "One", "hourly 0", recipients=["nope"])
-        assert rig.store.rows == {}
+        assert rig.store.list_schedules() == []
 
     def test_file_source_is_kept_as_an_absolute_path(self, rig: Rig, tmp_path: Any) -> None:
         """A path source is stored as an absolute path string, so cron's cwd does not matter."""
@@ -249,9 +176,9 @@ class TestSetSchedule:
 
     def test_naive_clock_is_refused(self, rig: Rig) -> None:
         """A clock returning naive datetimes is a configuration error."""
-        rig.clock.now = dt.datetime(2026, 1, 1)
+        runner = ScheduleRunner(rig.store, clock=lambda: dt.datetime(2026, 1, 1))
         with pytest.raises(bc.ConfigurationError):
-            rig.runner.set_schedule("c1", "One", "hourly 0", source=_members)
+            runner.set_schedule("c1", "One", "hourly 0", source=_members)
 
 
 class TestRunDue:
@@ -343,8 +270,8 @@ class TestRunDue:
 
     def test_runner_without_import_function_only_manages(self) -> None:
         """A runner made without run_import keeps schedules but refuses to run them."""
-        clock = Clock()
-        runner = ScheduleRunner(FakeStore(), clock=clock)
+        clock = SettableClock(T0)
+        runner = ScheduleRunner(MemoryStore(), clock=clock)
         runner.set_schedule("c1", "One", "hourly 30", source="m.csv")
         clock.advance(hours=1)
         with pytest.raises(bc.ConfigurationError):
@@ -373,7 +300,7 @@ class TestRunDue:
 
     def test_file_source_uses_the_reader(self) -> None:
         """A file source is read with the reader at run time."""
-        clock = Clock()
+        clock = SettableClock(T0)
         run_import = FakeImport(clock)
         read: list[str] = []
 
@@ -381,7 +308,7 @@ class TestRunDue:
             read.append(path)
             return [{"external_id": "x"}]
 
-        runner = ScheduleRunner(FakeStore(), run_import, clock=clock, read_file=reader)
+        runner = ScheduleRunner(MemoryStore(), run_import, clock=clock, read_file=reader)
         runner.set_schedule("c1", "One", "hourly 30", source="m.csv")
         clock.advance(hours=1)
         runner.run_due()
@@ -626,7 +553,10 @@ class TestNotifications:
         (run,) = rig.runner.run_due()
         assert run.result == "succeeded"
         assert run.notification_error == "could not send the email via x:25"
-        assert rig.store.notification_errors == {run.id: "could not send the email via x:25"}
+        assert run.id is not None
+        stored = rig.store.get_run(run.id)
+        assert stored is not None
+        assert stored.notification_error == "could not send the email via x:25"
 
     def test_unexpected_notifier_exception_is_recorded_too(self, rig: Rig) -> None:
         """Even a notifier bug (any exception) never fails the import."""
@@ -648,9 +578,9 @@ class TestNotifications:
         assert [r.cohort_id for r in got] == ["c1"]
 
 
-def test_fake_store_satisfies_the_protocol() -> None:
+def test_memory_store_satisfies_the_protocol() -> None:
     """The test double is a ScheduleStore (checked by mypy on the tests too)."""
-    store: ScheduleStore = FakeStore()
+    store: ScheduleStore = MemoryStore()
     assert store.list_schedules() == []
 
 
@@ -662,7 +592,7 @@ def db_path(tmp_path: Any) -> str:
 class TestSQLiteSchedules:
     def test_round_trip_through_the_store(self, db_path: str) -> None:
         """A schedule read back from SQLite equals the one stored, in any process's view."""
-        clock = Clock()
+        clock = SettableClock(T0)
         with bc.SQLiteStore(db_path) as store:
             runner = ScheduleRunner(store, clock=clock)
             entry = runner.set_schedule(
@@ -678,7 +608,7 @@ class TestSQLiteSchedules:
 
     def test_conflict_replace_and_done(self, db_path: str) -> None:
         """SQLite enforces one live schedule per cohort; done ones may be replaced."""
-        clock = Clock()
+        clock = SettableClock(T0)
         with bc.SQLiteStore(db_path) as store:
             runner = ScheduleRunner(store, FakeImport(clock), clock=clock)
             runner.set_schedule("c1", "One", bc.Schedule.once(T0 + dt.timedelta(minutes=1)))
@@ -693,7 +623,7 @@ class TestSQLiteSchedules:
 
     def test_claim_is_compare_and_set(self, db_path: str) -> None:
         """A claim with a stale due time changes nothing and says so."""
-        clock = Clock()
+        clock = SettableClock(T0)
         with bc.SQLiteStore(db_path) as store:
             runner = ScheduleRunner(store, clock=clock)
             entry = runner.set_schedule("c1", "One", "hourly 30")
@@ -705,7 +635,7 @@ class TestSQLiteSchedules:
 
     def test_runners_on_separate_connections_run_each_schedule_once(self, db_path: str) -> None:
         """Four runners, each with its own SQLite connection, run each of 40 schedules once."""
-        clock = Clock()
+        clock = SettableClock(T0)
         run_import = FakeImport(clock)
         with bc.SQLiteStore(db_path) as store:
             setup = ScheduleRunner(store, clock=clock)
@@ -761,7 +691,7 @@ class TestSeparateProcesses:
         """Two processes calling run_due on the same file together run each schedule once."""
         import multiprocessing
 
-        clock = Clock()
+        clock = SettableClock(T0)
         with bc.SQLiteStore(db_path) as store:
             setup = ScheduleRunner(store, clock=clock)
             for i in range(30):
@@ -883,7 +813,7 @@ class TestCohortSyncSchedules:
     def test_something_without_a_sync_method_is_refused(self) -> None:
         """A scheduler needs a sync engine with a sync method, or none at all."""
         with pytest.raises(bc.ConfigurationError, match="sync method"):
-            bc.Scheduler(FakeStore(), object())  # type: ignore[arg-type]
+            bc.Scheduler(MemoryStore(), object())  # type: ignore[arg-type]
 
 
 class TestEmailThroughRealSmtp:

@@ -1,4 +1,5 @@
-"""SQLiteStore: schema, runs and history, the import lock (threads and processes), the delta."""
+"""The StateStore contract, run against SQLiteStore and MemoryStore; SQLiteStore's own schema,
+files and cross-process lock."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from hypothesis import strategies as st
 from braze_cohorts import ImportInProgressError, ImportRun, InputError, StoreError, _delta, _store
 from braze_cohorts._delta import Delta
 from braze_cohorts._store import SQLiteStore
+from braze_cohorts.testing import MemoryStore, SettableClock
 from doc_examples import run_doc_examples
 
 T0 = dt.datetime(2026, 1, 5, 9, 30, tzinfo=dt.timezone.utc)
@@ -37,9 +39,30 @@ def _run(cohort_id: str = "c1", **changes: object) -> ImportRun:
     return ImportRun(**fields)  # type: ignore[arg-type]
 
 
+#: Every store that implements the StateStore contract; the contract tests run against each.
+STORES = ["sqlite", "memory"]
+Store = SQLiteStore | MemoryStore
+
+
+def _open(kind: str, directory: Path) -> Store:
+    clock = SettableClock(T0 + dt.timedelta(hours=1))
+    if kind == "sqlite":
+        return SQLiteStore(directory / "state.db", clock=clock)
+    return MemoryStore(clock=clock)
+
+
+@pytest.fixture(params=STORES)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """Each StateStore implementation in turn (the contract tests)."""
+    s = _open(request.param, tmp_path)
+    yield s
+    s.close()
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[SQLiteStore]:
-    s = SQLiteStore(tmp_path / "state.db", clock=lambda: T0 + dt.timedelta(hours=1))
+def sqlite_store(tmp_path: Path) -> Iterator[SQLiteStore]:
+    """The SQLite store alone (its files, schema and processes)."""
+    s = SQLiteStore(tmp_path / "state.db", clock=SettableClock(T0 + dt.timedelta(hours=1)))
     yield s
     s.close()
 
@@ -60,7 +83,7 @@ def _hold_lock(path: str, ready: Connection) -> None:
 
 
 def _mark(
-    store: SQLiteStore, cohort_id: str, adds: Iterable[str] = (), removes: Iterable[str] = ()
+    store: Store, cohort_id: str, adds: Iterable[str] = (), removes: Iterable[str] = ()
 ) -> None:
     with Delta.from_keys(adds=adds, removes=removes) as delta:
         store.mark_pending(cohort_id, delta)
@@ -181,14 +204,14 @@ class TestSchema:
 
 
 class TestRuns:
-    def test_start_run_records_a_running_run_with_an_id(self, store: SQLiteStore) -> None:
+    def test_start_run_records_a_running_run_with_an_id(self, store: Store) -> None:
         """start_run stores the run as running and returns it with its id."""
         run = store.start_run(_run(result="succeeded"))
         assert run.id is not None
         assert run.result == "running"
         assert store.get_run(run.id) == run
 
-    def test_finish_run_round_trips_every_field(self, store: SQLiteStore) -> None:
+    def test_finish_run_round_trips_every_field(self, store: Store) -> None:
         """Every ImportRun field comes back from the history as it was stored."""
         run = store.start_run(_run(trigger="scheduled"))
         final = ImportRun(
@@ -214,7 +237,7 @@ class TestRuns:
         assert stored.finished_at is not None
         assert stored.finished_at.utcoffset() == dt.timedelta(0)
 
-    def test_history_is_newest_first_and_limited(self, store: SQLiteStore) -> None:
+    def test_history_is_newest_first_and_limited(self, store: Store) -> None:
         """history lists one cohort's runs newest first and honours limit."""
         ids = []
         for n in range(3):
@@ -225,7 +248,7 @@ class TestRuns:
         assert [r.id for r in store.history("c1", limit=2)] == ids[:0:-1]
         assert store.history("nobody") == []
 
-    def test_notification_error_is_recorded_after_finishing(self, store: SQLiteStore) -> None:
+    def test_notification_error_is_recorded_after_finishing(self, store: Store) -> None:
         """A notification failure is attached to the finished run."""
         run = store.finish_run(_finished(store.start_run(_run())))
         assert run.id is not None
@@ -234,12 +257,28 @@ class TestRuns:
         with pytest.raises(StoreError):
             store.record_notification_error(run.id + 100, "x")
 
-    def test_finish_run_needs_a_started_run(self, store: SQLiteStore) -> None:
+    def test_update_run_records_counts_and_keeps_the_lock(self, store: Store) -> None:
+        """A running run's counts so far are in the history while its lock stays held."""
+        run = store.start_run(_run())
+        store.update_run(attrs.evolve(run, added=7, requests=3, warnings=("w",)))
+        (stored,) = store.history("c1")
+        assert (stored.result, stored.added, stored.requests, stored.warnings) == (
+            "running",
+            7,
+            3,
+            ("w",),
+        )
+        with pytest.raises(ImportInProgressError):
+            store.start_run(_run())
+        with pytest.raises(StoreError):
+            store.update_run(_run())
+
+    def test_finish_run_needs_a_started_run(self, store: Store) -> None:
         """finish_run refuses a run that start_run did not return."""
         with pytest.raises(StoreError):
             store.finish_run(_run())
 
-    def test_naive_datetimes_are_refused(self, store: SQLiteStore) -> None:
+    def test_naive_datetimes_are_refused(self, store: Store) -> None:
         """Times must be aware so that history is unambiguous UTC."""
         with pytest.raises(StoreError, match="timezone-aware"):
             store.start_run(_run(started_at=dt.datetime(2026, 1, 1)))
@@ -258,7 +297,7 @@ def _finished(run: ImportRun) -> ImportRun:
 
 
 class TestLock:
-    def test_second_import_of_a_cohort_is_refused(self, store: SQLiteStore) -> None:
+    def test_second_import_of_a_cohort_is_refused(self, store: Store) -> None:
         """While a run holds the lock, another start_run fails with who holds it."""
         first = store.start_run(_run())
         with pytest.raises(ImportInProgressError, match=f"process {os.getpid()}") as info:
@@ -268,64 +307,64 @@ class TestLock:
         assert holder is not None
         assert (holder.pid, holder.run_id) == (os.getpid(), first.id)
 
-    def test_other_store_objects_are_refused_too(self, store: SQLiteStore) -> None:
-        """A second store object on the same file (another thread's) sees the lock."""
-        store.start_run(_run())
-        with SQLiteStore(store.path) as other, pytest.raises(ImportInProgressError):
+    def test_other_store_objects_are_refused_too(self, sqlite_store: SQLiteStore) -> None:
+        """A second sqlite_store object on the same file (another thread's) sees the lock."""
+        sqlite_store.start_run(_run())
+        with SQLiteStore(sqlite_store.path) as other, pytest.raises(ImportInProgressError):
             other.start_run(_run())
 
-    def test_locks_of_different_cohorts_are_independent(self, store: SQLiteStore) -> None:
+    def test_locks_of_different_cohorts_are_independent(self, store: Store) -> None:
         """Importing one cohort does not block another."""
         store.start_run(_run("c1"))
         assert store.start_run(_run("c2")).id is not None
 
-    def test_finishing_releases_the_lock(self, store: SQLiteStore) -> None:
+    def test_finishing_releases_the_lock(self, store: Store) -> None:
         """After finish_run the cohort can be imported again."""
         store.finish_run(_finished(store.start_run(_run())))
         assert store.lock_holder("c1") is None
         assert store.start_run(_run()).id is not None
 
-    def test_stale_lock_of_a_dead_process_is_taken_over(self, store: SQLiteStore) -> None:
+    def test_stale_lock_of_a_dead_process_is_taken_over(self, sqlite_store: SQLiteStore) -> None:
         """A lock whose process is gone is taken over and its run marked interrupted."""
-        old = store.start_run(_run())
-        conn = sqlite3.connect(store.path)
+        old = sqlite_store.start_run(_run())
+        conn = sqlite3.connect(sqlite_store.path)
         conn.execute("UPDATE locks SET pid = ?", (_dead_pid(),))
         conn.commit()
         conn.close()
-        new = store.start_run(_run())
+        new = sqlite_store.start_run(_run())
         assert new.id != old.id
         assert old.id is not None
-        stale = store.get_run(old.id)
+        stale = sqlite_store.get_run(old.id)
         assert stale is not None
         assert stale.result == "interrupted"
         assert stale.error == "interrupted: the process running it stopped"
         assert stale.finished_at == T0 + dt.timedelta(hours=1)
 
-    def test_lock_of_another_host_is_not_taken_over(self, store: SQLiteStore) -> None:
+    def test_lock_of_another_host_is_not_taken_over(self, sqlite_store: SQLiteStore) -> None:
         """A lock from another host cannot be checked, so it is respected until broken."""
-        store.start_run(_run())
-        conn = sqlite3.connect(store.path)
+        sqlite_store.start_run(_run())
+        conn = sqlite3.connect(sqlite_store.path)
         conn.execute("UPDATE locks SET pid = ?, host = 'elsewhere'", (_dead_pid(),))
         conn.commit()
         conn.close()
         with pytest.raises(ImportInProgressError, match="elsewhere"):
-            store.start_run(_run())
-        assert store.break_lock("c1") is True
-        assert store.history("c1")[0].result == "interrupted"
-        assert store.start_run(_run()).result == "running"
+            sqlite_store.start_run(_run())
+        assert sqlite_store.break_lock("c1") is True
+        assert sqlite_store.history("c1")[0].result == "interrupted"
+        assert sqlite_store.start_run(_run()).result == "running"
 
     def test_running_run_without_lock_is_interrupted_on_next_start(
-        self, store: SQLiteStore
+        self, sqlite_store: SQLiteStore
     ) -> None:
         """A run left running with no lock is marked interrupted by the next start."""
-        old = store.start_run(_run())
-        conn = sqlite3.connect(store.path)
+        old = sqlite_store.start_run(_run())
+        conn = sqlite3.connect(sqlite_store.path)
         conn.execute("DELETE FROM locks")
         conn.commit()
         conn.close()
-        store.start_run(_run())
+        sqlite_store.start_run(_run())
         assert old.id is not None
-        stale = store.get_run(old.id)
+        stale = sqlite_store.get_run(old.id)
         assert stale is not None
         assert stale.result == "interrupted"
 
@@ -354,16 +393,35 @@ class TestLock:
 
 
 class TestNames:
-    def test_name_is_unknown_until_recorded(self, store: SQLiteStore) -> None:
+    def test_name_is_unknown_until_recorded(self, store: Store) -> None:
         """known_name is None for a cohort never named, then the recorded name."""
         assert store.known_name("c1") is None
         store.record_name("c1", "Power users", named_at=T0)
         store.record_name("c1", "Power users 2", named_at=T0)
         assert store.known_name("c1") == "Power users 2"
 
+    def test_created_at_is_kept_from_the_first_naming(self, store: Store) -> None:
+        """created_at defaults to the first naming's time and is kept unless a new one is given."""
+        later = T0 + dt.timedelta(days=1)
+        assert store.created_at("c1") is None
+        store.record_name("c1", "A", named_at=T0)
+        store.record_name("c1", "B", named_at=later)
+        assert store.created_at("c1") == T0
+        store.record_name("c1", "C", named_at=later, created_at=later)
+        assert store.created_at("c1") == later
+
+    def test_workspace_binding_and_full_resync_time(self, store: Store) -> None:
+        """The workspace fingerprint and the last full resync are remembered per cohort."""
+        assert (store.workspace("c1"), store.last_full_resync("c1")) == (None, None)
+        store.bind_workspace("c1", "ws-a")
+        store.record_full_resync("c1", at=T0)
+        store.bind_workspace("c1", "ws-b")
+        assert (store.workspace("c1"), store.last_full_resync("c1")) == ("ws-b", T0)
+        assert store.workspace("c2") is None
+
 
 class TestApplyBatch:
-    def test_apply_updates_snapshot_count_and_clears_pending(self, store: SQLiteStore) -> None:
+    def test_apply_updates_snapshot_count_and_clears_pending(self, store: Store) -> None:
         """An acknowledged batch moves keys into/out of the snapshot and out of pending."""
         store.apply_batch("c1", added=["e:a", "e:b", "e:c"])
         _mark(store, "c1", adds=["e:d"], removes=["e:a", "e:b"])
@@ -374,15 +432,13 @@ class TestApplyBatch:
         assert store.member_count("c1") == 3
         assert store.pending_count("c1") == 1
 
-    def test_repeated_adds_and_absent_removes_do_not_skew_the_count(
-        self, store: SQLiteStore
-    ) -> None:
+    def test_repeated_adds_and_absent_removes_do_not_skew_the_count(self, store: Store) -> None:
         """The member count follows real snapshot changes only."""
         store.apply_batch("c1", added=["e:a", "e:b"])
         store.apply_batch("c1", added=["e:a"], removed=["e:zz"])
         assert store.member_count("c1") == 2
 
-    def test_many_keys_are_paged(self, store: SQLiteStore) -> None:
+    def test_many_keys_are_paged(self, store: Store) -> None:
         """snapshot_keys pages through more keys than one page holds."""
         keys = [f"e:user{n}" for n in range(25_000)]
         store.apply_batch("c1", added=keys)
@@ -394,12 +450,14 @@ _KEYS = st.frozensets(_KEY)
 
 
 class TestDiff:
+    @pytest.mark.parametrize("kind", STORES)
     @pytest.mark.parametrize("memory_keys", [200_000, 7])
     @settings(max_examples=60, deadline=None)
     @given(held=_KEYS, recent=_KEYS, unsure=_KEYS, want=st.lists(_KEY), full=st.booleans())
     def test_delta_is_exact(
         self,
         tmp_path_factory: pytest.TempPathFactory,
+        kind: str,
         memory_keys: int,
         held: frozenset[str],
         recent: frozenset[str],
@@ -412,7 +470,7 @@ class TestDiff:
         mp = pytest.MonkeyPatch()
         mp.setattr(_delta, "MEMORY_KEYS", memory_keys)
         try:
-            with SQLiteStore(tmp_path_factory.mktemp("d") / "s.db") as store:
+            with _open(kind, tmp_path_factory.mktemp("d")) as store:
                 store.apply_batch("c1", added=held - recent)
                 store.apply_batch("c1", added=held & recent, entered_at=T0)
                 _mark(store, "c1", adds=unsure)
@@ -430,7 +488,7 @@ class TestDiff:
             assert sorted(adds) == sorted((w - held) | (unsure & w) | (w & held & recent))
         assert sorted(removes) == sorted((held - w) | (unsure - w))
 
-    def test_diff_writes_nothing(self, store: SQLiteStore) -> None:
+    def test_diff_writes_nothing(self, store: Store) -> None:
         """Computing a delta leaves snapshot and pending untouched."""
         store.apply_batch("c1", added=["e:a"])
         with store.diff("c1", ["e:b"]) as delta:
@@ -438,14 +496,14 @@ class TestDiff:
         assert list(store.snapshot_keys("c1")) == ["e:a"]
         assert store.pending_count("c1") == 0
 
-    def test_unknown_cohort_adds_every_distinct_key(self, store: SQLiteStore) -> None:
+    def test_unknown_cohort_adds_every_distinct_key(self, store: Store) -> None:
         """A cohort never seen gets every desired key once."""
         with store.diff("new", ["e:a", "e:a", "e:b"]) as delta:
             assert sorted(delta.iter_adds()) == ["e:a", "e:b"]
             assert list(delta.iter_removes()) == []
 
     def test_large_delta_spills_and_removes_its_files(
-        self, store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+        self, store: Store, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """A delta bigger than the memory budget lives in temporary files that close() deletes."""
         monkeypatch.setattr(_delta, "MEMORY_KEYS", 100)
@@ -460,7 +518,7 @@ class TestDiff:
         delta.close()
         assert not os.path.exists(tmp.name)
 
-    def test_desired_is_consumed_lazily_in_chunks(self, store: SQLiteStore) -> None:
+    def test_desired_is_consumed_lazily_in_chunks(self, store: Store) -> None:
         """The desired iterable is streamed, not materialised by the caller's side."""
         pulled = 0
 
@@ -478,26 +536,33 @@ class TestDiff:
 
 
 class TestDiffChanges:
-    def _prepare(self, store: SQLiteStore) -> None:
+    def _prepare(self, store: Store) -> None:
         # held: a, b, c; uncertain: c (last sent: remove), x (last sent: add), y (remove)
         store.apply_batch("c1", added=["e:a", "e:b", "e:c"])
         _mark(store, "c1", adds=["e:x"], removes=["e:c", "e:y"])
 
-    def test_given_delta_is_reduced_to_what_must_travel(self, store: SQLiteStore) -> None:
+    def test_given_delta_is_reduced_to_what_must_travel(self, store: Store) -> None:
         """Entered-but-held and left-but-absent are skipped; uncertain ids go as last sent."""
         self._prepare(store)
         with store.diff_changes("c1", entered=["e:a", "e:n"], left=["e:b", "e:gone"]) as d:
             assert sorted(d.iter_adds()) == ["e:n", "e:x"]
             assert sorted(d.iter_removes()) == ["e:b", "e:c", "e:y"]
 
-    def test_given_delta_overrides_the_last_sent_change(self, store: SQLiteStore) -> None:
+    def test_given_delta_overrides_the_last_sent_change(self, store: Store) -> None:
         """An uncertain id named in the new delta is sent with its new state."""
         self._prepare(store)
         with store.diff_changes("c1", entered=["e:c", "e:y"], left=["e:x"]) as d:
             assert sorted(d.iter_adds()) == ["e:c", "e:y"]
             assert sorted(d.iter_removes()) == ["e:x"]
 
-    def test_same_id_entering_and_leaving_is_refused(self, store: SQLiteStore) -> None:
+    def test_held_removes_counts_only_members_braze_holds(self, store: Store) -> None:
+        """held_removes: held keys leaving now, or uncertain removes re-sent (never absent ones)."""
+        self._prepare(store)
+        with store.diff_changes("c1", entered=[], left=["e:b", "e:gone"]) as d:
+            # e:b leaves (held); e:c is re-sent as a remove (held); e:y was never held.
+            assert d.held_removes == 2
+
+    def test_same_id_entering_and_leaving_is_refused(self, store: Store) -> None:
         """An id both in entered and left is an input error, found before anything is sent."""
         with pytest.raises(InputError, match="1 id"):
             store.diff_changes("c1", entered=["e:a", "e:b"], left=["e:b"])

@@ -1,4 +1,4 @@
-"""CohortSync against an in-process fake Braze: naming, deltas, convergence, dry run, history."""
+"""CohortSync against the in-memory FakeClient: naming, deltas, convergence, dry run, history."""
 
 from __future__ import annotations
 
@@ -6,10 +6,8 @@ import collections
 import csv
 import datetime as dt
 import io
-import itertools
 import json
 import threading
-from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -21,7 +19,6 @@ import braze_cohorts as bc
 from braze_cohorts import (
     AuthenticationError,
     BatchUploader,
-    CohortResponse,
     CohortSync,
     ConfigurationError,
     DeviceId,
@@ -34,82 +31,13 @@ from braze_cohorts import (
     RetryPolicy,
     ServerError,
     SQLiteStore,
-    TransportError,
     UserAlias,
-    UserRef,
-    as_ref,
 )
 from braze_cohorts._sync import PLAN_HEADER, REJECTS_HEADER
+from braze_cohorts.testing import FakeClient, MemoryStore, SettableClock
 from doc_examples import run_doc_examples
 
 T0 = dt.datetime(2026, 3, 1, 8, 0, tzinfo=dt.timezone.utc)
-
-#: A fault for the next update request: an error to raise without applying, or "drop_after"
-#: (apply, then lose the answer: the outcome is unknown to the sender).
-Fault = BaseException | str
-
-
-class FakeBraze:
-    """Thread-safe stand-in for CohortClient that keeps each cohort's members as keys."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.members: dict[str, set[str]] = defaultdict(set)
-        self.names: dict[str, str] = {}
-        self.calls: list[tuple[str, str, tuple[str, ...], tuple[str, ...]]] = []
-        self.faults: list[Fault] = []
-        self.name_faults: list[BaseException] = []
-
-    def name_cohort(
-        self, cohort_id: str, name: str, created_at: dt.datetime | None = None
-    ) -> CohortResponse:
-        with self.lock:
-            self.calls.append(("name", cohort_id, (name,), ()))
-            if self.name_faults:
-                raise self.name_faults.pop(0)
-            self.names[cohort_id] = name
-        return CohortResponse(status_code=201, message="success")
-
-    def update_members(
-        self,
-        cohort_id: str,
-        add: Iterable[UserRef | str] = (),
-        remove: Iterable[UserRef | str] = (),
-    ) -> CohortResponse | None:
-        adds = tuple(as_ref(x).key for x in add)
-        removes = tuple(as_ref(x).key for x in remove)
-        assert not set(adds) & set(removes)
-        assert len(adds) + len(removes) <= 1000
-        with self.lock:
-            self.calls.append(("update", cohort_id, adds, removes))
-            fault = self.faults.pop(0) if self.faults else None
-            if isinstance(fault, BaseException):
-                raise fault
-            self.members[cohort_id].update(adds)
-            self.members[cohort_id].difference_update(removes)
-        if fault == "drop_after":
-            raise TransportError("connection reset", outcome_unknown=True)
-        return CohortResponse(status_code=201, message="success")
-
-    def updates(self) -> list[tuple[str, str, tuple[str, ...], tuple[str, ...]]]:
-        return [c for c in self.calls if c[0] == "update"]
-
-    def sent(self) -> tuple[set[str], set[str]]:
-        """Every key sent as an add, and every key sent as a remove."""
-        adds: set[str] = set()
-        removes: set[str] = set()
-        for _kind, _cohort, a, r in self.updates():
-            adds.update(a)
-            removes.update(r)
-        return adds, removes
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.ticks = itertools.count()
-
-    def __call__(self) -> dt.datetime:
-        return T0 + dt.timedelta(seconds=next(self.ticks))
 
 
 class RecordingNotifier:
@@ -127,18 +55,31 @@ def _keys(ids: Iterable[str]) -> set[str]:
     return {f"e:{i}" for i in ids}
 
 
-@pytest.fixture
-def braze() -> FakeBraze:
-    return FakeBraze()
+Store = SQLiteStore | MemoryStore
+
+
+def _clock() -> SettableClock:
+    """T0, then one second later at every reading."""
+    return SettableClock(T0, tick=dt.timedelta(seconds=1))
+
+
+def _open(kind: str, directory: Path) -> Store:
+    return SQLiteStore(directory / "state.db") if kind == "sqlite" else MemoryStore()
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[SQLiteStore]:
-    with SQLiteStore(tmp_path / "state.db") as s:
+def braze() -> FakeClient:
+    return FakeClient()
+
+
+@pytest.fixture(params=["sqlite", "memory"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """The sync engine is tested over both stores: their contract is one."""
+    with _open(request.param, tmp_path) as s:
         yield s
 
 
-def _sync(braze: FakeBraze, store: SQLiteStore, **options: object) -> CohortSync:
+def _sync(braze: FakeClient, store: Store, **options: object) -> CohortSync:
     uploader = BatchUploader(
         braze,
         concurrency=2,
@@ -146,23 +87,24 @@ def _sync(braze: FakeBraze, store: SQLiteStore, **options: object) -> CohortSync
         retry=RetryPolicy(attempts=1),
         sleep=lambda _s: None,
     )
-    return CohortSync(braze, store, uploader=uploader, clock=Clock(), **options)  # type: ignore[arg-type]
+    return CohortSync(braze, store, uploader=uploader, clock=_clock(), **options)  # type: ignore[arg-type]
 
 
 @pytest.fixture
-def sync(braze: FakeBraze, store: SQLiteStore) -> CohortSync:
+def sync(braze: FakeClient, store: Store) -> CohortSync:
     return _sync(braze, store)
 
 
 class TestFirstImport:
     def test_names_the_cohort_then_adds_every_member(
-        self, sync: CohortSync, braze: FakeBraze
+        self, sync: CohortSync, braze: FakeClient
     ) -> None:
         """The first import names the cohort before any member is sent, then adds them all."""
         run = sync.sync("c1", "Power users", ["u1", "u2", "u3", "u4", "u2"])
-        assert braze.calls[0] == ("name", "c1", ("Power users",), ())
-        assert all(c[0] == "update" for c in braze.calls[1:])
-        assert braze.members["c1"] == _keys(["u1", "u2", "u3", "u4"])
+        first = braze.calls[0]
+        assert (first.kind, first.cohort_id, first.name) == ("name", "c1", "Power users")
+        assert all(c.kind == "update" for c in braze.calls[1:])
+        assert braze.members("c1") == _keys(["u1", "u2", "u3", "u4"])
         assert (run.result, run.users, run.added, run.removed) == ("succeeded", 4, 4, 0)
         assert run.requests == len(braze.calls)  # naming and the member requests
         assert run.error is None
@@ -177,61 +119,61 @@ class TestFirstImport:
         assert run.finished_at is not None
         assert run.finished_at > run.started_at
 
-    def test_every_identifier_kind_round_trips(self, sync: CohortSync, braze: FakeBraze) -> None:
+    def test_every_identifier_kind_round_trips(self, sync: CohortSync, braze: FakeClient) -> None:
         """External ids, aliases and device ids all reach Braze as themselves."""
         members = [ExternalId("u1"), UserAlias("a@x.io", "email"), DeviceId("d-1")]
         sync.sync("c1", "C", members)
-        assert braze.members["c1"] == {m.key for m in members}
+        assert braze.members("c1") == {m.key for m in members}
 
 
 class TestRefresh:
-    def test_only_the_delta_travels(self, sync: CohortSync, braze: FakeBraze) -> None:
+    def test_only_the_delta_travels(self, sync: CohortSync, braze: FakeClient) -> None:
         """A refresh sends just who entered and who left, and does not rename."""
         sync.sync("c1", "C", [f"u{n}" for n in range(10)])
-        braze.calls.clear()
+        braze.clear_calls()
         run = sync.sync("c1", "C", [f"u{n}" for n in range(2, 12)])
         adds, removes = braze.sent()
         assert adds == _keys(["u10", "u11"])
         assert removes == _keys(["u0", "u1"])
-        assert all(c[0] == "update" for c in braze.calls)
+        assert all(c.kind == "update" for c in braze.calls)
         assert (run.added, run.removed, run.users) == (2, 2, 10)
 
-    def test_unchanged_membership_sends_nothing(self, sync: CohortSync, braze: FakeBraze) -> None:
+    def test_unchanged_membership_sends_nothing(self, sync: CohortSync, braze: FakeClient) -> None:
         """When nothing changed, no request is made and the run still succeeds."""
         sync.sync("c1", "C", ["u1", "u2"])
-        braze.calls.clear()
+        braze.clear_calls()
         run = sync.sync("c1", "C", ["u2", "u1"])
         assert braze.calls == []
         assert (run.result, run.requests, run.users) == ("succeeded", 0, 2)
 
     def test_a_new_name_renames_the_cohort(
-        self, sync: CohortSync, braze: FakeBraze, store: SQLiteStore
+        self, sync: CohortSync, braze: FakeClient, store: Store
     ) -> None:
         """Changing the name re-names the cohort, and only then."""
         sync.sync("c1", "Old", ["u1"])
         sync.sync("c1", "New", ["u1"])
         sync.sync("c1", "New", ["u1"])
-        names = [c[2][0] for c in braze.calls if c[0] == "name"]
+        names = [c.name for c in braze.namings()]
         assert names == ["Old", "New"]
         assert store.known_name("c1") == "New"
-        assert braze.names["c1"] == "New"
+        assert braze.name("c1") == "New"
 
     def test_emptying_a_cohort_removes_everyone_when_allowed(
-        self, sync: CohortSync, braze: FakeBraze
+        self, sync: CohortSync, braze: FakeClient
     ) -> None:
         """An empty membership removes every member Braze holds, when mass removal is allowed."""
         sync.sync("c1", "C", ["u1", "u2"])
         run = sync.sync("c1", "C", [], allow_mass_removal=True)
-        assert braze.members["c1"] == set()
+        assert braze.members("c1") == set()
         assert (run.removed, run.users) == (2, 0)
 
 
 class TestFailures:
     def test_naming_failure_sends_no_members(
-        self, sync: CohortSync, braze: FakeBraze, store: SQLiteStore
+        self, sync: CohortSync, braze: FakeClient, store: Store
     ) -> None:
         """If Braze refuses the name, no member is sent and the name is not remembered."""
-        braze.name_faults.append(AuthenticationError("Invalid client secret", cause="x"))
+        braze.fail_next(AuthenticationError("Invalid client secret", cause="x"), on="name")
         run = sync.sync("c1", "C", ["u1"])
         assert run.result == "failed"
         assert run.error is not None
@@ -241,13 +183,13 @@ class TestFailures:
         assert store.pending_count("c1") == 0
         again = sync.sync("c1", "C", ["u1"])
         assert again.result == "succeeded"
-        assert braze.members["c1"] == {"e:u1"}
+        assert braze.members("c1") == {"e:u1"}
 
     def test_failed_batch_fails_the_run_and_is_retried_next_time(
-        self, sync: CohortSync, braze: FakeBraze, store: SQLiteStore
+        self, sync: CohortSync, braze: FakeClient, store: Store
     ) -> None:
         """A batch that failed keeps its ids uncertain; the next import sends them again."""
-        braze.faults = [ServerError("down", status_code=503)]
+        braze.fail_next(ServerError("down", status_code=503))
         run = sync.sync("c1", "C", [f"u{n}" for n in range(6)])
         assert run.result == "failed"
         assert run.error is not None
@@ -257,25 +199,25 @@ class TestFailures:
         assert (run.users, store.pending_count("c1")) == (3, 3)
         again = sync.sync("c1", "C", [f"u{n}" for n in range(6)])
         assert again.result == "succeeded"
-        assert braze.members["c1"] == _keys(f"u{n}" for n in range(6))
+        assert braze.members("c1") == _keys(f"u{n}" for n in range(6))
         assert store.pending_count("c1") == 0
 
     def test_unknown_outcome_is_resolved_by_the_desired_state(
-        self, sync: CohortSync, braze: FakeBraze, store: SQLiteStore
+        self, sync: CohortSync, braze: FakeClient, store: Store
     ) -> None:
         """An add whose answer was lost is removed next time if the user left meanwhile."""
-        braze.faults = ["drop_after"]
+        braze.lose_answer_next()
         sync.sync("c1", "C", ["u1", "u2", "u3"])
-        assert braze.members["c1"] == _keys(["u1", "u2", "u3"])
+        assert braze.members("c1") == _keys(["u1", "u2", "u3"])
         assert store.member_count("c1") == 0
         assert store.pending_count("c1") == 3
         sync.sync("c1", "C", ["u1"])
-        assert braze.members["c1"] == {"e:u1"}
+        assert braze.members("c1") == {"e:u1"}
         assert sorted(store.snapshot_keys("c1")) == ["e:u1"]
 
-    def test_auth_error_stops_and_fails_the_run(self, sync: CohortSync, braze: FakeBraze) -> None:
+    def test_auth_error_stops_and_fails_the_run(self, sync: CohortSync, braze: FakeClient) -> None:
         """A 401 during the upload fails the run with Braze's message, which pauses schedules."""
-        braze.faults = [AuthenticationError("Invalid client secret", path="/p")] * 10
+        braze.fail_next(*[AuthenticationError("Invalid client secret", path="/p")] * 10)
         run = sync.sync("c1", "C", [f"u{n}" for n in range(30)])
         assert run.result == "failed"
         assert run.error is not None
@@ -283,12 +225,13 @@ class TestFailures:
         assert len(braze.updates()) < 10
 
     def test_acknowledged_batches_count_even_when_the_run_stops(
-        self, braze: FakeBraze, store: SQLiteStore
+        self, braze: FakeClient, store: Store
     ) -> None:
         """Batches acknowledged before a 401 are applied to the snapshot and counted."""
         uploader = BatchUploader(braze, concurrency=1, batch_size=2, retry=RetryPolicy(attempts=1))
-        sync = CohortSync(braze, store, uploader=uploader, clock=Clock())
-        braze.faults = [None, AuthenticationError("Invalid client secret")]  # type: ignore[list-item]
+        sync = CohortSync(braze, store, uploader=uploader, clock=_clock())
+        braze.pass_next()
+        braze.fail_next(AuthenticationError("Invalid client secret"))
         run = sync.sync("c1", "C", ["u1", "u2", "u3", "u4", "u5"])
         assert run.result == "failed"
         # One request named the cohort, one added two users, one was refused.
@@ -297,8 +240,8 @@ class TestFailures:
     def test_store_failure_in_a_hook_fails_the_run(
         self,
         sync: CohortSync,
-        braze: FakeBraze,
-        store: SQLiteStore,
+        braze: FakeClient,
+        store: Store,
         monkeypatch: pytest.MonkeyPatch,
     ) -> None:
         """If the store cannot apply a batch, the upload stops and the run fails with the reason."""
@@ -312,7 +255,20 @@ class TestFailures:
         assert (run.result, run.error) == ("failed", "disk full")
 
 
+def _queue_fault(braze: FakeClient, fault: str) -> None:
+    """Queue one answer for the next update request, by name."""
+    if fault == "ok":
+        braze.pass_next()
+    elif fault == "drop_after":  # applied, then the answer is lost: the outcome is unknown
+        braze.lose_answer_next()
+    elif fault == "503":
+        braze.fail_next(ServerError("down", status_code=503))
+    else:
+        braze.fail_next(InvalidRequestError("bad", status_code=400))
+
+
 class TestConvergence:
+    @pytest.mark.parametrize("kind", ["sqlite", "memory"])
     @settings(max_examples=40, deadline=None)
     @given(
         steps=st.lists(
@@ -328,26 +284,23 @@ class TestConvergence:
     def test_a_clean_run_after_any_failures_converges_exactly(
         self,
         tmp_path_factory: pytest.TempPathFactory,
+        kind: str,
         steps: list[tuple[frozenset[int], list[str]]],
         final: frozenset[int],
     ) -> None:
         """Whatever failed before, the next clean import leaves Braze holding exactly those."""
-        braze = FakeBraze()
-        with SQLiteStore(tmp_path_factory.mktemp("conv") / "s.db") as store:
+        braze = FakeClient()
+        with _open(kind, tmp_path_factory.mktemp("conv")) as store:
             sync = _sync(braze, store)
-            faults: dict[str, Fault | None] = {
-                "ok": None,
-                "503": ServerError("down", status_code=503),
-                "drop_after": "drop_after",
-                "400": InvalidRequestError("bad", status_code=400),
-            }
             for members, fault_names in steps:
-                braze.faults = [faults[f] for f in fault_names]  # type: ignore[misc]
+                braze.clear_faults()
+                for fault in fault_names:
+                    _queue_fault(braze, fault)
                 sync.sync("c1", "C", [f"u{n}" for n in members], allow_mass_removal=True)
-            braze.faults = []
+            braze.clear_faults()
             run = sync.sync("c1", "C", [f"u{n}" for n in final], allow_mass_removal=True)
             assert run.result == "succeeded"
-            assert braze.members["c1"] == _keys(f"u{n}" for n in final)
+            assert braze.members("c1") == _keys(f"u{n}" for n in final)
             assert sorted(store.snapshot_keys("c1")) == sorted(_keys(f"u{n}" for n in final))
             assert store.pending_count("c1") == 0
             assert run.users == len(final)
@@ -355,11 +308,11 @@ class TestConvergence:
 
 class TestDryRun:
     def test_dry_run_sends_nothing_and_changes_nothing(
-        self, sync: CohortSync, braze: FakeBraze, store: SQLiteStore
+        self, sync: CohortSync, braze: FakeClient, store: Store
     ) -> None:
         """A dry run reports the planned delta without a request or a state change."""
         sync.sync("c1", "C", ["u1", "u2"])
-        braze.calls.clear()
+        braze.clear_calls()
         run = sync.sync("c1", "Renamed", ["u2", "u3", "u4"], dry_run=True)
         assert braze.calls == []
         assert (run.result, run.added, run.removed, run.users) == ("dry_run", 2, 1, 2)
@@ -411,19 +364,17 @@ class TestDryRun:
 
 
 class TestBadInput:
-    def test_rejections_never_stop_valid_members(
-        self, braze: FakeBraze, store: SQLiteStore
-    ) -> None:
+    def test_rejections_never_stop_valid_members(self, braze: FakeClient, store: Store) -> None:
         """Invalid records are counted by reason while every valid member is imported."""
         sync = _sync(braze, store, max_reject_fraction=None)
         run = sync.sync("c1", "C", ["u1", "", {"alias_name": "x"}, "u2", 3.5])
-        assert braze.members["c1"] == _keys(["u1", "u2"])
+        assert braze.members("c1") == _keys(["u1", "u2"])
         assert run.result == "succeeded"
         assert run.rejected_total == 3
         assert run.rejected["incomplete_alias"] == 1
 
     def test_a_failing_source_is_recorded_and_returned(
-        self, sync: CohortSync, braze: FakeBraze
+        self, sync: CohortSync, braze: FakeClient
     ) -> None:
         """An exception from the members iterable fails the run, which is returned; nothing sent."""
 
@@ -441,7 +392,7 @@ class TestBadInput:
         assert caught.value.run == run
 
     def test_a_foreign_exception_is_recorded_without_its_text(
-        self, sync: CohortSync, braze: FakeBraze
+        self, sync: CohortSync, braze: FakeClient
     ) -> None:
         """A bug in the caller's iterable fails the run by class name; its text stays out."""
 
@@ -478,7 +429,7 @@ class TestBadInput:
     def test_invalid_arguments_fail_before_anything_is_recorded(
         self,
         sync: CohortSync,
-        braze: FakeBraze,
+        braze: FakeClient,
         cohort_id: str,
         name: str,
         members: object,
@@ -493,7 +444,7 @@ class TestBadInput:
 
 class TestConcurrency:
     def test_second_import_of_the_same_cohort_is_refused(
-        self, sync: CohortSync, braze: FakeBraze
+        self, sync: CohortSync, braze: FakeClient
     ) -> None:
         """While one import runs, another of the same cohort raises ImportInProgressError."""
         started, release = threading.Event(), threading.Event()
@@ -518,12 +469,12 @@ class TestConcurrency:
             release.set()
             worker.join(10)
         assert results[0].result == "succeeded"
-        assert braze.members["c1"] == _keys(["u1", "u2"])
+        assert braze.members("c1") == _keys(["u1", "u2"])
         assert [r.result for r in sync.history("c1")] == ["succeeded"]
 
 
 class TestNotifier:
-    def test_notifier_hears_of_every_real_run(self, braze: FakeBraze, store: SQLiteStore) -> None:
+    def test_notifier_hears_of_every_real_run(self, braze: FakeClient, store: Store) -> None:
         """The notifier gets each finished run, not dry runs, and not when told not to."""
         notifier = RecordingNotifier()
         sync = _sync(braze, store, notifier=notifier)
@@ -532,9 +483,7 @@ class TestNotifier:
         sync.sync("c1", "C", ["u1"], notify=False)
         assert notifier.runs == [run]
 
-    def test_notifier_errors_are_recorded_not_raised(
-        self, braze: FakeBraze, store: SQLiteStore
-    ) -> None:
+    def test_notifier_errors_are_recorded_not_raised(self, braze: FakeClient, store: Store) -> None:
         """A failing notifier leaves the import succeeded and records why it failed."""
         sync = _sync(braze, store, notifier=RecordingNotifier(NotificationError("SMTP 550")))
         run = sync.sync("c1", "C", ["u1"])
@@ -544,30 +493,30 @@ class TestNotifier:
 
 class TestSyncDelta:
     def test_entered_and_left_are_sent(
-        self, sync: CohortSync, braze: FakeBraze, store: SQLiteStore
+        self, sync: CohortSync, braze: FakeClient, store: Store
     ) -> None:
         """A given delta adds who entered, removes who left, and names the cohort first."""
         run = sync.sync_delta("c1", "C", entered=["u1", "u2", ExternalId("u3")])
-        assert braze.calls[0][0] == "name"
+        assert braze.calls[0].kind == "name"
         assert (run.result, run.added, run.users) == ("succeeded", 3, 3)
         run = sync.sync_delta("c1", "C", entered=["u4", "u1"], left=["u2", "never-there"])
-        assert braze.members["c1"] == _keys(["u1", "u3", "u4"])
+        assert braze.members("c1") == _keys(["u1", "u3", "u4"])
         assert (run.added, run.removed, run.users) == (1, 1, 3)
 
     def test_uncertain_ids_are_resent_as_last_sent(
-        self, sync: CohortSync, braze: FakeBraze, store: SQLiteStore
+        self, sync: CohortSync, braze: FakeClient, store: Store
     ) -> None:
         """An id whose removal had an unknown outcome is removed again by the next delta."""
         sync.sync_delta("c1", "C", entered=["u1", "u2"])
-        braze.faults = [ServerError("down", status_code=503)]
+        braze.fail_next(ServerError("down", status_code=503))
         assert sync.sync_delta("c1", "C", left=["u1"]).result == "failed"
-        braze.calls.clear()
+        braze.clear_calls()
         run = sync.sync_delta("c1", "C", entered=["u9"])
-        assert braze.members["c1"] == _keys(["u2", "u9"])
+        assert braze.members("c1") == _keys(["u2", "u9"])
         assert braze.sent() == (_keys(["u9"]), _keys(["u1"]))
         assert run.users == 2
 
-    def test_overlapping_delta_is_refused(self, sync: CohortSync, braze: FakeBraze) -> None:
+    def test_overlapping_delta_is_refused(self, sync: CohortSync, braze: FakeClient) -> None:
         """A user both entering and leaving is an input error; nothing is sent."""
         run = sync.sync_delta("c1", "C", entered=["u1"], left=["u1"])
         assert braze.updates() == []
@@ -575,7 +524,7 @@ class TestSyncDelta:
         assert "both in entered and in left" in (run.error or "")
         assert sync.history("c1") == [run]
 
-    def test_dry_run_of_a_delta(self, sync: CohortSync, braze: FakeBraze) -> None:
+    def test_dry_run_of_a_delta(self, sync: CohortSync, braze: FakeClient) -> None:
         """A dry delta reports what would travel and sends nothing."""
         run = sync.sync_delta("c1", "C", entered=["u1"], left=["u2"], dry_run=True)
         assert (run.result, run.added, run.removed) == ("dry_run", 1, 0)

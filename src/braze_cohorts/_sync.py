@@ -212,9 +212,7 @@ class _Commit:
         if response is not None and response.errors:
             # Braze said success but reported errors: some ids may have been dropped. They stay
             # uncertain (pending) and are re-sent by the next import.
-            for text in _warning_texts(response.errors):
-                if len(self.warnings) < MAX_WARNINGS:
-                    self.warnings.setdefault(text)
+            self.warn(response.errors)
             return
         self.store.apply_batch(
             self.run.cohort_id,
@@ -222,6 +220,12 @@ class _Commit:
             _keys(batch.remove),
             entered_at=self.entered_at,
         )
+
+    def warn(self, errors: Iterable[object]) -> None:
+        """Keep Braze's ``errors`` as warnings: at most MAX_WARNINGS distinct ones."""
+        for text in _warning_texts(errors):
+            if len(self.warnings) < MAX_WARNINGS:
+                self.warnings.setdefault(text)
 
     def failed_batch(self, failed: FailedBatch) -> None:
         # Its ids stay uncertain in the store: the next import re-sends them.
@@ -256,8 +260,7 @@ class _Commit:
         def counted() -> CohortResponse:
             self.naming_requests += 1
             response = request()
-            for text in _warning_texts(response.errors):
-                self.warnings.setdefault(text)
+            self.warn(response.errors)
             return response
 
         return counted
@@ -695,11 +698,13 @@ class CohortSync:
         cohort_id = run.cohort_id
         if plan.workspace_changed and plan.full_resync is None:
             # Only sync_delta gets here: a delta cannot be right against an unseen workspace.
-            raise WorkspaceChangedError(
+            elsewhere = WorkspaceChangedError(
                 f"the state of cohort {cohort_id!r} describes another Braze workspace (endpoint, "
                 "partner or data import key changed); a delta alone cannot be correct there: "
                 "run a full sync of the cohort first"
             )
+            log.warning("import of cohort %s refused: WorkspaceChangedError", cohort_id)
+            return _failed(run, elsewhere, "refused")
         with plan.compute(matching, store) as delta:
             log.info(
                 "cohort %s: %d to add, %d to remove, %d rejected%s",
