@@ -423,7 +423,7 @@ class TestNameCohort:
                         "client_secret": DK,
                         "cohort_id": "c1",
                         "name": "Power users",
-                        "created_at": "2023-11-14T22:13:20+00:00",
+                        "created_at": "2023-11-14T22:13:20Z",
                     }
                 ),
                 matchers.header_matcher(
@@ -443,12 +443,14 @@ class TestNameCohort:
     def test_aware_created_at_is_sent_as_utc_iso(
         self, client: CohortClient, mocked: responses.RequestsMock
     ) -> None:
-        """An aware datetime in another zone goes out as the same instant in UTC, ISO-8601."""
+        """An aware datetime in another zone goes out as the same instant in UTC, whole seconds, Z."""
         mocked.post(NAME_URL, json={"message": "success"})
         berlin = dt.timezone(dt.timedelta(hours=1))
-        client.name_cohort("c1", "n", created_at=dt.datetime(2024, 3, 1, 9, 30, 15, tzinfo=berlin))
+        client.name_cohort(
+            "c1", "n", created_at=dt.datetime(2024, 3, 1, 9, 30, 15, 999_999, tzinfo=berlin)
+        )
         created = sent_json(mocked)["created_at"]
-        assert created == "2024-03-01T08:30:15+00:00"
+        assert created == "2024-03-01T08:30:15Z"
         assert dt.datetime.fromisoformat(created) == dt.datetime(
             2024, 3, 1, 8, 30, 15, tzinfo=dt.timezone.utc
         )
@@ -458,7 +460,27 @@ class TestNameCohort:
         mocked.post(NAME_URL, json={"message": "success"})
         with make_client(clock=lambda: 86_400.5) as c:
             c.name_cohort("c1", "n")
-        assert sent_json(mocked)["created_at"] == "1970-01-02T00:00:00.500000+00:00"
+        assert sent_json(mocked)["created_at"] == "1970-01-02T00:00:00Z"
+
+    @settings(max_examples=100, deadline=None)
+    @given(
+        st.datetimes(
+            min_value=dt.datetime(1970, 1, 2),
+            max_value=dt.datetime(9998, 12, 31),
+            timezones=st.sampled_from(
+                [dt.timezone.utc, dt.timezone(dt.timedelta(hours=-7)), dt.timezone(dt.timedelta(hours=5, minutes=30))]
+            ),
+        )
+    )
+    def test_created_at_is_whole_seconds_with_z(self, when: dt.datetime) -> None:
+        """Any aware datetime is sent as YYYY-MM-DDTHH:MM:SSZ, the same instant floored to the second."""
+        with responses.RequestsMock() as mocked, make_client() as c:
+            mocked.post(NAME_URL, json={"message": "success"})
+            c.name_cohort("c1", "n", created_at=when)
+            created = sent_json(mocked)["created_at"]
+        assert len(created) == 20 and created.endswith("Z")
+        parsed = dt.datetime.strptime(created, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
+        assert parsed == when.astimezone(dt.timezone.utc).replace(microsecond=0)
 
     @pytest.mark.parametrize(
         ("kwargs", "match"),
