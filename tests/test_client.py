@@ -468,7 +468,11 @@ class TestNameCohort:
             min_value=dt.datetime(1970, 1, 2),
             max_value=dt.datetime(9998, 12, 31),
             timezones=st.sampled_from(
-                [dt.timezone.utc, dt.timezone(dt.timedelta(hours=-7)), dt.timezone(dt.timedelta(hours=5, minutes=30))]
+                [
+                    dt.timezone.utc,
+                    dt.timezone(dt.timedelta(hours=-7)),
+                    dt.timezone(dt.timedelta(hours=5, minutes=30)),
+                ]
             ),
         )
     )

@@ -319,6 +319,12 @@ class CohortClient:
             raise ConfigurationError(problem)
         self._endpoint = resolve_endpoint(endpoint)
         self._partner = _check_partner(partner)
+        if partner in (self._partner_api_key.reveal(), self._data_import_key.reveal()):
+            # The partner goes into the URL path, where a key must never be.
+            raise ConfigurationError(
+                "partner is the same as one of the keys: give the partner's name (as in "
+                "/partners/{partner}/...), not a key"
+            )
         self._timeout = _as_timeout(timeout)
         if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
             shown = repr(pool_size) if isinstance(pool_size, int) else type(pool_size).__name__
