@@ -28,7 +28,7 @@ import requests
 import requests.adapters
 import urllib3.exceptions
 
-from braze_cohorts._endpoints import resolve_endpoint
+from braze_cohorts._endpoints import resolve_endpoint_or_error
 from braze_cohorts._identifiers import (
     _FORBIDDEN,
     CheckedIds,
@@ -317,14 +317,18 @@ class CohortClient:
         del partner_api_key, data_import_key
         if problem:
             raise ConfigurationError(problem)
-        self._endpoint = resolve_endpoint(endpoint)
-        self._partner = _check_partner(partner)
-        if partner in (self._partner_api_key.reveal(), self._data_import_key.reveal()):
-            # The partner goes into the URL path, where a key must never be.
-            raise ConfigurationError(
-                "partner is the same as one of the keys: give the partner's name (as in "
-                "/partners/{partner}/...), not a key"
-            )
+        # The same for the endpoint and the partner: a key given there by mistake is refused
+        # from a frame that no longer holds it.
+        resolved = resolve_endpoint_or_error(endpoint)
+        partner_or_error = self._partner_or_error(partner)
+        del endpoint, partner
+        for checked in (resolved, partner_or_error):
+            if isinstance(checked, ConfigurationError):
+                raise checked
+        assert isinstance(resolved, str)
+        assert isinstance(partner_or_error, str)
+        self._endpoint = resolved
+        self._partner = partner_or_error
         self._timeout = _as_timeout(timeout)
         if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
             shown = repr(pool_size) if isinstance(pool_size, int) else type(pool_size).__name__
@@ -353,6 +357,19 @@ class CohortClient:
         self._closed = False
         self._settings_cache: dict[str, dict[str, Any]] = {}
         self._templates: dict[str, tuple[requests.PreparedRequest, _Auth | None]] = {}
+
+    def _partner_or_error(self, partner: object) -> str | ConfigurationError:
+        try:
+            checked = _check_partner(partner)
+        except ConfigurationError as exc:
+            return exc.with_traceback(None)
+        if checked in (self._partner_api_key.reveal(), self._data_import_key.reveal()):
+            # The partner goes into the URL path, where a key must never be.
+            return ConfigurationError(
+                "partner is the same as one of the keys: give the partner's name (as in "
+                "/partners/{partner}/...), not a key"
+            )
+        return checked
 
     # -- properties ---------------------------------------------------------------------------
 
@@ -552,12 +569,15 @@ class CohortClient:
         if isinstance(reply, _SessionFailure):
             failed = reply.error
             log.info("POST %s -> the session failed (%s), %d ids", path, type(failed).__name__, ids)
-            raise ConfigurationError(
+            refused = ConfigurationError(
                 f"POST {path}: the requests.Session given to CohortClient raised "
                 f"{type(failed).__name__} (from one of its hooks, auth or mounted adapters?): "
                 f"{self._scrub(_truncate(str(failed)))}; whether Braze received the request is "
                 "unknown"
-            ) from failed
+            )
+            # Not chained, and forgotten here: the caller's exception may quote the body.
+            del reply, failed
+            raise refused from None
         if isinstance(reply, BaseException):
             error = self._transport_error(reply, path)
             log.info(

@@ -20,7 +20,7 @@ from typing import Final
 
 from braze_cohorts.exceptions import ConfigurationError
 
-__all__ = ["CLUSTERS", "resolve_endpoint"]
+__all__ = ["CLUSTERS", "resolve_endpoint", "resolve_endpoint_or_error"]
 
 
 def _cluster_table() -> dict[str, tuple[str, str]]:
@@ -110,6 +110,29 @@ def resolve_endpoint(endpoint: str) -> str:
         >>> resolve_endpoint("https://dashboard.jp-01.braze.com/app")
         'https://rest.jp-01.braze.com'
     """
+    result = resolve_endpoint_or_error(endpoint)
+    # The value may be a key: no frame of the traceback may hold it (error trackers show
+    # every frame's locals), so the error is raised from here, after forgetting it.
+    del endpoint
+    if isinstance(result, ConfigurationError):
+        raise result
+    return result
+
+
+def resolve_endpoint_or_error(endpoint: object) -> str | ConfigurationError:
+    """:func:`resolve_endpoint`, returning its error instead of raising it.
+
+    The error comes without a traceback, so that the frames that held the value are gone: the
+    caller forgets the value, then raises.
+    """
+    try:
+        return _resolve(endpoint)
+    except ConfigurationError as exc:
+        exc.__cause__ = exc.__context__ = None  # a parser's error may hold the value
+        return exc.with_traceback(None)
+
+
+def _resolve(endpoint: object) -> str:
     if not isinstance(endpoint, str):
         raise ConfigurationError(f"endpoint must be a str, not {type(endpoint).__name__}")
     text = endpoint.strip()
