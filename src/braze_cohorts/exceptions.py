@@ -11,7 +11,7 @@
     ├── ScheduleError (ValueError)           an invalid schedule spec
     ├── APIError                             Braze answered, and the answer is not success
     │   ├── InvalidRequestError              400: the request is wrong (never retried)
-    │   ├── AuthenticationError              401: a key is wrong, revoked, or not enabled (never retried)
+    │   ├── AuthenticationError              401: a key is refused, or the partner not enabled
     │   ├── ResourceLockedError              423: transient (retried)
     │   ├── RateLimitedError                 429: transient, carries the wait (retried)
     │   ├── ServerError                      5XX: transient (retried)
