@@ -143,13 +143,8 @@ class TestErrorMapping:
             client.update_members("c1", add=["u1"])
         assert info.value.cause == "data_import_key"
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="issue 8: Braze's text names the client secret, which the client's cause mapping "
-        "reads as a bad data import key (fixed on the client side of issue 8)",
-    )
     def test_401_partner_not_enabled(self, emulator: BrazeEmulator) -> None:
-        """A workspace that has not enabled the partner gives cause partner_not_enabled."""
+        """Braze's "Partner not enabled ... client secret: <key>" names the integration, masked."""
         key = emulator.create_data_import_key(emulator.create_workspace("w", partners=()))
         with (
             make_client(emulator, data_import_key=key) as client,
@@ -163,6 +158,18 @@ class TestErrorMapping:
         )
         assert "enable it in that workspace" in str(error)
         assert key not in str(error) + repr(error) + repr(error.errors)
+        raw = requests.post(
+            f"{emulator.url}/partners/{emulator.partner}/cohorts",
+            json={
+                "partner_api_key": emulator.partner_api_key,
+                "client_secret": key,
+                "cohort_id": "c1",
+                "name": "n",
+                "created_at": "2026-12-02T04:05:06Z",
+            },
+            timeout=10,
+        )
+        assert key in raw.text  # the emulator echoes the key as Braze does: the mask is real
 
     def test_401_unauthorized_access(self, emulator: BrazeEmulator) -> None:
         """Using the key under another partner's path is unauthorized, cause unknown."""
