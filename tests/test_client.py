@@ -1506,6 +1506,38 @@ class TestCallerSession:
             c.update_members("c1", add=["u2"])
         assert seen == [200, 200]
 
+    def test_hooks_added_after_the_first_call_are_called(
+        self, mocked: responses.RequestsMock
+    ) -> None:
+        """Hooks are read from the session on every call, not frozen at the first one."""
+        mocked.post(USERS_URL, json={"message": "success"})
+        seen: list[str] = []
+        session = requests.Session()
+        with make_client(session=session) as c:
+            c.update_members("c1", add=["u1"])
+            session.hooks["response"].append(lambda r, **kw: seen.append("late"))
+            c.update_members("c1", add=["u2"])
+        assert seen == ["late"]
+
+    def test_an_auth_that_registers_a_hook_adds_it_to_one_request_only(
+        self, mocked: responses.RequestsMock
+    ) -> None:
+        """An auth that registers a response hook per request (as digest auth does) sees it once."""
+        mocked.post(USERS_URL, json={"message": "success"})
+        calls: list[int] = []
+
+        def auth(request: requests.PreparedRequest) -> requests.PreparedRequest:
+            request.register_hook("response", lambda r, **kw: calls.append(1))
+            return request
+
+        session = requests.Session()
+        session.auth = auth
+        with make_client(session=session) as c:
+            for _ in range(3):
+                c.update_members("c1", add=["u1"])
+        assert calls == [1, 1, 1]
+        assert session.hooks == {"response": []}
+
     def test_hook_that_replaces_the_response_is_honoured(
         self, mocked: responses.RequestsMock
     ) -> None:
@@ -1546,6 +1578,17 @@ class TestCallerSession:
             assert call.request.headers["Content-Length"] == str(len(body))
             assert call.request.url == USERS_URL
             assert PK not in repr(dict(call.request.headers))
+
+    def test_auth_set_after_the_first_call_is_used(self, mocked: responses.RequestsMock) -> None:
+        """The session's auth is read on every call, like its hooks."""
+        mocked.post(USERS_URL, json={"message": "success"})
+        session = requests.Session()
+        with make_client(session=session) as c:
+            c.update_members("c1", add=["u1"])
+            session.auth = ("proxy-user", "proxy-pass")
+            c.update_members("c1", add=["u2"])
+        assert "Authorization" not in mocked.calls[0].request.headers
+        assert mocked.calls[1].request.headers["Authorization"].startswith("Basic ")
 
     def test_basic_auth_tuple_is_sent(self, mocked: responses.RequestsMock) -> None:
         """A (user, password) auth on the session becomes an Authorization header."""

@@ -610,15 +610,20 @@ class CohortClient:
             separators=(",", ":"),
         ).encode("ascii")
         try:
-            template, auth = self._template(url)
+            template, netrc_auth = self._template(url)
+            session = self._session
+            auth = session.auth if session.auth is not None else netrc_auth
             prepared = template.copy()
             prepared.prepare_body(body, None)
+            # The session's hooks as they are now, in lists of this request's own (an auth
+            # such as HTTPDigestAuth registers a hook on each request it signs).
+            prepared.hooks = {event: list(hooks) for event, hooks in session.hooks.items()}
             if auth is not None:
                 # After the body, as Session.prepare_request does: an auth may sign the body.
                 prepared.prepare_auth(auth, url)
             # Through Session.send, so that the session's mounted adapters, response hooks
             # and cookie jar work as for session.post(); never following a redirect.
-            response = self._session.send(
+            response = session.send(
                 prepared,
                 allow_redirects=False,
                 stream=False,
@@ -654,26 +659,24 @@ class CohortClient:
         )
 
     def _template(self, url: str) -> tuple[requests.PreparedRequest, _Auth | None]:
-        """A prepared request for ``url`` without a body, and the auth to apply, once per URL.
+        """A prepared request for ``url`` without a body, and its ``~/.netrc`` auth, once per URL.
 
-        ``Session.prepare_request`` merges the session's headers, params, cookies and hooks
-        anew for every request (and reads ``~/.netrc``); the client does it once per URL and
-        copies the result, so those session settings count as they are when the client first
-        sends to that URL. The session's auth (or the netrc entry, as ``requests`` finds it) is
-        applied to every request after its body, so an auth that signs bodies sees each one.
+        ``Session.prepare_request`` merges the session's headers, params and cookies anew for
+        every request (and reads ``~/.netrc``); the client does it once per URL and copies the
+        result, so those session settings count as they are when the client first sends to that
+        URL. The session's hooks and auth are read on every request instead (see ``_send``); the
+        netrc entry, as ``requests`` finds it, stands in when the session has no auth.
         """
         entry = self._templates.get(url)
         if entry is None:
             session = self._session
-            auth: _Auth | None = session.auth
-            if auth is None and session.trust_env:
-                auth = requests.utils.get_netrc_auth(url)
+            netrc_auth = requests.utils.get_netrc_auth(url) if session.trust_env else None
             template = session.prepare_request(
                 # A request-level auth that does nothing keeps the session's auth off the
                 # template (requests lets a request's auth override the session's).
                 requests.Request("POST", url, headers=_HEADERS, auth=_no_auth)
             )
-            entry = (template, auth)
+            entry = (template, netrc_auth)
             self._templates[url] = entry
         return entry
 
