@@ -17,7 +17,8 @@ _REFUSED = {
     "data_import_key": "Braze refused the data import key (revoked, replaced, or of another "
     "workspace?)",
     "partner_not_enabled": "the data import key was recognised, but its workspace has not "
-    "enabled the partner integration",
+    "enabled the partner integration (enable it there under Partner integrations > Technology "
+    "partners, or use the key of the workspace where it is enabled)",
     "unknown": "Braze refused the credentials without saying which (check the partner name "
     "and the partner API key)",
 }
@@ -52,7 +53,9 @@ def _run_check(args: argparse.Namespace) -> int:
     except bc.ConfigurationError as exc:
         return fail(str(exc), 2)
     except bc.AuthenticationError as exc:
-        return fail(f"{_REFUSED.get(exc.cause, _REFUSED['unknown'])}: {exc}", 1)
+        # Braze's own text after the explanation; the error's advice is already in the latter.
+        braze_said = bc.APIError.__str__(exc)
+        return fail(f"{_REFUSED.get(exc.cause, _REFUSED['unknown'])}: {braze_said}", 1)
     except bc.TransportError as exc:
         return fail(f"could not reach the endpoint: {exc}", 1)
     except bc.UnexpectedResponseError as exc:
