@@ -16,6 +16,12 @@ Run from the repository root::
 
 Options: ``--ids`` (200,000), ``--rounds`` (3), ``--concurrency`` (16), ``--loop-ids``
 (ids the sequential loop sends in part 2; its rate is flat, so a slice suffices; 20,000).
+
+``--send-paths`` adds a diagnostic: client CPU per 1,000-id request of the three ways to hand a
+prepared request to ``requests`` (``session.post``, ``Session.send``, the adapter's ``send``),
+interleaved over nine rounds, so the cost of ``CohortClient`` sending through ``Session.send``
+(which honours a caller's hooks, auth, mounts and cookies) is measured apart from the noise of
+the full uploads.
 """
 
 from __future__ import annotations
@@ -195,6 +201,61 @@ def uploader_run(
         raise SystemExit(f"upload failed: {len(report.failed_batches)} failed batches")
 
 
+def send_paths(info: dict[str, Any], requests_per_round: int = 300) -> dict[str, float]:
+    """Median client CPU microseconds per 1,000-id request for each way of sending it."""
+    url = f"{info['url']}/partners/{info['partner']}/cohorts/users"
+    body = json.dumps(
+        {
+            "partner_api_key": info["partner_api_key"],
+            "client_secret": info["data_import_key"],
+            "cohort_id": COHORT,
+            "cohort_changes": [{"user_ids": [f"{PREFIX}{i}" for i in range(1000)]}],
+        }
+    ).encode()
+    headers = {"Content-Type": "application/json"}
+    session = requests.Session()
+    session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=4, max_retries=0))
+    template = session.prepare_request(requests.Request("POST", url, headers=headers))
+    settings = dict(session.merge_environment_settings(url, {}, None, None, None))
+    settings.pop("stream", None)
+
+    def prepared() -> requests.PreparedRequest:
+        request = template.copy()
+        request.prepare_body(body, None)
+        return request
+
+    def via_post() -> None:
+        _ = session.post(url, data=body, headers=headers, timeout=30).content
+
+    def via_session_send() -> None:
+        response = session.send(
+            prepared(), allow_redirects=False, stream=False, timeout=(5, 30), **settings
+        )
+        _ = response.content
+
+    def via_adapter() -> None:
+        adapter = session.get_adapter(url)
+        _ = adapter.send(prepared(), stream=False, timeout=(5, 30), **settings).content
+
+    ways = {
+        "session.post": via_post,
+        "Session.send": via_session_send,
+        "adapter.send": via_adapter,
+    }
+    cpu: dict[str, list[float]] = {name: [] for name in ways}
+    for send in ways.values():
+        for _ in range(50):
+            send()
+    for _ in range(9):
+        for name, send in ways.items():
+            started = time.process_time()
+            for _ in range(requests_per_round):
+                send()
+            cpu[name].append((time.process_time() - started) / requests_per_round * 1e6)
+    session.close()
+    return {name: statistics.median(values) for name, values in cpu.items()}
+
+
 def measure(run: Callable[[], None]) -> tuple[float, float]:
     """Return (client CPU seconds, wall seconds) of ``run``."""
     cpu0, wall0 = time.process_time(), time.perf_counter()
@@ -229,6 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency", type=float, default=0.1)
     parser.add_argument("--limit", type=float, default=360_000, help="client requests/hour")
     parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
+    parser.add_argument(
+        "--send-paths", action="store_true", help="also compare the ways to send a request"
+    )
     args = parser.parse_args(argv)
 
     ids = [f"{PREFIX}{i}" for i in range(args.ids)]
@@ -365,6 +429,14 @@ def main(argv: list[str] | None = None) -> int:
             f"   ({len(times)} requests in {up_seconds:.2f} s; the loop sent "
             f"{len(loop_slice):,} ids in {loop_seconds:.2f} s)"
         )
+        if args.send_paths:
+            server.call("latency", 0.0)
+            paths = send_paths(info)
+            figures.update({f"send_path_us_{k}": v for k, v in paths.items()})
+            print()
+            print("3) client CPU per 1,000-id request by send path (median of 9 rounds of 300)")
+            for name, micros in paths.items():
+                print(f"   {name:<36} {micros:8.1f} us")
         if args.json:
             print(json.dumps(figures, indent=2))
     finally:

@@ -41,6 +41,7 @@ from braze_cohorts import (
     TransportError,
     UnexpectedResponseError,
     UserAlias,
+    _endpoints,
     resolve_endpoint,
 )
 from doc_examples import run_doc_examples
@@ -95,25 +96,107 @@ def sent_json(rsps: responses.RequestsMock, index: int = 0) -> Any:
 # ------------------------------------------------------------------------------------------------
 
 
+# Braze's published instance list, written out by hand (not derived from the code's table):
+# cluster -> (REST endpoint, dashboard host). There is no US-09.
+BRAZE_INSTANCES: dict[str, tuple[str, str]] = {
+    **{
+        f"US-0{n}": (f"https://rest.iad-0{n}.braze.com", f"dashboard-0{n}.braze.com")
+        for n in range(1, 9)
+    },
+    "US-10": ("https://rest.us-10.braze.com", "dashboard.us-10.braze.com"),
+    "EU-01": ("https://rest.fra-01.braze.eu", "dashboard-01.braze.eu"),
+    "EU-02": ("https://rest.fra-02.braze.eu", "dashboard-02.braze.eu"),
+    "AU-01": ("https://rest.au-01.braze.com", "dashboard.au-01.braze.com"),
+    "ID-01": ("https://rest.id-01.braze.com", "dashboard.id-01.braze.com"),
+    "JP-01": ("https://rest.jp-01.braze.com", "dashboard.jp-01.braze.com"),
+    "KR-01": ("https://rest.kr-01.braze.com", "dashboard.kr-01.braze.com"),
+}
+
+
 class TestResolveEndpoint:
-    @pytest.mark.parametrize(
-        ("cluster", "url"),
-        [
-            *[(f"US-0{n}", f"https://rest.iad-0{n}.braze.com") for n in range(1, 9)],
-            ("EU-01", "https://rest.fra-01.braze.eu"),
-            ("EU-02", "https://rest.fra-02.braze.eu"),
-            ("AU-01", "https://rest.au-01.braze.com"),
-        ],
-    )
+    def test_the_table_is_brazes_instance_list(self) -> None:
+        """The code's cluster table holds exactly Braze's published clusters and hosts."""
+        assert {
+            name: (f"https://{rest}", dash) for name, (rest, dash) in _endpoints.CLUSTERS.items()
+        } == BRAZE_INSTANCES
+
+    @pytest.mark.parametrize(("cluster", "url"), [(c, u) for c, (u, _) in BRAZE_INSTANCES.items()])
     def test_cluster_names_map_to_rest_hosts(self, cluster: str, url: str) -> None:
-        """Every documented cluster name resolves to its REST endpoint."""
+        """Every documented cluster name resolves to its REST endpoint, in any case."""
         assert resolve_endpoint(cluster) == url
         assert resolve_endpoint(cluster.lower()) == url
         assert resolve_endpoint(f"  {cluster}\n") == url
 
+    @pytest.mark.parametrize(
+        ("cluster", "url", "dashboard"),
+        [(c, u, d) for c, (u, d) in BRAZE_INSTANCES.items()],
+    )
+    def test_every_cluster_by_rest_url_host_and_dashboard(
+        self, cluster: str, url: str, dashboard: str
+    ) -> None:
+        """Each cluster's REST URL, bare REST host, dashboard URL and bare dashboard host work."""
+        host = url.removeprefix("https://")
+        assert resolve_endpoint(url) == url
+        assert resolve_endpoint(f"{url}/") == url
+        assert resolve_endpoint(host.upper()) == url
+        assert resolve_endpoint(f"https://{dashboard}/app/segments") == url
+        assert resolve_endpoint(dashboard) == url
+        assert resolve_endpoint(f"{dashboard.upper()}/") == url
+
+    def test_unknown_cluster_error_lists_the_known_ones(self) -> None:
+        """An unknown cluster name is refused with every known name in the message."""
+        with pytest.raises(ConfigurationError) as info:
+            resolve_endpoint("us-09")
+        message = str(info.value)
+        assert "'US-09'" in message
+        for name in BRAZE_INSTANCES:
+            assert name in message
+
+    @pytest.mark.parametrize(
+        "url",
+        [
+            "https://rest.us-11.braze.com",
+            "https://rest.sg-01.braze.com",
+            "https://rest.fra-03.braze.eu",
+        ],
+    )
+    def test_any_braze_rest_url_is_accepted_as_is(self, url: str) -> None:
+        """A Braze REST URL newer than the table is used as given."""
+        assert resolve_endpoint(url) == url
+
+    @settings(max_examples=200, deadline=None)
+    @given(
+        value=st.from_regex(r"[A-Za-z0-9_-]{12,64}", fullmatch=True),
+        form=st.sampled_from(
+            [
+                "{}",
+                "http://{}",
+                "http://{}.example.com",
+                "ftp://{}",
+                "{}://host",
+                "https://host/?k={}",
+                "https://host:{}",
+                "https://dashboard-{}.braze.com",
+                "{}.example/path",
+                " {} x",
+                "US-{}",
+            ]
+        ),
+    )
+    def test_errors_never_echo_the_value(self, value: str, form: str) -> None:
+        """A refused endpoint's message shows its length and shape, never the value."""
+        endpoint = form.format(value)
+        error = _endpoints.resolve_endpoint_or_error(endpoint)
+        if isinstance(error, ConfigurationError):
+            assert value not in str(error)
+            assert error.__cause__ is None
+            assert error.__context__ is None
+            if "@" not in endpoint:
+                assert f"{len(endpoint.strip())}-character" in str(error) or "cluster" in str(error)
+
     @settings(max_examples=60, deadline=None)
     @given(
-        st.sampled_from([f"US-0{n}" for n in range(1, 9)] + ["EU-01", "EU-02", "AU-01"]).flatmap(
+        st.sampled_from(sorted(BRAZE_INSTANCES)).flatmap(
             lambda name: st.tuples(
                 st.just(name),
                 st.lists(st.booleans(), min_size=len(name), max_size=len(name)),
@@ -423,7 +506,7 @@ class TestNameCohort:
                         "client_secret": DK,
                         "cohort_id": "c1",
                         "name": "Power users",
-                        "created_at": "2023-11-14T22:13:20+00:00",
+                        "created_at": "2023-11-14T22:13:20Z",
                     }
                 ),
                 matchers.header_matcher(
@@ -443,22 +526,46 @@ class TestNameCohort:
     def test_aware_created_at_is_sent_as_utc_iso(
         self, client: CohortClient, mocked: responses.RequestsMock
     ) -> None:
-        """An aware datetime in another zone goes out as the same instant in UTC, ISO-8601."""
+        """An aware datetime in another zone goes out as the same instant in UTC, seconds, Z."""
         mocked.post(NAME_URL, json={"message": "success"})
         berlin = dt.timezone(dt.timedelta(hours=1))
-        client.name_cohort("c1", "n", created_at=dt.datetime(2024, 3, 1, 9, 30, 15, tzinfo=berlin))
-        created = sent_json(mocked)["created_at"]
-        assert created == "2024-03-01T08:30:15+00:00"
-        assert dt.datetime.fromisoformat(created) == dt.datetime(
-            2024, 3, 1, 8, 30, 15, tzinfo=dt.timezone.utc
+        client.name_cohort(
+            "c1", "n", created_at=dt.datetime(2024, 3, 1, 9, 30, 15, 999_999, tzinfo=berlin)
         )
+        created = sent_json(mocked)["created_at"]
+        assert created == "2024-03-01T08:30:15Z"
 
     def test_default_created_at_uses_clock(self, mocked: responses.RequestsMock) -> None:
         """Without created_at, the injected clock's now (UTC) is sent."""
         mocked.post(NAME_URL, json={"message": "success"})
         with make_client(clock=lambda: 86_400.5) as c:
             c.name_cohort("c1", "n")
-        assert sent_json(mocked)["created_at"] == "1970-01-02T00:00:00.500000+00:00"
+        assert sent_json(mocked)["created_at"] == "1970-01-02T00:00:00Z"
+
+    @settings(max_examples=100, deadline=None)
+    @given(
+        st.datetimes(
+            min_value=dt.datetime(1970, 1, 2),
+            max_value=dt.datetime(9998, 12, 31),
+            timezones=st.sampled_from(
+                [
+                    dt.timezone.utc,
+                    dt.timezone(dt.timedelta(hours=-7)),
+                    dt.timezone(dt.timedelta(hours=5, minutes=30)),
+                ]
+            ),
+        )
+    )
+    def test_created_at_is_whole_seconds_with_z(self, when: dt.datetime) -> None:
+        """Any aware datetime is sent as YYYY-MM-DDTHH:MM:SSZ: its instant, floored to seconds."""
+        with responses.RequestsMock() as mocked, make_client() as c:
+            mocked.post(NAME_URL, json={"message": "success"})
+            c.name_cohort("c1", "n", created_at=when)
+            created = sent_json(mocked)["created_at"]
+        assert len(created) == 20
+        assert created.endswith("Z")
+        parsed = dt.datetime.strptime(created, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
+        assert parsed == when.astimezone(dt.timezone.utc).replace(microsecond=0)
 
     @pytest.mark.parametrize(
         ("kwargs", "match"),
@@ -807,6 +914,7 @@ class TestResponseMapping:
             ("The data import key was revoked", "data_import_key"),
             ("Partner not enabled for this customer", "partner_not_enabled"),
             ("PARTNER NOT ENABLED", "partner_not_enabled"),
+            ("Partner not enabled for client with client secret: ***", "partner_not_enabled"),
             ("Unauthorized access", "unknown"),
             ("", "unknown"),
         ],
@@ -1197,6 +1305,352 @@ class TestAgainstEmulator:
                 with pytest.raises(AuthenticationError) as denied:
                     c.update_members("c1", add=["u1"])
                 assert denied.value.cause == "data_import_key"
+
+
+class TestPartnerNotEnabled:
+    BRAZE_TEXT = f"Partner not enabled for client with client secret: {DK}"
+
+    def test_brazes_text_names_the_integration_not_the_key(
+        self, client: CohortClient, mocked: responses.RequestsMock
+    ) -> None:
+        """Braze's documented 401 text means the partner is not enabled, not a bad key."""
+        mocked.post(USERS_URL, status=401, json={"message": self.BRAZE_TEXT})
+        with pytest.raises(AuthenticationError) as info:
+            client.update_members("c1", add=["u1"])
+        error = info.value
+        assert error.cause == "partner_not_enabled"
+        assert error.message == "Partner not enabled for client with client secret: ***"
+        assert "enable it in that workspace" in str(error)
+        assert "a new key does not help" in error.advice
+        for text in (str(error), repr(error), error.message, repr(error.args)):
+            assert DK not in text
+
+    def test_the_echoed_secret_is_masked_in_errors_too(
+        self, client: CohortClient, mocked: responses.RequestsMock
+    ) -> None:
+        """The secret echoed inside Braze's errors list is masked as well."""
+        mocked.post(
+            NAME_URL,
+            status=401,
+            json={"message": self.BRAZE_TEXT, "errors": [{"detail": f"client secret: {DK}"}]},
+        )
+        with pytest.raises(AuthenticationError) as info:
+            client.name_cohort("c1", "n")
+        assert info.value.errors == ({"detail": "client secret: ***"},)
+
+    def test_other_causes_have_no_advice(
+        self, client: CohortClient, mocked: responses.RequestsMock
+    ) -> None:
+        """Only the misleading text gets advice; Braze's other texts speak for themselves."""
+        mocked.post(NAME_URL, status=401, json={"message": "Invalid client secret"})
+        with pytest.raises(AuthenticationError) as info:
+            client.name_cohort("c1", "n")
+        assert (info.value.cause, info.value.advice) == ("data_import_key", "")
+        assert (
+            str(info.value) == "HTTP 401 from POST /partners/kubit/cohorts: Invalid client secret"
+        )
+
+
+class TestCheck:
+    def test_sends_a_no_op_removal_to_the_probe_cohort(
+        self, client: CohortClient, mocked: responses.RequestsMock
+    ) -> None:
+        """check() posts one well-formed update that removes a user who cannot exist."""
+        mocked.post(
+            USERS_URL,
+            json={"message": "success"},
+            match=[
+                matchers.json_params_matcher(
+                    {
+                        "partner_api_key": PK,
+                        "client_secret": DK,
+                        "cohort_id": "braze-cohorts-credential-check",
+                        "cohort_changes": [
+                            {
+                                "user_ids": ["braze-cohorts-credential-check-no-such-user"],
+                                "should_remove": True,
+                            }
+                        ],
+                    }
+                )
+            ],
+        )
+        result = client.check()
+        assert result == bc.CheckResult(
+            endpoint=BASE,
+            partner="kubit",
+            status_code=200,
+            message="success",
+            elapsed=result.elapsed,
+        )
+        assert len(mocked.calls) == 1
+        assert str(result).startswith(f"{BASE} accepted partner 'kubit'")
+
+    def test_result_is_frozen(self, client: CohortClient, mocked: responses.RequestsMock) -> None:
+        """The result is a value: it cannot be changed."""
+        mocked.post(USERS_URL, json={"message": "success"})
+        result = client.check()
+        with pytest.raises(AttributeError):
+            result.status_code = 500  # type: ignore[misc]
+
+    def test_another_cohort_may_be_probed(
+        self, client: CohortClient, mocked: responses.RequestsMock
+    ) -> None:
+        """cohort_id= sends the same no-op removal to that cohort; a blank one is refused."""
+        mocked.post(USERS_URL, json={"message": "success"})
+        client.check(cohort_id="power-users")
+        assert sent_json(mocked)["cohort_id"] == "power-users"
+        with pytest.raises(ConfigurationError, match="cohort_id"):
+            client.check(cohort_id=" ")
+        assert len(mocked.calls) == 1
+
+    @pytest.mark.parametrize(
+        ("message", "cause"),
+        [
+            ("Invalid partner API key", "partner_api_key"),
+            ("Invalid client secret", "data_import_key"),
+            (f"Partner not enabled for client with client secret: {DK}", "partner_not_enabled"),
+            ("Unauthorized access", "unknown"),
+        ],
+    )
+    def test_a_refused_credential_raises_with_its_cause(
+        self, client: CohortClient, mocked: responses.RequestsMock, message: str, cause: str
+    ) -> None:
+        """A 401 raises AuthenticationError naming the credential."""
+        mocked.post(USERS_URL, status=401, json={"message": message})
+        with pytest.raises(AuthenticationError) as info:
+            client.check()
+        assert info.value.cause == cause
+        assert DK not in str(info.value)
+
+    @pytest.mark.parametrize(
+        ("reply", "error"),
+        [
+            ({"status": 404, "body": "not found"}, UnexpectedResponseError),
+            (
+                {"status": 302, "headers": {"Location": "https://login.example"}},
+                UnexpectedResponseError,
+            ),
+            ({"status": 400, "json": {"message": "bad"}}, InvalidRequestError),
+            ({"status": 503, "json": {"message": "down"}}, ServerError),
+            ({"body": requests.exceptions.ConnectionError("refused")}, TransportError),
+        ],
+    )
+    def test_other_failures_raise_the_usual_errors(
+        self,
+        client: CohortClient,
+        mocked: responses.RequestsMock,
+        reply: dict[str, Any],
+        error: type[Exception],
+    ) -> None:
+        """A wrong endpoint, a refusal or no answer raise their errors, once, not retried."""
+        mocked.post(USERS_URL, **reply)
+        with pytest.raises(error):
+            client.check()
+        assert len(mocked.calls) == 1
+
+    def test_closed_client_refuses(self, mocked: responses.RequestsMock) -> None:
+        """A closed client sends no check."""
+        c = make_client()
+        c.close()
+        with pytest.raises(ConfigurationError, match="closed"):
+            c.check()
+        assert len(mocked.calls) == 0
+
+
+class _RecordingAdapter(requests.adapters.BaseAdapter):
+    """A transport double mounted on a session: answers 200 and keeps what it was sent."""
+
+    def __init__(self, status: int = 200, headers: dict[str, str] | None = None) -> None:
+        super().__init__()
+        self.sent: list[requests.PreparedRequest] = []
+        self.status = status
+        self.headers = headers or {}
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        self.sent.append(request)
+        response = requests.Response()
+        response.status_code = self.status
+        response.reason = "OK"
+        response.headers.update({"Content-Type": "application/json", **self.headers})
+        response._content = b'{"message": "success"}'
+        response.request = request
+        response.url = request.url or ""
+        return response
+
+    def close(self) -> None:
+        pass
+
+
+class TestCallerSession:
+    def test_mounted_adapter_receives_every_request(self) -> None:
+        """An adapter mounted on the caller's session is the transport the client uses."""
+        adapter = _RecordingAdapter()
+        session = requests.Session()
+        session.mount("https://rest.iad-03.braze.com/", adapter)
+        with make_client(session=session) as c:
+            c.name_cohort("c1", "n")
+            c.update_members("c1", add=["u1"])
+        assert [r.url for r in adapter.sent] == [NAME_URL, USERS_URL]
+        body = json.loads(adapter.sent[1].body or b"")
+        assert body["cohort_changes"] == [{"user_ids": ["u1"]}]
+
+    def test_response_hooks_are_called(self, mocked: responses.RequestsMock) -> None:
+        """The session's response hooks run for every answer (they were skipped before)."""
+        mocked.post(USERS_URL, json={"message": "success"})
+        seen: list[int] = []
+        session = requests.Session()
+        session.hooks["response"].append(lambda r, **kw: seen.append(r.status_code))
+        with make_client(session=session) as c:
+            c.update_members("c1", add=["u1"])
+            c.update_members("c1", add=["u2"])
+        assert seen == [200, 200]
+
+    def test_hooks_added_after_the_first_call_are_called(
+        self, mocked: responses.RequestsMock
+    ) -> None:
+        """Hooks are read from the session on every call, not frozen at the first one."""
+        mocked.post(USERS_URL, json={"message": "success"})
+        seen: list[str] = []
+        session = requests.Session()
+        with make_client(session=session) as c:
+            c.update_members("c1", add=["u1"])
+            session.hooks["response"].append(lambda r, **kw: seen.append("late"))
+            c.update_members("c1", add=["u2"])
+        assert seen == ["late"]
+
+    def test_an_auth_that_registers_a_hook_adds_it_to_one_request_only(
+        self, mocked: responses.RequestsMock
+    ) -> None:
+        """An auth that registers a response hook per request (as digest auth does) sees it once."""
+        mocked.post(USERS_URL, json={"message": "success"})
+        calls: list[int] = []
+
+        def auth(request: requests.PreparedRequest) -> requests.PreparedRequest:
+            request.register_hook("response", lambda r, **kw: calls.append(1))
+            return request
+
+        session = requests.Session()
+        session.auth = auth
+        with make_client(session=session) as c:
+            for _ in range(3):
+                c.update_members("c1", add=["u1"])
+        assert calls == [1, 1, 1]
+        assert session.hooks == {"response": []}
+
+    def test_hook_that_replaces_the_response_is_honoured(
+        self, mocked: responses.RequestsMock
+    ) -> None:
+        """A hook's returned response is the one the client maps (as for session.post)."""
+        mocked.post(USERS_URL, json={"message": "success"})
+
+        def hook(r: requests.Response, **kw: Any) -> requests.Response:
+            r.status_code = 503
+            return r
+
+        session = requests.Session()
+        session.hooks["response"].append(hook)
+        with make_client(session=session) as c, pytest.raises(ServerError):
+            c.update_members("c1", add=["u1"])
+
+    def test_auth_sees_each_body_and_keys_stay_in_it(self, mocked: responses.RequestsMock) -> None:
+        """The session's auth runs per request after the body is set, as for session.post."""
+        mocked.post(USERS_URL, json={"message": "success"})
+        signed: list[bytes] = []
+
+        def sign(request: requests.PreparedRequest) -> requests.PreparedRequest:
+            body = request.body if isinstance(request.body, bytes) else b""
+            signed.append(body)
+            request.headers["X-Signature"] = str(len(body))
+            return request
+
+        session = requests.Session()
+        session.auth = sign
+        with make_client(session=session) as c:
+            c.update_members("c1", add=["u1"])
+            c.update_members("c1", add=["u1", "u22"])
+        assert [json.loads(b)["cohort_changes"] for b in signed] == [
+            [{"user_ids": ["u1"]}],
+            [{"user_ids": ["u1", "u22"]}],
+        ]
+        for call, body in zip(mocked.calls, signed, strict=True):
+            assert call.request.headers["X-Signature"] == str(len(body))
+            assert call.request.headers["Content-Length"] == str(len(body))
+            assert call.request.url == USERS_URL
+            assert PK not in repr(dict(call.request.headers))
+
+    def test_auth_set_after_the_first_call_is_used(self, mocked: responses.RequestsMock) -> None:
+        """The session's auth is read on every call, like its hooks."""
+        mocked.post(USERS_URL, json={"message": "success"})
+        session = requests.Session()
+        with make_client(session=session) as c:
+            c.update_members("c1", add=["u1"])
+            session.auth = ("proxy-user", "proxy-pass")
+            c.update_members("c1", add=["u2"])
+        assert "Authorization" not in mocked.calls[0].request.headers
+        assert mocked.calls[1].request.headers["Authorization"].startswith("Basic ")
+
+    def test_basic_auth_tuple_is_sent(self, mocked: responses.RequestsMock) -> None:
+        """A (user, password) auth on the session becomes an Authorization header."""
+        mocked.post(NAME_URL, json={"message": "success"})
+        session = requests.Session()
+        session.auth = ("proxy-user", "proxy-pass")
+        with make_client(session=session) as c:
+            c.name_cohort("c1", "n")
+        assert mocked.calls[0].request.headers["Authorization"].startswith("Basic ")
+
+    def test_cookies_an_answer_sets_are_kept_in_the_session(
+        self, mocked: responses.RequestsMock
+    ) -> None:
+        """A cookie in an answer lands in the session's jar, as with session.post."""
+        mocked.post(NAME_URL, json={"message": "success"}, headers={"Set-Cookie": "lb=node-7"})
+        session = requests.Session()
+        with make_client(session=session) as c:
+            c.name_cohort("c1", "n")
+        assert session.cookies.get("lb") == "node-7"
+
+    def test_a_hook_that_follows_a_redirect_is_refused(
+        self, mocked: responses.RequestsMock
+    ) -> None:
+        """A hook that followed a redirect (history set) makes the answer refused."""
+        mocked.post(USERS_URL, json={"message": "success"})
+
+        def follow(r: requests.Response, **kw: Any) -> requests.Response:
+            r.history = [requests.Response()]
+            return r
+
+        session = requests.Session()
+        session.hooks["response"].append(follow)
+        with (
+            make_client(session=session) as c,
+            pytest.raises(UnexpectedResponseError, match="redirect"),
+        ):
+            c.update_members("c1", add=["u1"])
+
+    def test_redirects_are_not_followed_even_by_a_session_that_would(
+        self, mocked: responses.RequestsMock
+    ) -> None:
+        """A caller's session never follows a 307: one request, refused."""
+        mocked.post(USERS_URL, status=307, headers={"Location": "https://elsewhere.example/x"})
+        mocked.post("https://elsewhere.example/x", json={"message": "success"})
+        session = requests.Session()
+        session.max_redirects = 30
+        with make_client(session=session) as c, pytest.raises(UnexpectedResponseError):
+            c.update_members("c1", add=["u1"])
+        assert [call.request.url for call in mocked.calls] == [USERS_URL]
+
+    def test_a_failing_hook_is_refused_loudly(self, mocked: responses.RequestsMock) -> None:
+        """An exception from the session's own code becomes a clear ConfigurationError."""
+        mocked.post(USERS_URL, json={"message": "success"})
+
+        def broken(r: requests.Response, **kw: Any) -> None:
+            raise KeyError("oops")
+
+        session = requests.Session()
+        session.hooks["response"].append(broken)
+        with make_client(session=session) as c, pytest.raises(ConfigurationError) as info:
+            c.update_members("c1", add=["u1"])
+        assert "raised KeyError (from one of its hooks" in str(info.value)
 
 
 class TestDocs:

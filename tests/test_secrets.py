@@ -106,6 +106,29 @@ SCENARIOS: list[tuple[str, str, dict[str, Any]]] = [
         {"status": 401, "json": {"message": "Partner not enabled for this customer"}},
     ),
     ("users-401-un", "users", {"status": 401, "json": {"message": "Unauthorized access"}}),
+    (
+        "users-401-ne-braze-text",
+        "users",
+        {
+            "status": 401,
+            "json": {"message": f"Partner not enabled for client with client secret: {IMPORT_KEY}"},
+        },
+    ),
+    ("check-200", "check", {"json": {"message": "success"}}),
+    ("check-401-dk", "check", {"status": 401, "json": {"message": "Invalid client secret"}}),
+    (
+        "check-401-ne-braze-text",
+        "check",
+        {
+            "status": 401,
+            "json": {
+                "message": f"Partner not enabled for client with client secret: {IMPORT_KEY}",
+                "errors": [f"client secret: {IMPORT_KEY}"],
+            },
+        },
+    ),
+    ("check-401-echo", "check", _echo(401)),
+    ("check-404", "check", {"status": 404, "body": f"no route for {PARTNER_KEY}"}),
     ("users-423", "users", {"status": 423, "json": {"message": "resource locked"}}),
     (
         "users-429",
@@ -145,6 +168,8 @@ TRANSPORT_FAILURES: list[BaseException] = [
 def call(client: CohortClient, method: str) -> Any:
     if method == "name":
         return client.name_cohort("c1", "Power users")
+    if method == "check":
+        return client.check()
     return client.update_members("c1", add=["u1", "u2"], remove=["u3"])
 
 
@@ -208,6 +233,82 @@ class TestSecretsNeverLeak:
             with pytest.raises(BrazeCohortsError) as info:
                 CohortClient("US-01", partner="kubit", partner_api_key=bad, data_import_key="x")
             assert_clean(*exception_texts(info.value))
+
+    @pytest.mark.parametrize(
+        "endpoint",
+        [
+            PARTNER_KEY,
+            IMPORT_KEY,
+            f"  {IMPORT_KEY}\n",
+            f"{IMPORT_KEY} {PARTNER_KEY}",
+            f"http://{IMPORT_KEY}",
+            f"http://{IMPORT_KEY}.example.com",
+            f"ftp://{IMPORT_KEY}",
+            f"{IMPORT_KEY}://x",
+            f"https://x/?k={IMPORT_KEY}",
+            f"https://x/#{IMPORT_KEY}",
+            f"https://x:{IMPORT_KEY}",
+            f"https://{PARTNER_KEY}:{IMPORT_KEY}@x",
+            f"https://dashboard-{IMPORT_KEY}.braze.com",
+            f"{IMPORT_KEY}.braze.com/x",
+            f"US-{IMPORT_KEY}",
+            "Ab-1234567890123",
+        ],
+    )
+    def test_endpoint_errors_never_echo_the_value(self, endpoint: str) -> None:
+        """A key given as the endpoint (--endpoint $BRAZE_PARTNER_API_KEY) is never shown."""
+        with pytest.raises(BrazeCohortsError) as info:
+            CohortClient(
+                endpoint, partner="kubit", partner_api_key=PARTNER_KEY, data_import_key=IMPORT_KEY
+            )
+        texts = exception_texts(info.value)
+        assert_clean(*texts)
+        if endpoint == "Ab-1234567890123":
+            assert all(endpoint not in text for text in texts)
+
+    @pytest.mark.parametrize("partner", [PARTNER_KEY, IMPORT_KEY, f"{IMPORT_KEY}/x"])
+    def test_a_key_given_as_the_partner_is_refused_unshown(self, partner: str) -> None:
+        """The partner goes into the URL path: a key given there is refused, never shown."""
+        with pytest.raises(BrazeCohortsError) as info:
+            CohortClient(
+                "EU-01", partner=partner, partner_api_key=PARTNER_KEY, data_import_key=IMPORT_KEY
+            )
+        assert_clean(*exception_texts(info.value))
+
+    def test_a_cut_echo_of_the_secret_is_masked(self) -> None:
+        """Braze's "client secret: <key>" is masked even when the echo is cut or altered."""
+        cut = IMPORT_KEY[:15]
+        with responses.RequestsMock() as rsps, make_client() as client:
+            rsps.post(
+                USERS_URL,
+                status=401,
+                json={"message": f"Partner not enabled for client with client secret: {cut}"},
+            )
+            with pytest.raises(BrazeCohortsError) as info:
+                client.check()
+        assert all(cut not in text for text in exception_texts(info.value))
+        assert "client secret: ***" in str(info.value)
+
+    def test_a_session_hook_that_fails_with_a_key_is_scrubbed(self) -> None:
+        """A caller's session hook raising with the body in its message: key masked, no leak."""
+
+        def hook(response: requests.Response, **kwargs: Any) -> None:
+            raise RuntimeError(f"hook saw {response.request.body!r}")
+
+        session = requests.Session()
+        session.hooks["response"].append(hook)
+        with responses.RequestsMock() as rsps:
+            rsps.post(USERS_URL, json={"message": "success"})
+            client = CohortClient(
+                "EU-01",
+                partner="kubit",
+                partner_api_key=PARTNER_KEY,
+                data_import_key=IMPORT_KEY,
+                session=session,
+            )
+            with pytest.raises(BrazeCohortsError) as info:
+                client.check()
+        assert_clean(repr(info.value), str(info.value), *frame_locals(info.value))
 
     def test_held_keys_show_as_mask(self) -> None:
         """The objects holding the keys render as '***' however they are shown."""

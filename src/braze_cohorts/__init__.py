@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import logging
 
-from braze_cohorts._client import DEFAULT_TIMEOUT, CohortClient, Timeout, resolve_endpoint
+from braze_cohorts._client import DEFAULT_TIMEOUT, CheckResult, CohortClient, Timeout
 from braze_cohorts._delta import Delta
+from braze_cohorts._endpoints import resolve_endpoint
 from braze_cohorts._identifiers import (
     DeviceId,
     ExternalId,
@@ -85,6 +86,7 @@ __all__ = [
     "BatchTooLargeError",
     "BatchUploader",
     "BrazeCohortsError",
+    "CheckResult",
     "CohortClient",
     "CohortResponse",
     "CohortSync",

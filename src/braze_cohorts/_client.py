@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime as dt
 import email.utils
 import http.client
-import ipaddress
 import json
 import logging
 import math
@@ -29,6 +28,7 @@ import requests
 import requests.adapters
 import urllib3.exceptions
 
+from braze_cohorts._endpoints import resolve_endpoint_or_error
 from braze_cohorts._identifiers import (
     _FORBIDDEN,
     CheckedIds,
@@ -57,11 +57,13 @@ from braze_cohorts.exceptions import (
 )
 
 __all__ = [
+    "CHECK_COHORT_ID",
+    "CHECK_USER_ID",
     "DEFAULT_TIMEOUT",
+    "CheckResult",
     "MAX_IDS_PER_REQUEST",
     "CohortClient",
     "Timeout",
-    "resolve_endpoint",
 ]
 
 log = logging.getLogger(__name__)
@@ -76,6 +78,10 @@ _HEADERS: Final[Mapping[str, str]] = {
     "Accept": "application/json",
 }
 _MASK: Final = "***"
+# "client secret: <key>", "client_secret=<key>", "secret: '<key>'": what follows is masked.
+_ECHOED_SECRET: Final = re.compile(
+    r"(secret[\"']?\s*[:=]\s*[\"']?)[^\s\"',;)}\]*][^\s\"',;)}\]]*", re.IGNORECASE
+)
 _SNIPPET_CHARS: Final = 120
 
 
@@ -90,8 +96,9 @@ def _check_seconds(_inst: object, attribute: attrs.Attribute[float], value: obje
         or not math.isfinite(value)
         or value <= 0
     ):
+        shown = repr(value) if isinstance(value, (int, float)) else type(value).__name__
         raise ConfigurationError(
-            f"Timeout.{attribute.name} must be a positive, finite number of seconds, not {value!r}"
+            f"Timeout.{attribute.name} must be a positive, finite number of seconds, not {shown}"
         )
 
 
@@ -133,137 +140,6 @@ def _as_timeout(value: object) -> Timeout:
         "timeout must be a Timeout, a number of seconds or a (connect, read) tuple, "
         f"not {type(value).__name__}"
     )
-
-
-# --------------------------------------------------------------------------------------------
-# Endpoints
-
-_CLUSTER_HOSTS: Final[Mapping[str, str]] = {
-    **{f"US-0{n}": f"rest.iad-0{n}.braze.com" for n in range(1, 9)},
-    "EU-01": "rest.fra-01.braze.eu",
-    "EU-02": "rest.fra-02.braze.eu",
-    "AU-01": "rest.au-01.braze.com",
-}
-_CLUSTER_NAME = re.compile(r"[A-Za-z]{2}-\d+")
-
-# Dashboard host -> REST host.
-_DASHBOARD_HOSTS: Final[Mapping[str, str]] = {
-    **{f"dashboard-0{n}.braze.com": f"rest.iad-0{n}.braze.com" for n in range(1, 9)},
-    "dashboard-01.braze.eu": "rest.fra-01.braze.eu",
-    "dashboard-02.braze.eu": "rest.fra-02.braze.eu",
-    "dashboard.au-01.braze.com": "rest.au-01.braze.com",
-}
-_DASHBOARD_LIKE = re.compile(r"dashboard[.-]", re.IGNORECASE)
-_KNOWN_HOSTS: Final = frozenset(_CLUSTER_HOSTS.values()) | frozenset(_DASHBOARD_HOSTS)
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def resolve_endpoint(endpoint: str) -> str:
-    """Return the REST base URL that ``endpoint`` names, without a trailing slash.
-
-    Accepted, surrounding whitespace ignored:
-
-    * a cluster name in any case: ``US-01`` ... ``US-08``, ``EU-01``, ``EU-02``, ``AU-01``;
-    * a REST URL such as ``https://rest.iad-03.braze.com`` (a Braze host may omit ``https://``);
-    * a dashboard URL such as ``https://dashboard-03.braze.com`` (its path is ignored);
-    * any other ``https://`` base URL (a proxy, a test server); its path prefix is kept;
-    * ``http://`` only when the host is loopback (``127.0.0.0/8``, ``::1``, ``localhost``).
-
-    Args:
-        endpoint: A cluster name or a URL.
-
-    Returns:
-        The base URL, e.g. ``"https://rest.iad-03.braze.com"``.
-
-    Raises:
-        ConfigurationError: For anything else: an unknown cluster, another scheme, plain
-            ``http://`` to a non-loopback host, credentials, a query or fragment in the URL.
-
-    Example:
-        >>> resolve_endpoint("us-03")
-        'https://rest.iad-03.braze.com'
-        >>> resolve_endpoint("https://dashboard-01.braze.eu")
-        'https://rest.fra-01.braze.eu'
-    """
-    if not isinstance(endpoint, str):
-        raise ConfigurationError(f"endpoint must be a str, not {type(endpoint).__name__}")
-    text = endpoint.strip()
-    if not text:
-        raise ConfigurationError(
-            "endpoint is empty: give a cluster name (e.g. US-03) or the REST endpoint URL"
-        )
-    if any(ord(ch) <= 32 or ord(ch) == 127 for ch in text):
-        raise ConfigurationError(
-            f"endpoint {_show(text)} contains whitespace or control characters"
-        )
-    if "://" not in text:
-        if _CLUSTER_NAME.fullmatch(text):
-            host = _CLUSTER_HOSTS.get(text.upper())
-            if host is None:
-                known = ", ".join(_CLUSTER_HOSTS)
-                raise ConfigurationError(f"unknown Braze cluster {_show(text)}; known: {known}")
-            return f"https://{host}"
-        if text.lower().split("/", 1)[0] in _KNOWN_HOSTS:
-            text = f"https://{text}"
-        else:
-            raise ConfigurationError(
-                f"endpoint {_show(text)} is neither a cluster name (e.g. US-03) nor a URL "
-                "starting with https://"
-            )
-    return _resolve_url(text)
-
-
-def _resolve_url(text: str) -> str:
-    try:
-        parts = urllib.parse.urlsplit(text)
-        port = parts.port
-    except ValueError as exc:
-        raise ConfigurationError(f"endpoint {_show(text)} is not a valid URL") from exc
-    scheme = parts.scheme.lower()
-    host = (parts.hostname or "").lower()
-    if scheme not in ("https", "http"):
-        raise ConfigurationError(
-            f"endpoint {_show(text)}: only https:// is accepted (http:// for loopback only)"
-        )
-    if not host:
-        raise ConfigurationError(f"endpoint {_show(text)} has no host")
-    if parts.username is not None or parts.password is not None or "@" in text:
-        # Never echo the URL here: its userinfo may be a credential. An "@" elsewhere (the
-        # path) is refused too: parsers disagree on such URLs, and no Braze URL has one.
-        raise ConfigurationError(
-            "endpoint must not contain '@' or credentials (user:password@); "
-            "keys are passed separately"
-        )
-    if parts.query or parts.fragment or text.endswith(("?", "#")):
-        raise ConfigurationError(f"endpoint {_show(text)} must not have a query or a fragment")
-    if scheme == "http" and not _is_loopback(host):
-        raise ConfigurationError(
-            f"endpoint {_show(text)}: plain http:// is refused except for loopback hosts "
-            "(the keys would travel unencrypted); use https://"
-        )
-    if host in _DASHBOARD_HOSTS:
-        if scheme != "https" or port is not None:
-            raise ConfigurationError(f"endpoint {_show(text)} is not a Braze dashboard URL")
-        return f"https://{_DASHBOARD_HOSTS[host]}"
-    if _DASHBOARD_LIKE.match(host) and host.endswith((".braze.com", ".braze.eu")):
-        raise ConfigurationError(f"endpoint {_show(text)} is an unknown Braze dashboard")
-    netloc = f"[{host}]" if ":" in host else host
-    if port is not None:
-        netloc = f"{netloc}:{port}"
-    return f"{scheme}://{netloc}{parts.path.rstrip('/')}"
-
-
-def _show(text: str) -> str:
-    """A short, quoted rendering of user input for error messages."""
-    return repr(text if len(text) <= 80 else text[:77] + "...")
 
 
 # --------------------------------------------------------------------------------------------
@@ -313,8 +189,9 @@ def _check_partner(value: object) -> str:
     if not value:
         raise ConfigurationError("partner is empty")
     if not _PARTNER.fullmatch(value) or value in (".", ".."):
+        # Described, not echoed: a key given as the partner by mistake must not be printed.
         raise ConfigurationError(
-            f"partner {_show(value)} must be a single URL path segment "
+            f"partner (a {len(value)}-character value) must be a single URL path segment "
             "(letters, digits, '.', '_', '~', '-')"
         )
     return value
@@ -322,6 +199,36 @@ def _check_partner(value: object) -> str:
 
 # --------------------------------------------------------------------------------------------
 # The client
+
+#: The cohort :meth:`CohortClient.check` sends its no-op update to; no real cohort should use it.
+CHECK_COHORT_ID: Final = "braze-cohorts-credential-check"
+#: The user :meth:`CohortClient.check` "removes": an external id no real user has.
+CHECK_USER_ID: Final = "braze-cohorts-credential-check-no-such-user"
+
+
+@attrs.frozen(slots=True)
+class CheckResult:
+    """What :meth:`CohortClient.check` found: Braze accepted the endpoint, partner and keys.
+
+    Attributes:
+        endpoint: The REST base URL that answered.
+        partner: The partner name in the path.
+        status_code: Braze's status (2XX).
+        message: Braze's ``message``.
+        elapsed: Seconds the request took.
+    """
+
+    endpoint: str
+    partner: str
+    status_code: int
+    message: str
+    elapsed: float
+
+    def __str__(self) -> str:
+        return (
+            f"{self.endpoint} accepted partner {self.partner!r}, the partner API key and the "
+            f"data import key (HTTP {self.status_code} in {self.elapsed * 1000:.0f} ms)"
+        )
 
 
 @attrs.frozen(slots=True)
@@ -335,6 +242,22 @@ class _Reply:
     rate_limit: RateLimitInfo
     retry_after: float | None
     location: str | None
+    followed_redirect: bool
+
+
+#: What ``requests`` accepts as auth: a ``(user, password)`` pair or a callable (an ``AuthBase``).
+_Auth = Union[tuple[str, str], Callable[[requests.PreparedRequest], requests.PreparedRequest]]  # noqa: UP007
+
+
+def _no_auth(request: requests.PreparedRequest) -> requests.PreparedRequest:
+    return request
+
+
+@attrs.frozen(slots=True)
+class _SessionFailure:
+    """An exception that is not a transport failure, raised by a caller's session."""
+
+    error: Exception
 
 
 class CohortClient:
@@ -394,11 +317,22 @@ class CohortClient:
         del partner_api_key, data_import_key
         if problem:
             raise ConfigurationError(problem)
-        self._endpoint = resolve_endpoint(endpoint)
-        self._partner = _check_partner(partner)
+        # The same for the endpoint and the partner: a key given there by mistake is refused
+        # from a frame that no longer holds it.
+        resolved = resolve_endpoint_or_error(endpoint)
+        partner_or_error = self._partner_or_error(partner)
+        del endpoint, partner
+        for checked in (resolved, partner_or_error):
+            if isinstance(checked, ConfigurationError):
+                raise checked
+        assert isinstance(resolved, str)
+        assert isinstance(partner_or_error, str)
+        self._endpoint = resolved
+        self._partner = partner_or_error
         self._timeout = _as_timeout(timeout)
         if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
-            raise ConfigurationError(f"pool_size must be a positive int, not {pool_size!r}")
+            shown = repr(pool_size) if isinstance(pool_size, int) else type(pool_size).__name__
+            raise ConfigurationError(f"pool_size must be a positive int, not {shown}")
         if not callable(clock):
             raise ConfigurationError("clock must be a callable returning epoch seconds")
         if session is not None and not isinstance(session, requests.Session):
@@ -422,7 +356,20 @@ class CohortClient:
         self._session = session
         self._closed = False
         self._settings_cache: dict[str, dict[str, Any]] = {}
-        self._templates: dict[str, requests.PreparedRequest] = {}
+        self._templates: dict[str, tuple[requests.PreparedRequest, _Auth | None]] = {}
+
+    def _partner_or_error(self, partner: object) -> str | ConfigurationError:
+        try:
+            checked = _check_partner(partner)
+        except ConfigurationError as exc:
+            return exc.with_traceback(None)
+        if checked in (self._partner_api_key.reveal(), self._data_import_key.reveal()):
+            # The partner goes into the URL path, where a key must never be.
+            return ConfigurationError(
+                "partner is the same as one of the keys: give the partner's name (as in "
+                "/partners/{partner}/...), not a key"
+            )
+        return checked
 
     # -- properties ---------------------------------------------------------------------------
 
@@ -515,7 +462,8 @@ class CohortClient:
         fields = {
             "cohort_id": cohort_id,
             "name": name,
-            "created_at": created_at.astimezone(dt.timezone.utc).isoformat(),
+            # Whole seconds with "Z", as Braze's examples show: "2026-12-02T04:05:06Z".
+            "created_at": created_at.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
         return self._post(self._name_url, self._name_path, fields, ids=0)
 
@@ -569,6 +517,45 @@ class CohortClient:
         fields = {"cohort_id": cohort_id, "cohort_changes": changes}
         return self._post(self._users_url, self._users_path, fields, ids=total)
 
+    def check(self, *, cohort_id: str = CHECK_COHORT_ID) -> CheckResult:
+        """Verify the endpoint, the partner and both keys without changing any cohort's members.
+
+        Sends one ``POST /partners/{partner}/cohorts/users`` that removes one user who cannot
+        exist (:data:`CHECK_USER_ID`) from a cohort nobody uses (:data:`CHECK_COHORT_ID`). The
+        body is an ordinary, well-formed membership update, so Braze checks the keys exactly as
+        for a real import; since Braze ignores unknown users, nothing changes in any cohort. See
+        ``docs/client.md`` for what this proves and what it cannot.
+
+        Args:
+            cohort_id: The cohort to send the no-op removal to (default: the probe cohort).
+
+        Returns:
+            A :class:`CheckResult`: Braze accepted the request.
+
+        Raises:
+            AuthenticationError: Braze refused a credential; ``cause`` says which
+                (``"partner_api_key"``, ``"data_import_key"``, ``"partner_not_enabled"`` or
+                ``"unknown"``).
+            UnexpectedResponseError: The endpoint answered, but not as Braze's partner API
+                (a 404, a redirect): the endpoint is wrong.
+            TransportError: The endpoint could not be reached.
+            APIError: Any other refusal (a 400, 429 or 5XX), not retried.
+            ConfigurationError: If ``cohort_id`` is blank or the client is closed.
+        """
+        cohort_id = _check_cohort_id(cohort_id)
+        fields = {
+            "cohort_id": cohort_id,
+            "cohort_changes": [{"user_ids": [CHECK_USER_ID], "should_remove": True}],
+        }
+        response = self._post(self._users_url, self._users_path, fields, ids=1)
+        return CheckResult(
+            endpoint=self._endpoint,
+            partner=self._partner,
+            status_code=response.status_code,
+            message=response.message,
+            elapsed=response.elapsed,
+        )
+
     # -- one request ------------------------------------------------------------------------------
 
     def _post(
@@ -579,6 +566,18 @@ class CohortClient:
         started = time.perf_counter()
         reply = self._send(url, fields)
         elapsed = time.perf_counter() - started
+        if isinstance(reply, _SessionFailure):
+            failed = reply.error
+            log.info("POST %s -> the session failed (%s), %d ids", path, type(failed).__name__, ids)
+            refused = ConfigurationError(
+                f"POST {path}: the requests.Session given to CohortClient raised "
+                f"{type(failed).__name__} (from one of its hooks, auth or mounted adapters?): "
+                f"{self._scrub(_truncate(str(failed)))}; whether Braze received the request is "
+                "unknown"
+            )
+            # Not chained, and forgotten here: the caller's exception may quote the body.
+            del reply, failed
+            raise refused from None
         if isinstance(reply, BaseException):
             error = self._transport_error(reply, path)
             log.info(
@@ -593,7 +592,9 @@ class CohortClient:
         log.info("POST %s -> %d in %.0f ms, %d ids", path, reply.status, elapsed * 1000, ids)
         return self._interpret(reply, path, elapsed)
 
-    def _send(self, url: str, fields: Mapping[str, object]) -> _Reply | BaseException:
+    def _send(
+        self, url: str, fields: Mapping[str, object]
+    ) -> _Reply | _SessionFailure | BaseException:
         """Send one request; return its digested answer, or the exception that stopped it.
 
         This is the only frame that holds the request body (with the keys) and the raw answer
@@ -609,18 +610,28 @@ class CohortClient:
             separators=(",", ":"),
         ).encode("ascii")
         try:
+            template, netrc_auth = self._template(url)
             session = self._session
-            prepared = self._template(url).copy()
+            auth = session.auth if session.auth is not None else netrc_auth
+            prepared = template.copy()
             prepared.prepare_body(body, None)
-            # Straight to the transport adapter: Session.send would also parse cookies and
-            # look for redirects on every answer, and neither has a place here.
-            response = session.get_adapter(url).send(
+            # The session's hooks as they are now, in lists of this request's own (an auth
+            # such as HTTPDigestAuth registers a hook on each request it signs).
+            prepared.hooks = {event: list(hooks) for event, hooks in session.hooks.items()}
+            if auth is not None:
+                # After the body, as Session.prepare_request does: an auth may sign the body.
+                prepared.prepare_auth(auth, url)
+            # Through Session.send, so that the session's mounted adapters, response hooks
+            # and cookie jar work as for session.post(); never following a redirect.
+            response = session.send(
                 prepared,
+                allow_redirects=False,
                 stream=False,
                 timeout=self._timeout.as_tuple(),
                 **self._environment_settings(url),
             )
             content = response.content
+            followed = bool(response.history)
         except (
             requests.exceptions.RequestException,
             urllib3.exceptions.HTTPError,
@@ -629,6 +640,9 @@ class CohortClient:
         ) as exc:
             _drop_tracebacks(exc)
             return exc
+        except Exception as exc:  # a hook, auth or adapter of a caller's session failed
+            _drop_tracebacks(exc)
+            return _SessionFailure(exc)
         status = response.status_code
         headers = response.headers
         message, errors = self._parse_body(headers.get("Content-Type"), content)
@@ -641,22 +655,30 @@ class CohortClient:
             rate_limit=_rate_limit(headers),
             retry_after=_retry_after(headers, self._clock) if status == 429 else None,
             location=None if location is None else self._scrub(_truncate(location)),
+            followed_redirect=followed,
         )
 
-    def _template(self, url: str) -> requests.PreparedRequest:
-        """A prepared request for ``url`` without a body, made once per URL.
+    def _template(self, url: str) -> tuple[requests.PreparedRequest, _Auth | None]:
+        """A prepared request for ``url`` without a body, and its ``~/.netrc`` auth, once per URL.
 
-        ``Session.prepare_request`` merges the session's headers, cookies and auth anew for
-        every request; the client does it once per URL and copies the result, so those
-        session settings count as they are when the client first sends to that URL.
+        ``Session.prepare_request`` merges the session's headers, params and cookies anew for
+        every request (and reads ``~/.netrc``); the client does it once per URL and copies the
+        result, so those session settings count as they are when the client first sends to that
+        URL. The session's hooks and auth are read on every request instead (see ``_send``); the
+        netrc entry, as ``requests`` finds it, stands in when the session has no auth.
         """
-        template = self._templates.get(url)
-        if template is None:
-            template = self._session.prepare_request(
-                requests.Request("POST", url, headers=_HEADERS)
+        entry = self._templates.get(url)
+        if entry is None:
+            session = self._session
+            netrc_auth = requests.utils.get_netrc_auth(url) if session.trust_env else None
+            template = session.prepare_request(
+                # A request-level auth that does nothing keeps the session's auth off the
+                # template (requests lets a request's auth override the session's).
+                requests.Request("POST", url, headers=_HEADERS, auth=_no_auth)
             )
-            self._templates[url] = template
-        return template
+            entry = (template, netrc_auth)
+            self._templates[url] = entry
+        return entry
 
     def _environment_settings(self, url: str) -> dict[str, Any]:
         """Proxies, TLS verification and certificates for ``url``, as ``Session.post`` finds them.
@@ -687,6 +709,14 @@ class CohortClient:
 
     def _interpret(self, reply: _Reply, path: str, elapsed: float) -> CohortResponse:
         status = reply.status
+        if reply.followed_redirect:
+            raise UnexpectedResponseError(
+                "a redirect was followed by the session given to CohortClient (one of its "
+                "hooks?), which re-sends the keys elsewhere; the client refuses such answers. "
+                "Check the endpoint and the session's hooks",
+                status_code=status,
+                path=path,
+            )
         if 300 <= status < 400:
             where = f" to {reply.location!r}" if reply.location else ""
             raise UnexpectedResponseError(
@@ -766,11 +796,17 @@ class CohortClient:
         return message, errors
 
     def _scrub(self, text: str) -> str:
-        """Mask the keys in text that came from elsewhere (Braze, a proxy, an exception)."""
+        """Mask the keys in text that came from elsewhere (Braze, a proxy, an exception).
+
+        Besides the client's own keys, whatever follows Braze's "client secret:" is masked
+        (Braze's "Partner not enabled" text echoes the key, maybe cut or re-encoded).
+        """
         for secret in (self._partner_api_key, self._data_import_key):
             value = secret.reveal()
             if value in text:
                 text = text.replace(value, _MASK)
+        if "secret" in text.lower():
+            text = _ECHOED_SECRET.sub(rf"\g<1>{_MASK}", text)
         return text
 
     def _scrub_value(self, value: object) -> object:

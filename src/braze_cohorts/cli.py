@@ -17,10 +17,11 @@ from braze_cohorts._version import __version__
 
 __all__ = ["main"]
 
-# Subcommand modules, in the order they appear in --help. A module that does not exist yet is
-# skipped, so the command line grows as parts land.
+# Subcommand modules, in the order they appear in --help. Every one must exist: a missing
+# module is a broken installation and fails loudly, never a silently shorter command line.
 _COMMAND_MODULES = (
     "braze_cohorts._cli.sync",
+    "braze_cohorts._cli.check",
     "braze_cohorts._cli.schedule",
     "braze_cohorts._cli.emulator",
     "braze_cohorts._cli.demo",
@@ -28,7 +29,11 @@ _COMMAND_MODULES = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Return the argument parser with every available subcommand registered."""
+    """Return the argument parser with every subcommand registered.
+
+    Raises:
+        ImportError: If a subcommand module is missing (a broken installation).
+    """
     parser = argparse.ArgumentParser(
         prog="braze-cohorts",
         description="Keep Braze partner cohorts equal to a membership that lives elsewhere.",
@@ -42,9 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue
+            raise ImportError(
+                f"braze-cohorts is installed incompletely: the subcommand module {module_name} "
+                f"cannot be imported ({exc}); reinstall the package"
+            ) from exc
         module.register(subparsers)
     return parser
 

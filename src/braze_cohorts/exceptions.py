@@ -11,7 +11,7 @@
     ├── ScheduleError (ValueError)           an invalid schedule spec
     ├── APIError                             Braze answered, and the answer is not success
     │   ├── InvalidRequestError              400: the request is wrong (never retried)
-    │   ├── AuthenticationError              401: a key is wrong or revoked (never retried)
+    │   ├── AuthenticationError              401: a key is refused, or the partner not enabled
     │   ├── ResourceLockedError              423: transient (retried)
     │   ├── RateLimitedError                 429: transient, carries the wait (retried)
     │   ├── ServerError                      5XX: transient (retried)
@@ -144,6 +144,10 @@ class AuthenticationError(APIError):
     Attributes:
         cause: ``"partner_api_key"``, ``"data_import_key"``, ``"partner_not_enabled"`` or
             ``"unknown"``, as far as Braze's message tells.
+        advice: What to do about it when Braze's own text misleads, else ``""``. For
+            ``"partner_not_enabled"`` (Braze's text names the client secret, yet the key was
+            recognised: its workspace has not enabled the partner integration) it says to
+            enable the integration; rotating the key does not help. ``str()`` appends it.
     """
 
     def __init__(
@@ -154,9 +158,24 @@ class AuthenticationError(APIError):
         path: str = "",
         errors: Sequence[object] = (),
         cause: str = "unknown",
+        advice: str | None = None,
     ) -> None:
         super().__init__(message, status_code=status_code, path=path, errors=errors)
         self.cause = cause
+        if advice is None:
+            advice = _PARTNER_NOT_ENABLED_ADVICE if cause == "partner_not_enabled" else ""
+        self.advice = advice
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        return f"{text} ({self.advice})" if self.advice else text
+
+
+_PARTNER_NOT_ENABLED_ADVICE = (
+    "the data import key was recognised, but its Braze workspace has not enabled this partner "
+    "integration: enable it in that workspace under Partner integrations > Technology partners, "
+    "or use the data import key of the workspace where it is enabled; a new key does not help"
+)
 
 
 class ResourceLockedError(APIError):
@@ -296,17 +315,21 @@ class NotificationError(BrazeCohortsError):
 def _authentication_cause(message: str) -> str:
     """Which credential a 401 message from Braze blames, as :attr:`AuthenticationError.cause`.
 
+    "Not enabled" is looked for first: Braze's "Partner not enabled for client with client
+    secret: ..." names the client secret, yet the key is fine; the workspace it selects has not
+    enabled the partner integration.
+
     Returns:
         ``"partner_api_key"``, ``"data_import_key"`` (Braze calls it the client secret),
         ``"partner_not_enabled"`` or ``"unknown"``.
     """
     text = message.lower().replace("_", " ")
+    if "not enabled" in text:
+        return "partner_not_enabled"
     if "partner api key" in text:
         return "partner_api_key"
     if "client secret" in text or "data import key" in text:
         return "data_import_key"
-    if "not enabled" in text:
-        return "partner_not_enabled"
     return "unknown"
 
 

@@ -143,24 +143,33 @@ class TestErrorMapping:
             client.update_members("c1", add=["u1"])
         assert info.value.cause == "data_import_key"
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="issue 8: Braze's text names the client secret, which the client's cause mapping "
-        "reads as a bad data import key (fixed on the client side of issue 8)",
-    )
     def test_401_partner_not_enabled(self, emulator: BrazeEmulator) -> None:
-        """A workspace that has not enabled the partner gives cause partner_not_enabled."""
+        """Braze's "Partner not enabled ... client secret: <key>" names the integration, masked."""
         key = emulator.create_data_import_key(emulator.create_workspace("w", partners=()))
         with (
             make_client(emulator, data_import_key=key) as client,
             pytest.raises(AuthenticationError) as info,
         ):
             client.name_cohort("c1", "n")
-        assert key not in str(info.value)
-        assert (info.value.message, info.value.cause) == (
+        error = info.value
+        assert (error.message, error.cause) == (
             "Partner not enabled for client with client secret: ***",
             "partner_not_enabled",
         )
+        assert "enable it in that workspace" in str(error)
+        assert key not in str(error) + repr(error) + repr(error.errors)
+        raw = requests.post(
+            f"{emulator.url}/partners/{emulator.partner}/cohorts",
+            json={
+                "partner_api_key": emulator.partner_api_key,
+                "client_secret": key,
+                "cohort_id": "c1",
+                "name": "n",
+                "created_at": "2026-12-02T04:05:06Z",
+            },
+            timeout=10,
+        )
+        assert key in raw.text  # the emulator echoes the key as Braze does: the mask is real
 
     def test_401_unauthorized_access(self, emulator: BrazeEmulator) -> None:
         """Using the key under another partner's path is unauthorized, cause unknown."""
@@ -386,6 +395,79 @@ class TestIdentityRules:
         )
         assert emulator.members("c1") == {("alias", "a@x.io", "email")}
         assert emulator.request_log[-1].matched == 1
+
+
+class TestCheck:
+    def test_accepted_keys_change_no_cohort(self, emulator: BrazeEmulator) -> None:
+        """check() succeeds with good settings and leaves every cohort's members as they were."""
+        emulator.add_users(3, prefix="u")
+        with make_client(emulator) as client:
+            client.name_cohort("real", "Real")
+            client.update_members("real", add=["u0", "u1", "u2"])
+            before = {c: emulator.members(c) for c in emulator.cohorts()}
+            result = client.check()
+        assert (result.status_code, result.endpoint) == (200, emulator.url)
+        assert {c: emulator.members(c) for c in before} == before
+        probe = emulator.request_log[-1]
+        assert (probe.endpoint, probe.applied, probe.matched, probe.removed) == (
+            "users",
+            True,
+            0,
+            1,
+        )
+        assert emulator.cohort_name(probe.cohort_id or "") is None  # never named: not listed
+
+    def test_check_over_a_user_supplied_session_with_hooks(self, emulator: BrazeEmulator) -> None:
+        """Over real HTTP, a caller's session hooks see the check's answer."""
+        seen: list[int] = []
+        session = requests.Session()
+        session.hooks["response"].append(lambda r, **kw: seen.append(r.status_code))
+        with make_client(emulator, session=session) as client:
+            client.check()
+        assert seen == [200]
+        session.close()
+
+    @pytest.mark.parametrize(
+        ("setting", "cause"),
+        [("partner_api_key", "partner_api_key"), ("data_import_key", "data_import_key")],
+    )
+    def test_a_wrong_key_is_named(self, emulator: BrazeEmulator, setting: str, cause: str) -> None:
+        """A wrong key raises AuthenticationError naming it; nothing is applied."""
+        with (
+            make_client(emulator, **{setting: "wrong-key"}) as client,
+            pytest.raises(AuthenticationError) as info,
+        ):
+            client.check()
+        assert info.value.cause == cause
+        assert not emulator.request_log[-1].applied
+
+    def test_a_revoked_key_is_named(self, emulator: BrazeEmulator) -> None:
+        """A data import key revoked in Braze is named as the data import key."""
+        emulator.revoke_data_import_key(emulator.data_import_key)
+        with make_client(emulator) as client, pytest.raises(AuthenticationError) as info:
+            client.check()
+        assert info.value.cause == "data_import_key"
+
+    def test_partner_not_enabled_is_named(self, emulator: BrazeEmulator) -> None:
+        """A workspace without the partner enabled gives cause partner_not_enabled."""
+        workspace = emulator.create_workspace("staging", partners=())
+        key = emulator.create_data_import_key(workspace)
+        with make_client(emulator, data_import_key=key) as client:
+            with pytest.raises(AuthenticationError) as info:
+                client.check()
+            workspace.enable_partner(emulator.partner)
+            assert client.check().status_code == 200
+        assert info.value.cause == "partner_not_enabled"
+        assert key not in str(info.value)
+
+    def test_a_wrong_endpoint_is_unexpected(self, emulator: BrazeEmulator) -> None:
+        """An endpoint where the API is not answers 404: UnexpectedResponseError."""
+        with (
+            make_client(emulator, endpoint=f"{emulator.url}/elsewhere") as client,
+            pytest.raises(UnexpectedResponseError) as info,
+        ):
+            client.check()
+        assert info.value.status_code == 404
 
 
 class TestKeysStayInTheBody:

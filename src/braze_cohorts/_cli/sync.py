@@ -211,8 +211,8 @@ def _optional_credentials(args: argparse.Namespace) -> dict[str, str]:
         return {
             "endpoint": getattr(args, "endpoint", None) or "http://127.0.0.1:9",
             "partner": getattr(args, "partner", None) or "dry-run",
-            "partner_api_key": "dry-run",
-            "data_import_key": "dry-run",
+            "partner_api_key": "dry-run-key",
+            "data_import_key": "dry-run-key",
         }
 
 
