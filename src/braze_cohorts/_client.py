@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
+import hashlib
 import http.client
 import json
 import logging
@@ -387,6 +388,26 @@ class CohortClient:
     def timeout(self) -> Timeout:
         """The connect and read timeouts."""
         return self._timeout
+
+    @property
+    def workspace(self) -> str:
+        """A fingerprint of the Braze workspace this client sends to, safe to store.
+
+        A one-way hash (SHA-256, truncated to 128 bits) of the endpoint, the partner and the
+        data import key: it changes when any of them does, and neither key can be recovered
+        from it (a data import key is a random secret, not a guessable word).
+        :class:`~braze_cohorts.CohortSync` binds each cohort's state to it, so a state file used
+        against another workspace (or after a key rotation) triggers a full resync.
+        """
+        material = "\0".join(
+            (
+                "braze_cohorts workspace v1",
+                self._endpoint,
+                self._partner,
+                self._data_import_key.reveal(),
+            )
+        )
+        return "ws1:" + hashlib.sha256(material.encode()).hexdigest()[:32]
 
     def __repr__(self) -> str:
         # getattr: a repr may be asked for while __init__ is still running (error trackers).
