@@ -17,6 +17,7 @@ import attrs
 import pytest
 
 SRC = Path(__file__).resolve().parent.parent / "src"
+DOCS = Path(__file__).resolve().parent.parent / "docs"
 PACKAGE = "braze_cohorts"
 
 #: The library's modules from the bottom up. A module may import, at run time, only modules of
@@ -227,6 +228,31 @@ def cycles(imports: Iterable[Import]) -> list[list[str]]:
     return found
 
 
+def import_table(imports: Iterable[Import], modules: Iterable[str]) -> str:
+    """The run-time imports of each tiered library module, as ``docs/architecture.md`` lists them.
+
+    One line per module, highest tier first: tier, module, ``→``, what it imports (``*`` marks
+    an import inside a function).
+    """
+    present = set(modules)
+    lines = []
+    placed = [m for m in TIER_OF if m in present and m != PACKAGE]
+    for module in sorted(placed, key=lambda m: (-TIER_OF[m], m)):
+        used = sorted(
+            {(i.imported, i.lazy) for i in imports if i.importer == module and not i.type_only}
+        )
+        names = " ".join(m.partition(".")[2] + ("*" if lazy else "") for m, lazy in used)
+        lines.append(f"{TIER_OF[module]}  {module.partition('.')[2]:<13}→ {names}".rstrip())
+    return "\n".join(lines)
+
+
+def documented_table(page: Path = DOCS / "architecture.md") -> str:
+    """The import table of ``docs/architecture.md`` (between its ``import-table`` markers)."""
+    text = page.read_text(encoding="utf-8")
+    block = text.split("<!-- import-table: begin -->")[1].split("<!-- import-table: end -->")[0]
+    return "\n".join(line.rstrip() for line in block.strip().strip("`").strip().splitlines())
+
+
 @pytest.fixture(scope="module")
 def imports() -> list[Import]:
     return package_imports()
@@ -258,6 +284,11 @@ class TestImportGraph:
         assert order == sorted(set(order))
         assert TIER_OF[_qualified("_store")] == TIER_OF[_qualified("_sync")]
         assert TIER_OF[_qualified("_delta")] < TIER_OF[_qualified("_store")]
+
+    def test_the_architecture_page_lists_the_graph_as_it_is(self, imports: list[Import]) -> None:
+        """docs/architecture.md's import table is the code's; on failure, paste the one shown."""
+        actual = import_table(imports, package_modules())
+        assert documented_table() == actual, f"replace the table with:\n{actual}"
 
     def test_typing_imports_only_the_standard_library_at_run_time(self) -> None:
         """typing.py is a leaf: everything else depends on it, it depends on nothing."""
