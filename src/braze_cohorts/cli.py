@@ -13,7 +13,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from braze_cohorts._version import __version__
+from braze_cohorts import __version__
 
 __all__ = ["main"]
 
