@@ -137,14 +137,20 @@ class Delta:
         self._removes = _KeyList(self._tmpdir, "removes")
 
     @classmethod
-    def from_keys(cls, adds: Iterable[str] = (), removes: Iterable[str] = ()) -> Delta:
+    def from_keys(
+        cls, adds: Iterable[str] = (), removes: Iterable[str] = (), *, held_removes: int = 0
+    ) -> Delta:
         """Build a delta from keys the caller has already made disjoint and unique.
 
         Args:
             adds: Keys to add.
             removes: Keys to remove.
+            held_removes: How many of ``removes`` Braze is known to hold: the mass-removal
+                guard compares this count with the cohort's size, so a store that leaves it at
+                0 turns the guard off.
         """
         delta = cls()
+        delta.held_removes = held_removes
         for chunk in chunks(adds):
             delta._adds.extend(chunk)
         for chunk in chunks(removes):

@@ -5,21 +5,25 @@ hold), the *pending* ids (sent in a request whose outcome is unknown, or about t
 import history and a lock that lets one import of a cohort run at a time across threads and
 processes.
 
-Layout (schema version 3, ``PRAGMA user_version``)::
+Layout (schema version 4, ``PRAGMA user_version``; ``docs/store.md`` has every column)::
 
-    cohorts  (id INTEGER PK, cohort_id TEXT UNIQUE, name, named_at, members)
-    snapshot (cid, bucket, key)      PK (cid, bucket, key)  WITHOUT ROWID
-    pending  (cid, bucket, key, op)  PK (cid, bucket, key)  WITHOUT ROWID   op: 1 add, 0 remove
-    runs     (id INTEGER PK, every ImportRun field; rejected as JSON; error_kind since v3)
+    cohorts  (id INTEGER PK, cohort_id TEXT UNIQUE, name, named_at, members, created_at,
+              workspace, full_resync_at)
+    snapshot (cid, bucket, key, entered)  PK (cid, bucket, key)  WITHOUT ROWID
+    pending  (cid, bucket, key, op)       PK (cid, bucket, key)  WITHOUT ROWID  op: 1 add, 0 remove
+    runs     (id INTEGER PK, every ImportRun field; rejected and warnings as JSON)
     locks    (cohort_id PK, owner, pid, host, acquired_at, run_id)
     schedules (cohort_id PK, name, spec JSON, source, recipients JSON, state, paused_reason,
-               next_due, last_run_id, updated_at)        (version 2; see braze_cohorts._runner)
+               next_due, last_run_id, updated_at)        (see braze_cohorts._scheduler)
+
+``entered`` stamps a member that entered recently (UTC epoch seconds), while it is recent; the
+sync engine re-sends such members (``diff(resend_since=)``).
 
 ``key`` is an identifier's canonical key and ``bucket`` the top 10 bits of its CRC-32: keys of
 one cohort are clustered by bucket, so the delta of a very large cohort is computed partition
-by partition (256 partitions of 4 buckets each), each partition diffed with small in-memory sets
-while the desired keys are spilled to temporary files. Memory stays bounded by the size of one
-partition, whatever the size of the cohort.
+by partition (256 partitions of 4 buckets each, :mod:`braze_cohorts._delta`), each partition
+diffed with small in-memory sets while the desired keys are spilled to temporary files. Memory
+stays bounded by the size of one partition, whatever the size of the cohort.
 """
 
 from __future__ import annotations

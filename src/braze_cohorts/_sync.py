@@ -450,15 +450,16 @@ class CohortSync:
         outcome (with its desired state now), and members who entered within
         ``resend_window``. A full resync sends every member.
 
-        **Failure contract.** Invalid arguments raise :class:`~braze_cohorts.ConfigurationError`
-        and a concurrent import of the cohort raises
-        :class:`~braze_cohorts.ImportInProgressError`, both before anything is recorded or
-        sent. Once the run is recorded, every outcome is *returned* as the recorded run:
-        ``succeeded``, ``failed`` (Braze, the store or the member source failed; ``error`` and
-        ``error_kind`` say why), ``refused`` (a guard stopped it before anything was sent) or
-        ``dry_run``. Only ``KeyboardInterrupt``/``SystemExit`` propagate, after the run was
-        recorded as ``interrupted``. Call :meth:`ImportRun.raise_for_result
-        <braze_cohorts.ImportRun.raise_for_result>` to turn a failure into an exception.
+        **Failure contract.** Invalid arguments raise :class:`~braze_cohorts.ConfigurationError`,
+        a concurrent import of the cohort raises :class:`~braze_cohorts.ImportInProgressError`
+        and a store that cannot be read raises :class:`~braze_cohorts.StoreError`, all before
+        anything is recorded or sent. Once the run is recorded, every outcome is *returned* as
+        the recorded run: ``succeeded``, ``failed`` (Braze, the store or the member source
+        failed; ``error`` and ``error_kind`` say why), ``refused`` (a guard stopped it before
+        anything was sent) or ``dry_run``. Only ``KeyboardInterrupt``/``SystemExit``
+        propagate, after the run was recorded as ``interrupted``. Call
+        :meth:`ImportRun.raise_for_result <braze_cohorts.ImportRun.raise_for_result>` to turn
+        a failure into an exception.
 
         Args:
             cohort_id: The partner's cohort id.
@@ -486,6 +487,7 @@ class CohortSync:
         Raises:
             ConfigurationError: If an argument is invalid or an output file cannot be written.
             ImportInProgressError: If another import of the cohort is running.
+            StoreError: If the store cannot be read before the run is recorded.
         """
         _check_args(cohort_id, name, trigger)
         _check_records("members", members)

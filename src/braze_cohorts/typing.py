@@ -191,7 +191,7 @@ class StateStore(Protocol):
         ...
 
     def bind_workspace(self, cohort_id: str, workspace: str | None) -> None:
-        """Say that the snapshot now describes ``workspace``; a change forgets the cohort's name."""
+        """Say that the snapshot now describes ``workspace`` (a fingerprint; never a key)."""
         ...
 
     def last_full_resync(self, cohort_id: str) -> dt.datetime | None:

@@ -25,12 +25,22 @@ from typing import TYPE_CHECKING, Literal
 
 import attrs
 
-from braze_cohorts import _delta
-from braze_cohorts._delta import BUCKETS_PER_PART, Delta, bucket, bucket_rows
-from braze_cohorts._identifiers import UserRef, as_ref
-from braze_cohorts._models import CohortResponse, ImportRun
-from braze_cohorts._schedule import ScheduledImport, ScheduleState
-from braze_cohorts._store import LockInfo
+from braze_cohorts import (
+    CohortResponse,
+    Delta,
+    ImportRun,
+    LockInfo,
+    ScheduledImport,
+    ScheduleState,
+    UserRef,
+    _delta,
+    as_ref,
+)
+
+# MemoryStore computes its deltas with the library's own diff, so that both stores share one
+# algorithm and the store contract tests check the storage, not two diffs: _delta is the one
+# private module braze_cohorts.testing uses.
+from braze_cohorts._delta import BUCKETS_PER_PART, bucket, bucket_rows
 from braze_cohorts.exceptions import (
     BatchTooLargeError,
     ConfigurationError,
