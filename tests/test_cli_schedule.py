@@ -79,6 +79,7 @@ def env(
     monkeypatch.setenv("BRAZE_PARTNER", braze_emulator.partner)
     monkeypatch.setenv("BRAZE_PARTNER_API_KEY", braze_emulator.partner_api_key)
     monkeypatch.setenv("BRAZE_DATA_IMPORT_KEY", braze_emulator.data_import_key)
+    (tmp_path / "state").mkdir()
     monkeypatch.setenv("BRAZE_COHORTS_STATE", str(tmp_path / "state" / "state.db"))
     braze_emulator.add_users(5, prefix="u")
     return braze_emulator
@@ -195,11 +196,14 @@ class TestScheduleSet:
         flags: list[str],
     ) -> None:
         """Invalid schedules, zones and addresses exit 2 with a message, storing nothing."""
+        other = ["schedule", "set", "other", "--name", "O", "--source", str(members)]
+        assert main([*other, "--hourly", "5"]) == 0
         code = main(["schedule", "set", "c", "--name", "C", "--source", str(members), *flags])
         assert code == 2
         assert "braze-cohorts: error:" in capsys.readouterr().err
-        assert main(["schedule", "list"]) == 0
-        assert "no schedules" in capsys.readouterr().out
+        assert main(["schedule", "list", "--json"]) == 0
+        listed = [json.loads(line)["cohort_id"] for line in capsys.readouterr().out.splitlines()]
+        assert listed == ["other"]
 
     def test_missing_source_file_is_refused_at_once(
         self, env: BrazeEmulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -232,11 +236,17 @@ class TestPauseResumeClear:
 
     @pytest.mark.parametrize("action", ["show", "pause", "resume", "clear"])
     def test_unknown_cohort(
-        self, env: BrazeEmulator, members: Path, capsys: pytest.CaptureFixture[str], action: str
+        self,
+        env: BrazeEmulator,
+        members: Path,
+        tmp_path: Path,
+        capsys: pytest.CaptureFixture[str],
+        action: str,
     ) -> None:
-        """Acting on a cohort without schedule exits 1 and says so."""
-        assert main(["schedule", action, "nope"]) == 1
-        assert "has no schedule" in capsys.readouterr().err
+        """Acting on a cohort without schedule exits 1 and says so (2 without a database)."""
+        assert main(["schedule", action, "nope"]) == 2
+        assert f"no state database at {_state(tmp_path)}" in capsys.readouterr().err
+        assert not _state(tmp_path).exists()
         main(["schedule", "set", "c", "--name", "C", "--source", str(members), "--hourly", "0"])
         capsys.readouterr()
         assert main(["schedule", action, "nope"]) == 1

@@ -257,9 +257,11 @@ class TestHistoryCommand:
         assert main(["history", COHORT]) == 0
         table = capsys.readouterr().out.splitlines()
         assert table[0].split()[:4] == ["started", "(UTC)", "trigger", "kind"]
-        assert len(table) == 4
+        assert len(table) == 6
         assert table[2].split()[3:5] == ["full", "(first_import)"]
         assert table[3].startswith("* members acknowledged by Braze")
+        assert table[4] == "warnings:"
+        assert "first import of this cohort with this state" in table[5]
         assert main(["history", COHORT, "--json"]) == 0
         runs = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
         assert [(r["added"], r["removed"], r["users"]) for r in runs] == [(5, 5, 10), (10, 0, 10)]
