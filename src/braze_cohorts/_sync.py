@@ -244,7 +244,8 @@ class _Commit:
         if now - self._saved_at >= _PROGRESS_EVERY:
             # A run killed mid-way still shows what it had committed.
             self._saved_at = now
-            self.store.update_run(self.counted(self.run))
+            users = self.store.member_count(self.run.cohort_id)
+            self.store.update_run(attrs.evolve(self.counted(self.run), users=users))
         if self.user_progress is not None:
             self.user_progress(progress)
 

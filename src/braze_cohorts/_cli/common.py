@@ -11,7 +11,7 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
+from pathlib import Path, PurePath, PurePosixPath, PureWindowsPath
 
 import braze_cohorts as bc
 
@@ -48,21 +48,25 @@ _STATE_FILE = "state.db"
 
 
 def default_state_path() -> Path:
-    """The state database used when neither ``--state`` nor ``$BRAZE_COHORTS_STATE`` is given.
+    r"""The state database used when neither ``--state`` nor ``$BRAZE_COHORTS_STATE`` is given.
 
     It lives in the user's state directory, never in the working directory (a cron line that
     forgot its ``cd`` must find the same state): ``$XDG_STATE_HOME/braze-cohorts/state.db``,
     else ``~/.local/state/braze-cohorts/state.db``; on Windows
-    ``%LOCALAPPDATA%\\braze-cohorts\\state.db``.
+    ``%LOCALAPPDATA%\braze-cohorts\state.db``.
     """
-    if os.name == "nt":
+    return Path(_default_state_path(windows=os.name == "nt", home=str(Path.home())))
+
+
+def _default_state_path(*, windows: bool, home: str) -> PurePath:
+    if windows:
         local = os.environ.get("LOCALAPPDATA", "")
-        base = Path(local) if local else Path.home() / "AppData" / "Local"
+        base = PureWindowsPath(local) if local else PureWindowsPath(home, "AppData", "Local")
         return base / _APP_DIR / _STATE_FILE
     xdg = os.environ.get("XDG_STATE_HOME", "")
     # The XDG specification says a relative path is invalid and must be ignored.
-    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".local" / "state"
-    return base / _APP_DIR / _STATE_FILE
+    posix = PurePosixPath(xdg) if xdg and PurePosixPath(xdg).is_absolute() else None
+    return (posix or PurePosixPath(home, ".local", "state")) / _APP_DIR / _STATE_FILE
 
 
 def configure_logging(verbosity: int) -> None:

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import braze_cohorts as bc
-from braze_cohorts._sync import FIRST_IMPORT_WARNING
 from braze_cohorts._cli.common import (
     add_credential_args,
     add_state_arg,
@@ -18,6 +17,7 @@ from braze_cohorts._cli.common import (
     open_store,
     table,
 )
+from braze_cohorts._sync import FIRST_IMPORT_WARNING
 
 __all__ = ["first_import_warning", "register"]
 
