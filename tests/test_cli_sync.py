@@ -673,13 +673,13 @@ class TestStateLocation:
         with caplog.at_level("WARNING", logger="braze_cohorts"):
             assert main(["sync", str(src), "--cohort-id", COHORT, "--name", "N"]) == 0
         assert any("cannot remove them" in r.getMessage() for r in caplog.records)
-        err = capsys.readouterr().err
-        assert f"braze-cohorts: warning: {COHORT}: first import" in err
-        assert "full resync with the old membership" in err
+        [summary] = capsys.readouterr().out.splitlines()
+        assert "; WARNING: first import of this cohort with this state" in summary
+        assert "full resync with the old membership" in summary
         caplog.clear()
         write_csv(src, ids[1:4])
         assert main(["sync", str(src), "--cohort-id", COHORT, "--name", "N"]) == 0
-        assert "warning" not in capsys.readouterr().err
+        assert "WARNING" not in capsys.readouterr().out
         assert not caplog.records
         assert main(["history", COHORT, "--json"]) == 0
         runs = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
@@ -702,7 +702,7 @@ class TestStateLocation:
         capsys.readouterr()
         write_csv(src, ids[:5])
         assert main(["sync", str(src), "--cohort-id", COHORT, "--name", "N"]) == 0
-        assert "cannot remove them" in capsys.readouterr().err
+        assert "cannot remove them" in capsys.readouterr().out
         assert members(braze_emulator) == set(ids)  # the five who left are still there
 
 

@@ -25,6 +25,7 @@ from braze_cohorts._cli.common import (
     open_store,
     table,
 )
+from braze_cohorts._sync import FIRST_IMPORT_WARNING
 
 __all__ = [
     "ENV_SMTP_HOST",
@@ -485,6 +486,8 @@ def _run_line(run: bc.ImportRun) -> str:
     line = ", ".join(parts)
     if run.error:
         line += f"; error: {run.error}"
+    if FIRST_IMPORT_WARNING in run.warnings:
+        line += f"; WARNING: {FIRST_IMPORT_WARNING}"
     return line
 
 

@@ -19,7 +19,7 @@ from braze_cohorts._cli.common import (
 )
 from braze_cohorts._sync import FIRST_IMPORT_WARNING
 
-__all__ = ["first_import_warning", "register"]
+__all__ = ["register"]
 
 _FIRST_IMPORT = FIRST_IMPORT_WARNING
 
@@ -168,14 +168,9 @@ def summary_line(run: bc.ImportRun) -> str:
     braze = [w for w in run.warnings if w != _FIRST_IMPORT]
     if braze:
         line += f"; {_count(len(braze), 'warning')} from Braze: {braze[0]}"
+    if _FIRST_IMPORT in run.warnings:
+        line += f"; WARNING: {_FIRST_IMPORT}"
     return line
-
-
-def first_import_warning(run: bc.ImportRun) -> str | None:
-    """The loud warning for a cohort's first import with this state, or ``None``."""
-    if _FIRST_IMPORT not in run.warnings:
-        return None
-    return f"braze-cohorts: warning: {run.cohort_id}: {_FIRST_IMPORT}"
 
 
 def _run_sync(args: argparse.Namespace) -> int:
@@ -221,9 +216,6 @@ def _run_sync(args: argparse.Namespace) -> int:
     except bc.BrazeCohortsError as exc:
         return fail(str(exc), 1)
     print(summary_line(run))
-    loud = first_import_warning(run)
-    if loud is not None:
-        print(loud, file=sys.stderr)
     return 0 if run.result in ("succeeded", "dry_run") else 1
 
 
