@@ -173,8 +173,8 @@ class ImportRun:
         warnings: Distinct ``errors`` messages Braze put in success answers (at most
             :data:`MAX_WARNINGS`, each at most 300 characters); the ids of those requests are
             kept uncertain and re-sent by the next import. A cohort's first import with a
-            state also records a warning that this state cannot remove members Braze may
-            already hold.
+            state also records, first and besides those, a warning that this state cannot
+            remove members Braze may already hold.
     """
 
     cohort_id: str
