@@ -25,7 +25,7 @@ from braze_cohorts._cli.common import (
     open_store,
     table,
 )
-from braze_cohorts._sync import FIRST_IMPORT_WARNING
+from braze_cohorts._cli.sync import split_warnings
 
 __all__ = [
     "ENV_SMTP_HOST",
@@ -486,8 +486,9 @@ def _run_line(run: bc.ImportRun) -> str:
     line = ", ".join(parts)
     if run.error:
         line += f"; error: {run.error}"
-    if FIRST_IMPORT_WARNING in run.warnings:
-        line += f"; WARNING: {FIRST_IMPORT_WARNING}"
+    first, _ = split_warnings(run)
+    if first is not None:
+        line += f"; WARNING: {first}"
     return line
 
 

@@ -17,11 +17,8 @@ from braze_cohorts._cli.common import (
     open_store,
     table,
 )
-from braze_cohorts._sync import FIRST_IMPORT_WARNING
 
 __all__ = ["register"]
-
-_FIRST_IMPORT = FIRST_IMPORT_WARNING
 
 
 def register(subparsers: Any) -> None:
@@ -165,12 +162,19 @@ def summary_line(run: bc.ImportRun) -> str:
     line = "; ".join(parts)
     if run.error:
         line += f"; error: {run.error}"
-    braze = [w for w in run.warnings if w != _FIRST_IMPORT]
+    first, braze = split_warnings(run)
     if braze:
         line += f"; {_count(len(braze), 'warning')} from Braze: {braze[0]}"
-    if _FIRST_IMPORT in run.warnings:
-        line += f"; WARNING: {_FIRST_IMPORT}"
+    if first is not None:
+        line += f"; WARNING: {first}"
     return line
+
+
+def split_warnings(run: bc.ImportRun) -> tuple[str | None, tuple[str, ...]]:
+    """The first-import warning (the engine records it first) and the others of ``run``."""
+    if run.full_resync_reason == "first_import" and run.warnings:
+        return run.warnings[0], run.warnings[1:]
+    return None, run.warnings
 
 
 def _run_sync(args: argparse.Namespace) -> int:
