@@ -79,6 +79,7 @@ def env(
     monkeypatch.setenv("BRAZE_PARTNER", braze_emulator.partner)
     monkeypatch.setenv("BRAZE_PARTNER_API_KEY", braze_emulator.partner_api_key)
     monkeypatch.setenv("BRAZE_DATA_IMPORT_KEY", braze_emulator.data_import_key)
+    (tmp_path / "state").mkdir()
     monkeypatch.setenv("BRAZE_COHORTS_STATE", str(tmp_path / "state" / "state.db"))
     braze_emulator.add_users(5, prefix="u")
     return braze_emulator
@@ -195,11 +196,14 @@ class TestScheduleSet:
         flags: list[str],
     ) -> None:
         """Invalid schedules, zones and addresses exit 2 with a message, storing nothing."""
+        other = ["schedule", "set", "other", "--name", "O", "--source", str(members)]
+        assert main([*other, "--hourly", "5"]) == 0
         code = main(["schedule", "set", "c", "--name", "C", "--source", str(members), *flags])
         assert code == 2
         assert "braze-cohorts: error:" in capsys.readouterr().err
-        assert main(["schedule", "list"]) == 0
-        assert "no schedules" in capsys.readouterr().out
+        assert main(["schedule", "list", "--json"]) == 0
+        listed = [json.loads(line)["cohort_id"] for line in capsys.readouterr().out.splitlines()]
+        assert listed == ["other"]
 
     def test_missing_source_file_is_refused_at_once(
         self, env: BrazeEmulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -232,11 +236,17 @@ class TestPauseResumeClear:
 
     @pytest.mark.parametrize("action", ["show", "pause", "resume", "clear"])
     def test_unknown_cohort(
-        self, env: BrazeEmulator, members: Path, capsys: pytest.CaptureFixture[str], action: str
+        self,
+        env: BrazeEmulator,
+        members: Path,
+        tmp_path: Path,
+        capsys: pytest.CaptureFixture[str],
+        action: str,
     ) -> None:
-        """Acting on a cohort without schedule exits 1 and says so."""
-        assert main(["schedule", action, "nope"]) == 1
-        assert "has no schedule" in capsys.readouterr().err
+        """Acting on a cohort without schedule exits 1 and says so (2 without a database)."""
+        assert main(["schedule", action, "nope"]) == 2
+        assert f"no state database at {_state(tmp_path)}" in capsys.readouterr().err
+        assert not _state(tmp_path).exists()
         main(["schedule", "set", "c", "--name", "C", "--source", str(members), "--hourly", "0"])
         capsys.readouterr()
         assert main(["schedule", action, "nope"]) == 1
@@ -363,3 +373,103 @@ class TestRunDueAndTrigger:
         main(["schedule", "set", "c", "--name", "C", "--source", str(members), "--hourly", "0"])
         assert main(["trigger", "nope"]) == 1
         assert "has no schedule" in capsys.readouterr().err
+
+
+class TestNarrowOutput:
+    def test_long_paused_reason_keeps_list_narrow_and_show_complete(
+        self, env: BrazeEmulator, members: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A 200-character paused reason is cut in `schedule list`, whole in `schedule show`."""
+        reason = "Braze refused the data import key (HTTP 401): " + "rotate it; " * 16
+        main(["schedule", "set", "c", "--name", "C", "--source", str(members), "--hourly", "0"])
+        assert main(["schedule", "pause", "c", "--reason", reason]) == 0
+        capsys.readouterr()
+        assert main(["schedule", "list"]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert max(len(line) for line in lines) <= 100, lines
+        assert "paused: Braze refused" in lines[1]
+        assert "…" in lines[1]
+        assert main(["schedule", "show", "c"]) == 0
+        assert " ".join(reason.split()) in capsys.readouterr().out
+
+    def test_trigger_without_recipients_does_not_warn_about_smtp(
+        self, env: BrazeEmulator, members: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """No SMTP host: warn only when the schedule about to run has recipients."""
+        main(["schedule", "set", "c", "--name", "C", "--source", str(members), "--hourly", "0"])
+        capsys.readouterr()
+        assert main(["trigger", "c"]) == 0
+        assert "SMTP" not in capsys.readouterr().err
+        set_ = ["schedule", "set", "c", "--name", "C", "--source", str(members), "--replace"]
+        main([*set_, "--hourly", "0", "--notify", "ops@example.com"])
+        capsys.readouterr()
+        assert main(["trigger", "c"]) == 0
+        assert "no SMTP host is set" in capsys.readouterr().err
+
+
+class TestReadOnlyDatabase:
+    """`history`, `schedule list` and `schedule show` open the database read-only."""
+
+    def _populate(self, members: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        main(["schedule", "set", "c", "--name", "C", "--source", str(members), "--hourly", "0"])
+        assert main(["trigger", "c"]) == 0
+        capsys.readouterr()
+
+    def test_reading_commands_write_nothing(
+        self,
+        env: BrazeEmulator,
+        members: Path,
+        tmp_path: Path,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        """On a read-only file in a read-only directory, the reading commands work unchanged.
+
+        As root, chmod does not stop writes, so the proof is that nothing is written at all:
+        the file's bytes stay identical and the write-ahead log stays empty (SQLiteStore's
+        read-only tests show that SQLite itself refuses the read-only connection's writes).
+        """
+        self._populate(members, capsys)
+        state = _state(tmp_path)
+        before = state.read_bytes()
+        listing = sorted(p.name for p in state.parent.iterdir())
+        state.chmod(0o444)
+        state.parent.chmod(0o555)
+        try:
+            assert main(["history", "c"]) == 0
+            assert "succeeded" in capsys.readouterr().out
+            assert main(["schedule", "list"]) == 0
+            assert "hourly" in capsys.readouterr().out
+            assert main(["schedule", "show", "c"]) == 0
+            assert "last run:" in capsys.readouterr().out
+            assert state.read_bytes() == before
+            # SQLite lets any reader of a WAL file open -wal/-shm (as root it can create them);
+            # not one page was written to the log.
+            wal = state.with_name("state.db-wal")
+            assert not wal.exists() or wal.stat().st_size == 0
+            assert {p.name for p in state.parent.iterdir()} <= {*listing, wal.name, "state.db-shm"}
+        finally:
+            state.parent.chmod(0o755)
+            state.chmod(0o644)
+
+    def test_old_schema_is_not_migrated_by_a_reading_command(
+        self,
+        env: BrazeEmulator,
+        members: Path,
+        tmp_path: Path,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        """A file that needs migrating is left alone by readers: exit 2, a clear line."""
+        self._populate(members, capsys)
+        state = _state(tmp_path)
+        import sqlite3
+
+        conn = sqlite3.connect(state)
+        conn.execute("PRAGMA user_version = 3")
+        conn.close()
+        before = state.read_bytes()
+        for command in (["history", "c"], ["schedule", "list"], ["schedule", "show", "c"]):
+            assert main(command) == 2
+            err = capsys.readouterr().err
+            assert "cannot migrate it" in err
+            assert len(err.splitlines()) == 1
+        assert state.read_bytes() == before

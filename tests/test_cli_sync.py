@@ -257,9 +257,11 @@ class TestHistoryCommand:
         assert main(["history", COHORT]) == 0
         table = capsys.readouterr().out.splitlines()
         assert table[0].split()[:4] == ["started", "(UTC)", "trigger", "kind"]
-        assert len(table) == 4
+        assert len(table) == 6
         assert table[2].split()[3:5] == ["full", "(first_import)"]
         assert table[3].startswith("* members acknowledged by Braze")
+        assert table[4] == "warnings:"
+        assert "first import of this cohort with this state" in table[5]
         assert main(["history", COHORT, "--json"]) == 0
         runs = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
         assert [(r["added"], r["removed"], r["users"]) for r in runs] == [(5, 5, 10), (10, 0, 10)]
@@ -356,6 +358,54 @@ class TestKilledImport:
         )
         runs = [json.loads(line) for line in history.stdout.splitlines()]
         assert [r["result"] for r in runs] == ["succeeded", "interrupted"]
+        # The killed run's counts are what it had committed: never more than Braze held.
+        assert runs[1]["added"] <= len(partial)
+        assert runs[1]["users"] <= len(partial)
+
+    def test_sigkilled_run_shows_the_counts_committed_so_far(
+        self, braze_emulator: BrazeEmulator, env: Path, tmp_path: Path
+    ) -> None:
+        """A run killed after more than a second shows in history what it had committed."""
+        ids = braze_emulator.add_users(20_000, prefix="u")
+        src = write_csv(tmp_path / "m.csv", ids)
+        # 20 member requests at 10 a second; the counts are saved at most once a second.
+        proc = subprocess.Popen(
+            _cli(
+                "sync",
+                str(src),
+                "--cohort-id",
+                COHORT,
+                "--name",
+                "N",
+                "--no-progress",
+                "--requests-per-hour",
+                "36000",
+            ),
+            env=os.environ.copy(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        _wait_for_requests(braze_emulator, 16, proc)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=30)
+        assert proc.returncode == -signal.SIGKILL
+        held = len(members(braze_emulator))
+        history = subprocess.run(
+            _cli("history", COHORT, "--json"),
+            env=os.environ.copy(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        [run] = [json.loads(x) for x in history.stdout.splitlines()]
+        assert run["result"] == "running"  # nobody has looked at the lock yet
+        # Saved after at least one second, i.e. several acknowledged batches; never more than
+        # Braze holds.
+        assert 1000 <= run["added"] <= held
+        assert 1000 <= run["users"] <= held
+        assert run["requests"] >= run["added"] // 1000
 
 
 class _Terminal(io.StringIO):
@@ -449,3 +499,366 @@ class TestConcurrentImport:
             assert braze_emulator.request_log == []
             store.finish_run(attrs.evolve(running, result="failed", error="test"))
         assert main(["sync", str(src), "--cohort-id", COHORT, "--name", "N"]) == 0
+
+
+def _one_line_error(err: str) -> str:
+    """The stderr of a failed command: exactly one error line, no traceback."""
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("braze-cohorts: error: ")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+class TestStateLocation:
+    """Where the state database lives, and what the CLI refuses to create or open."""
+
+    def test_default_state_lives_in_the_xdg_state_directory(
+        self,
+        braze_emulator: BrazeEmulator,
+        env: Path,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """Without --state or the variable, the state goes to $XDG_STATE_HOME, not the cwd."""
+        monkeypatch.delenv("BRAZE_COHORTS_STATE")
+        monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+        work = tmp_path / "work"
+        work.mkdir()
+        monkeypatch.chdir(work)
+        src = write_csv(tmp_path / "m.csv", braze_emulator.add_users(3, prefix="u"))
+        assert main(["sync", str(src), "--cohort-id", COHORT, "--name", "N"]) == 0
+        state = tmp_path / "xdg" / "braze-cohorts" / "state.db"
+        assert state.is_file()
+        assert list(work.iterdir()) == []
+        if os.name != "nt":
+            assert (state.parent.stat().st_mode & 0o777, state.stat().st_mode & 0o777) == (
+                0o700,
+                0o600,
+            )
+        # Another working directory finds the same state: the second run is a delta.
+        monkeypatch.chdir(tmp_path)
+        assert main(["history", COHORT, "--json"]) == 0
+
+    def test_default_state_paths(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """~/.local/state without XDG_STATE_HOME (a relative one is ignored); LOCALAPPDATA."""
+        from braze_cohorts._cli.common import _default_state_path
+
+        monkeypatch.delenv("XDG_STATE_HOME", raising=False)
+        posix = _default_state_path(windows=False, home="/home/ann")
+        assert str(posix) == "/home/ann/.local/state/braze-cohorts/state.db"
+        monkeypatch.setenv("XDG_STATE_HOME", "relative/dir")
+        assert _default_state_path(windows=False, home="/home/ann") == posix
+        monkeypatch.setenv("XDG_STATE_HOME", "/var/lib/ann")
+        xdg = _default_state_path(windows=False, home="/home/ann")
+        assert str(xdg) == "/var/lib/ann/braze-cohorts/state.db"
+        monkeypatch.setenv("LOCALAPPDATA", r"C:\Users\ann\AppData\Local")
+        win = _default_state_path(windows=True, home=r"C:\Users\ann")
+        assert str(win) == r"C:\Users\ann\AppData\Local\braze-cohorts\state.db"
+        monkeypatch.delenv("LOCALAPPDATA")
+        assert _default_state_path(windows=True, home=r"C:\Users\ann") == win
+
+    def test_empty_state_file_is_refused(
+        self,
+        braze_emulator: BrazeEmulator,
+        env: Path,
+        tmp_path: Path,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        """A state file emptied by `: > state.db` exits 2; nothing is sent, the file is kept."""
+        src = write_csv(tmp_path / "m.csv", braze_emulator.add_users(3, prefix="u"))
+        env.touch()
+        assert main(["sync", str(src), "--cohort-id", COHORT, "--name", "N"]) == 2
+        line = _one_line_error(capsys.readouterr().err)
+        assert "empty (0-byte)" in line
+        assert str(env) in line
+        assert braze_emulator.request_log == []
+        assert env.stat().st_size == 0
+        for command in (["history", COHORT], ["schedule", "list"], ["run-due"]):
+            assert main(command) == 2
+            assert "empty (0-byte)" in _one_line_error(capsys.readouterr().err)
+
+    def test_state_in_a_missing_directory_is_refused_unless_asked(
+        self,
+        braze_emulator: BrazeEmulator,
+        env: Path,
+        tmp_path: Path,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        """A --state typo does not create directories; --create-state-dir does (0700)."""
+        src = write_csv(tmp_path / "m.csv", braze_emulator.add_users(3, prefix="u"))
+        typo = tmp_path / "sate" / "deep" / "state.db"
+        args = ["sync", str(src), "--cohort-id", COHORT, "--name", "N", "--state", str(typo)]
+        assert main(args) == 2
+        line = _one_line_error(capsys.readouterr().err)
+        assert str(typo.parent) in line
+        assert "--create-state-dir" in line
+        assert not (tmp_path / "sate").exists()
+        assert braze_emulator.request_log == []
+        assert main([*args, "--create-state-dir"]) == 0
+        assert typo.is_file()
+        if os.name != "nt":
+            assert {
+                (tmp_path / "sate").stat().st_mode & 0o777,
+                typo.parent.stat().st_mode & 0o777,
+            } == {0o700}
+        assert members(braze_emulator) == {"u0", "u1", "u2"}
+
+    def test_state_whose_parent_is_a_file_exits_2(
+        self, env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A --state below a regular file is one error line (was FileExistsError)."""
+        src = write_csv(tmp_path / "m.csv", ["u1"])
+        blocker = tmp_path / "file"
+        blocker.write_text("x")
+        for extra in ([], ["--create-state-dir"]):
+            state = str(blocker / "sub" / "state.db")
+            code = main(
+                ["sync", str(src), "--cohort-id", COHORT, "--name", "N", "--state", state, *extra]
+            )
+            assert code == 2
+            _one_line_error(capsys.readouterr().err)
+        assert (
+            main(
+                [
+                    "sync",
+                    str(src),
+                    "--cohort-id",
+                    COHORT,
+                    "--name",
+                    "N",
+                    "--state",
+                    str(blocker / "s.db"),
+                ]
+            )
+            == 2
+        )
+        assert "not a directory" in _one_line_error(capsys.readouterr().err)
+
+    @pytest.mark.skipif(
+        not Path("/sys").is_dir(), reason="needs Linux /sys, where mkdir is refused"
+    )
+    def test_state_directory_that_cannot_be_created_exits_2(
+        self, env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A directory that cannot be created (PermissionError, even as root): one line, exit 2."""
+        src = write_csv(tmp_path / "m.csv", ["u1"])
+        state = "/sys/braze-cohorts-test/state.db"
+        code = main(
+            [
+                "sync",
+                str(src),
+                "--cohort-id",
+                COHORT,
+                "--name",
+                "N",
+                "--state",
+                state,
+                "--create-state-dir",
+            ]
+        )
+        assert code == 2
+        assert "/sys/braze-cohorts-test" in _one_line_error(capsys.readouterr().err)
+
+    def test_first_import_warns_loudly_once(
+        self,
+        braze_emulator: BrazeEmulator,
+        env: Path,
+        tmp_path: Path,
+        capsys: pytest.CaptureFixture[str],
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        """A cohort's first import with a state warns (log, stderr, history); the next does not."""
+        ids = braze_emulator.add_users(5, prefix="u")
+        src = write_csv(tmp_path / "m.csv", ids[:3])
+        with caplog.at_level("WARNING", logger="braze_cohorts"):
+            assert main(["sync", str(src), "--cohort-id", COHORT, "--name", "N"]) == 0
+        assert any("cannot remove them" in r.getMessage() for r in caplog.records)
+        [summary] = capsys.readouterr().out.splitlines()
+        assert "; WARNING: first import of this cohort with this state" in summary
+        assert "full resync with the old membership" in summary
+        caplog.clear()
+        write_csv(src, ids[1:4])
+        assert main(["sync", str(src), "--cohort-id", COHORT, "--name", "N"]) == 0
+        assert "WARNING" not in capsys.readouterr().out
+        assert not caplog.records
+        assert main(["history", COHORT, "--json"]) == 0
+        runs = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert [len(r["warnings"]) for r in runs] == [0, 1]
+        assert "fresh cohort id" in runs[1]["warnings"][0]
+
+    def test_lost_state_warns_that_braze_keeps_old_members(
+        self,
+        braze_emulator: BrazeEmulator,
+        env: Path,
+        tmp_path: Path,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        """After the state file is lost, the import says Braze may hold members it cannot remove."""
+        ids = braze_emulator.add_users(10, prefix="u")
+        src = write_csv(tmp_path / "m.csv", ids)
+        assert main(["sync", str(src), "--cohort-id", COHORT, "--name", "N"]) == 0
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{env}{suffix}").unlink(missing_ok=True)
+        capsys.readouterr()
+        write_csv(src, ids[:5])
+        assert main(["sync", str(src), "--cohort-id", COHORT, "--name", "N"]) == 0
+        assert "cannot remove them" in capsys.readouterr().out
+        assert members(braze_emulator) == set(ids)  # the five who left are still there
+
+
+class TestMissingState:
+    """Reading commands on a database that does not exist."""
+
+    @pytest.mark.parametrize(
+        "command",
+        [
+            ["history", COHORT],
+            ["schedule", "list"],
+            ["schedule", "show", COHORT],
+            ["run-due"],
+            ["trigger", COHORT],
+        ],
+    )
+    def test_missing_database_exits_2_naming_the_path(
+        self, env: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+    ) -> None:
+        """A missing database (a cron line without its cd) exits 2 naming the path; none is made."""
+        assert main(command) == 2
+        line = _one_line_error(capsys.readouterr().err)
+        assert f"no state database at {env}" in line
+        assert not env.exists()
+
+
+class TestErrors:
+    """Every failure is one line and a documented exit code; tracebacks only with -vv."""
+
+    @pytest.mark.parametrize("limit", ["-1", "0", "ten"])
+    def test_history_bad_limit_exits_2(
+        self, env: Path, capsys: pytest.CaptureFixture[str], limit: str
+    ) -> None:
+        """--limit below 1 or not a number is a usage error (was a ValueError traceback)."""
+        with pytest.raises(SystemExit) as info:
+            main(["history", COHORT, "--limit", limit])
+        assert info.value.code == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err
+        assert "at least 1" in err
+
+    def test_errors_become_one_line_and_an_exit_code(
+        self, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Library errors exit 1 (2 for input/configuration), OSError 2; -vv adds the traceback."""
+        import argparse
+
+        import braze_cohorts as bc
+        from braze_cohorts._cli.common import run_command
+
+        def raising(exc: BaseException) -> Any:
+            def handler(args: argparse.Namespace) -> int:
+                raise exc
+
+            return handler
+
+        cases: list[tuple[BaseException, int]] = [
+            (bc.StoreError("disk\nfull"), 1),
+            (bc.ConfigurationError("bad flag"), 2),
+            (bc.InputError("bad file"), 2),
+            (PermissionError(13, "Permission denied", "/x"), 2),
+            (FileExistsError(17, "File exists", "/y"), 2),
+            (KeyboardInterrupt(), 130),
+        ]
+        for exc, code in cases:
+            assert run_command(raising(exc), argparse.Namespace(verbose=0)) == code
+            err = capsys.readouterr().err
+            assert "Traceback" not in err
+            assert len(err.splitlines()) == 1, err
+        assert run_command(raising(bc.StoreError("x")), argparse.Namespace(verbose=2)) == 1
+        assert "Traceback" in capsys.readouterr().err
+
+
+def _wait_for_requests(emulator: BrazeEmulator, count: int, proc: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 60
+    while len(emulator.request_log) < count and time.monotonic() < deadline:
+        if proc.poll() is not None:
+            break
+        time.sleep(0.005)
+    assert proc.poll() is None, "the import ended before the signal could be sent"
+
+
+class TestSignals:
+    """SIGTERM and Ctrl-C stop an import cleanly: recorded, lock released, one line."""
+
+    @pytest.mark.parametrize(
+        ("signum", "code", "line"),
+        [
+            (signal.SIGTERM, 143, "braze-cohorts: terminated (SIGTERM)"),
+            (signal.SIGINT, 130, "braze-cohorts: interrupted (Ctrl-C)"),
+        ],
+    )
+    def test_signal_mid_import_records_interrupted_and_releases_the_lock(
+        self,
+        braze_emulator: BrazeEmulator,
+        env: Path,
+        tmp_path: Path,
+        signum: int,
+        code: int,
+        line: str,
+    ) -> None:
+        """The signalled import exits 143/130 with one line; the next runs at once and converges."""
+        ids = braze_emulator.add_users(30_000, prefix="u")
+        src = write_csv(tmp_path / "m.csv", ids[:20_000])
+        # 20 member requests at 10 a second: the signal lands mid-import.
+        proc = subprocess.Popen(
+            _cli(
+                "sync",
+                str(src),
+                "--cohort-id",
+                COHORT,
+                "--name",
+                "N",
+                "--no-progress",
+                "--requests-per-hour",
+                "36000",
+            ),
+            env=os.environ.copy(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        _wait_for_requests(braze_emulator, 4, proc)
+        proc.send_signal(signum)
+        _out, err = proc.communicate(timeout=60)
+        assert proc.returncode == code, err
+        assert "Traceback" not in err
+        assert err.strip().splitlines()[-1] == line
+        sent_before = len(braze_emulator.request_log)
+        assert sent_before < 21  # it stopped sending
+        history = subprocess.run(
+            _cli("history", COHORT, "--json"),
+            env=os.environ.copy(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        [run] = [json.loads(x) for x in history.stdout.splitlines()]
+        assert run["result"] == "interrupted"
+        assert run["finished_at"] is not None
+        assert 0 < run["added"] == run["users"] <= len(members(braze_emulator))
+        import braze_cohorts as bc
+
+        with bc.SQLiteStore(env, read_only=True) as store:
+            assert store.lock_holder(COHORT) is None
+        # The lock is free: the next import starts at once (no stale-lock take-over needed).
+        changed = ids[1000:21_000]
+        write_csv(src, changed)
+        result = subprocess.run(
+            _cli("sync", str(src), "--cohort-id", COHORT, "--name", "N", "--no-progress"),
+            env=os.environ.copy(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        assert members(braze_emulator) == set(changed)

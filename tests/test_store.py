@@ -574,3 +574,134 @@ class TestDocs:
     def test_examples_in_the_store_page_run(self) -> None:
         """The examples in docs/store.md run as shown."""
         assert run_doc_examples("store.md") > 5
+
+
+def _mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+def _old_schema_file(path: Path, version: int) -> None:
+    conn = sqlite3.connect(path)
+    for statements in _store._MIGRATIONS[:version]:
+        for statement in statements:
+            conn.execute(statement)
+    conn.execute(f"PRAGMA user_version = {version}")
+    conn.commit()
+    conn.close()
+
+
+class TestFileSafety:
+    """Where the file comes from, who may read it, and opening it without writing."""
+
+    @pytest.mark.skipif(os.name == "nt", reason="POSIX permission bits")
+    def test_new_file_and_directories_are_private(self, tmp_path: Path) -> None:
+        """Missing directories are created 0700, the file and its -wal/-shm 0600, any umask."""
+        path = tmp_path / "a" / "b" / "state.db"
+        old = os.umask(0o022)
+        try:
+            store = SQLiteStore(path)
+            try:
+                store.start_run(_run())  # a write: the -wal and -shm files exist now
+                assert (path.parent / "state.db-wal").exists()
+                modes = {p.name: _mode(p) for p in path.parent.iterdir()}
+            finally:
+                store.close()
+        finally:
+            os.umask(old)
+        assert modes == {"state.db": 0o600, "state.db-wal": 0o600, "state.db-shm": 0o600}
+        assert (_mode(tmp_path / "a"), _mode(tmp_path / "a" / "b")) == (0o700, 0o700)
+
+    @pytest.mark.skipif(os.name == "nt", reason="POSIX permission bits")
+    def test_an_existing_file_keeps_its_permissions(self, tmp_path: Path) -> None:
+        """A file the owner made group-readable (for a monitoring user) is not tightened."""
+        path = tmp_path / "state.db"
+        SQLiteStore(path).close()
+        path.chmod(0o640)
+        SQLiteStore(path).close()
+        assert _mode(path) == 0o640
+
+    def test_empty_file_is_refused_and_left_alone(self, tmp_path: Path) -> None:
+        """A 0-byte file (``: > state.db``) is refused, not taken for a fresh state."""
+        path = tmp_path / "state.db"
+        path.touch()
+        for read_only in (False, True):
+            with pytest.raises(StoreError, match=r"empty \(0-byte\)"):
+                SQLiteStore(path, read_only=read_only)
+        assert path.stat().st_size == 0
+
+    def test_directory_is_refused(self, tmp_path: Path) -> None:
+        """A directory given as the file is a clear StoreError."""
+        with pytest.raises(StoreError, match="is a directory"):
+            SQLiteStore(tmp_path)
+
+    def test_concurrent_creation_never_shows_an_empty_file(self, tmp_path: Path) -> None:
+        """Processes creating one new store at once all open it; none sees a 0-byte file."""
+        path = tmp_path / "state.db"
+        code = (
+            "import sys\nfrom braze_cohorts import SQLiteStore\nSQLiteStore(sys.argv[1]).close()\n"
+        )
+        for _ in range(3):
+            procs = [
+                subprocess.Popen(
+                    [sys.executable, "-c", code, str(path)], stderr=subprocess.PIPE, text=True
+                )
+                for _ in range(4)
+            ]
+            errors = [p.communicate(timeout=60)[1] for p in procs]
+            assert [p.returncode for p in procs] == [0, 0, 0, 0], errors
+            assert sorted(p.name for p in tmp_path.iterdir()) == ["state.db"]
+            path.unlink()
+
+    def test_read_only_missing_file_is_not_created(self, tmp_path: Path) -> None:
+        """Read-only, a missing file is an error and nothing is created."""
+        with pytest.raises(StoreError, match="no state store"):
+            SQLiteStore(tmp_path / "x" / "state.db", read_only=True)
+        assert list(tmp_path.iterdir()) == []
+
+    def test_read_only_reads_and_never_writes(self, tmp_path: Path) -> None:
+        """A read-only store reads history and schedules; SQLite itself refuses its writes.
+
+        The proof does not rely on file permissions (the tests may run as root, whom chmod does
+        not stop): the connection is opened with ``mode=ro``, so SQLite refuses every write of
+        it, and the file's bytes stay identical.
+        """
+        path = tmp_path / "state.db"
+        with SQLiteStore(path) as store:
+            run = store.start_run(_run())
+            store.finish_run(attrs.evolve(run, result="succeeded", finished_at=T0))
+        before = path.read_bytes()
+        with SQLiteStore(path, read_only=True) as ro:
+            assert ro.read_only
+            assert [r.result for r in ro.history("c1")] == ["succeeded"]
+            assert ro.list_schedules() == []
+            with pytest.raises(StoreError, match="readonly"):
+                ro.start_run(_run())
+            with pytest.raises(sqlite3.OperationalError, match="readonly"):
+                ro._conn.execute("CREATE TABLE probe (x)")
+        assert path.read_bytes() == before
+
+    def test_read_only_while_a_writer_holds_the_file(self, tmp_path: Path) -> None:
+        """A reader opens and reads while another connection holds the write lock."""
+        path = tmp_path / "state.db"
+        SQLiteStore(path).close()
+        writer = sqlite3.connect(path, isolation_level=None)
+        try:
+            writer.execute("BEGIN IMMEDIATE")
+            writer.execute("INSERT INTO cohorts (cohort_id) VALUES ('held')")
+            with SQLiteStore(path, read_only=True, timeout=0.1) as ro:
+                assert ro.member_count("held") == 0  # the uncommitted row is not visible
+            writer.execute("COMMIT")
+        finally:
+            writer.close()
+
+    @pytest.mark.parametrize("version", [1, 3])
+    def test_read_only_refuses_a_file_that_needs_migrating(
+        self, tmp_path: Path, version: int
+    ) -> None:
+        """An older file is not migrated read-only: a clear error, the file unchanged."""
+        path = tmp_path / "state.db"
+        _old_schema_file(path, version)
+        before = path.read_bytes()
+        with pytest.raises(StoreError, match="cannot migrate"):
+            SQLiteStore(path, read_only=True)
+        assert path.read_bytes() == before

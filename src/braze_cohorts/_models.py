@@ -172,7 +172,9 @@ class ImportRun:
             ``"first_import"``; ``None`` for an ordinary (delta) import.
         warnings: Distinct ``errors`` messages Braze put in success answers (at most
             :data:`MAX_WARNINGS`, each at most 300 characters); the ids of those requests are
-            kept uncertain and re-sent by the next import.
+            kept uncertain and re-sent by the next import. A cohort's first import with a
+            state also records, first and besides those, a warning that this state cannot
+            remove members Braze may already hold.
     """
 
     cohort_id: str

@@ -37,6 +37,7 @@ import logging
 import os
 import socket
 import sqlite3
+import stat
 import sys
 import threading
 import uuid
@@ -295,6 +296,64 @@ def _schedule_from_row(row: Sequence[Any]) -> ScheduledImport:
     )
 
 
+def _check_existing(path: str, *, must_exist: bool) -> None:
+    """Refuse what SQLite would silently treat as a fresh database, or could not open at all.
+
+    Raises:
+        StoreError: If the path is a directory, an empty (0-byte) file, or missing when it
+            ``must_exist``.
+    """
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        if must_exist:
+            raise StoreError(f"there is no state store at {path!r}") from None
+        return
+    if stat.S_ISDIR(info.st_mode):
+        raise StoreError(f"the state store {path!r} is a directory, not a database file")
+    if info.st_size == 0 and stat.S_ISREG(info.st_mode):
+        raise StoreError(
+            f"the state store {path!r} is an empty (0-byte) file: it was truncated or is not "
+            "a state database. Opening it would start from no state, and members Braze holds "
+            "would never be removed. Restore it from a backup, or delete it to start afresh "
+            "(then run a full resync with the old membership, or use a new cohort id)"
+        )
+
+
+def _create_private(path: Path) -> None:
+    """Create the database file readable by its owner only (0600), atomically, if missing.
+
+    Missing directories are created 0700. The file is built under a temporary name and linked
+    into place, so no process ever sees an empty file at ``path`` (which would be refused):
+    two processes creating the same store at once both end up with the same one. SQLite gives
+    the ``-wal`` and ``-shm`` files the database file's permissions.
+    """
+    if path.exists():
+        return
+    missing = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
+    for directory in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            directory.mkdir(mode=0o700)
+    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    os.close(os.open(temp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    try:
+        conn = sqlite3.connect(temp)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")  # writes the header: the file is not empty
+        finally:
+            conn.close()
+        try:
+            os.link(temp, path)
+        except FileExistsError:
+            pass  # another process created it meanwhile: use theirs
+        except OSError:  # a file system without hard links
+            if not path.exists():
+                os.replace(temp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+
+
 class SQLiteStore:
     """The default :class:`StateStore <braze_cohorts.typing.StateStore>`: one SQLite file.
 
@@ -303,12 +362,19 @@ class SQLiteStore:
     error is raised as :class:`~braze_cohorts.StoreError`.
 
     Args:
-        path: The database file (its directory is created if missing), or ``":memory:"``.
+        path: The database file, or ``":memory:"``. A missing file is created readable by its
+            owner only (0600; missing directories 0700). An existing empty (0-byte) file is
+            refused: SQLite would take it for a fresh database and the members Braze holds
+            could never be removed.
         clock: Returns the current time (UTC); used to time-stamp interrupted runs.
         timeout: Seconds to wait for another process's write transaction before failing.
+        read_only: Open the file read-only (SQLite ``mode=ro``): nothing is ever written, so
+            a user without write access to the file or its directory can read history and
+            schedules. The file must exist and be at the current schema version.
 
     Raises:
-        StoreError: If the file cannot be opened, or was written by a newer version.
+        StoreError: If the file cannot be opened, is empty, is missing (read-only), was
+            written by a newer version, or (read-only) needs a migration.
 
     Example:
         >>> store = SQLiteStore(":memory:")
@@ -323,32 +389,70 @@ class SQLiteStore:
         *,
         clock: Clock = _utcnow,
         timeout: float = 30.0,
+        read_only: bool = False,
     ) -> None:
         self._path = os.fspath(path)
         self._clock = clock
         self._mutex = threading.RLock()
         self._cids: dict[str, int] = {}
         self._host = socket.gethostname()
+        self._read_only = read_only
+        plain = self._path != ":memory:" and not self._path.startswith("file:")
         try:
-            if self._path != ":memory:" and not self._path.startswith("file:"):
-                Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+            if plain:
+                _check_existing(self._path, must_exist=read_only)
+                if not read_only:
+                    _create_private(Path(self._path))
+            target, uri = (self._path, False)
+            if read_only and plain:
+                target, uri = (f"{Path(self._path).absolute().as_uri()}?mode=ro", True)
             self._conn = sqlite3.connect(
-                self._path, timeout=timeout, isolation_level=None, check_same_thread=False
+                target,
+                timeout=timeout,
+                isolation_level=None,
+                check_same_thread=False,
+                uri=uri,
             )
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open the state store {self._path!r}: {exc}") from exc
         try:
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=NORMAL")
+            if read_only:
+                self._check_version()
+            else:
+                self._conn.execute("PRAGMA journal_mode=WAL")
+                self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.execute("PRAGMA temp_store=FILE")
             self._conn.execute("PRAGMA cache_size=-32768")
-            self._migrate()
+            if not read_only:
+                self._migrate()
         except sqlite3.Error as exc:
             self._conn.close()
             raise StoreError(f"cannot open the state store {self._path!r}: {exc}") from exc
         except StoreError:
             self._conn.close()
             raise
+
+    def _check_version(self) -> None:
+        """Refuse, when opened read-only, a file that would need a migration (a write)."""
+        version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+        if version != len(_MIGRATIONS):
+            newer = version > len(_MIGRATIONS)
+            raise StoreError(
+                f"the state store {self._path!r} has schema version {version}; this version of "
+                f"braze_cohorts "
+                + (
+                    f"understands up to {len(_MIGRATIONS)}"
+                    if newer
+                    else f"reads version {len(_MIGRATIONS)} only, and a read-only open cannot "
+                    "migrate it: open it once with write access (any import or schedule change "
+                    "does)"
+                )
+            )
+
+    @property
+    def read_only(self) -> bool:
+        """Whether the store was opened read-only (every write raises :class:`StoreError`)."""
+        return self._read_only
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self._path!r})"

@@ -120,6 +120,13 @@ _EXTERNAL_KEY = "e:"
 #: Seconds between writes of a running run's counts to the store.
 _PROGRESS_EVERY = 1.0
 
+#: The warning a cohort's first import (as far as this state knows) records and logs.
+FIRST_IMPORT_WARNING = (
+    "first import of this cohort with this state: if Braze already holds members of it (from "
+    "another state file, or one lost or emptied), this state cannot remove them; run a full "
+    "resync with the old membership first, or use a fresh cohort id"
+)
+
 
 def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
@@ -237,7 +244,8 @@ class _Commit:
         if now - self._saved_at >= _PROGRESS_EVERY:
             # A run killed mid-way still shows what it had committed.
             self._saved_at = now
-            self.store.update_run(self.counted(self.run))
+            users = self.store.member_count(self.run.cohort_id)
+            self.store.update_run(attrs.evolve(self.counted(self.run), users=users))
         if self.user_progress is not None:
             self.user_progress(progress)
 
@@ -650,9 +658,12 @@ class CohortSync:
                     started_at=plan.started_at,
                     full_resync=plan.full_resync is not None,
                     full_resync_reason=plan.full_resync,
+                    warnings=(FIRST_IMPORT_WARNING,) if plan.full_resync == "first_import" else (),
                 )
             )
             log.info("import of cohort %s started (run %s, %s)", cohort_id, run.id, trigger)
+            if plan.full_resync == "first_import":
+                log.warning("cohort %s: %s", cohort_id, FIRST_IMPORT_WARNING)
             commit = _Commit(store, run, progress, entered_at=plan.entered_at)
             interrupted: BaseException | None = None
             try:
@@ -723,7 +734,7 @@ class CohortSync:
                     plan_rows.writerow(plan_row("remove", key))
             refusal = self._guard(cohort_id, matching, delta, allow_mass_removal)
             if dry_run:
-                warnings = (
+                warnings = run.warnings + (
                     () if refusal is None else (f"a real import would be refused: {refusal}",)
                 )
                 return attrs.evolve(

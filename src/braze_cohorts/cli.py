@@ -3,7 +3,8 @@
 Each subcommand lives in its own private module under ``braze_cohorts._cli`` and exposes
 ``register(subparsers)``; this module only assembles them. The CLI calls the public API only.
 
-Exit codes: 0 success, 1 the import (or command) failed, 2 usage or configuration error.
+Exit codes: 0 success, 1 the import (or command) failed, 2 usage or configuration error, 130
+interrupted (Ctrl-C), 143 terminated (SIGTERM); see docs/cli.md.
 """
 
 from __future__ import annotations
@@ -62,12 +63,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
-    from braze_cohorts._cli.common import configure_logging
+    from braze_cohorts._cli.common import configure_logging, run_command
 
     configure_logging(args.verbose)
-    handler = args.handler
-    code: int = handler(args)
-    return code
+    return run_command(args.handler, args)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import braze_cohorts as bc
+from braze_cohorts._cli.common import fail
 from braze_cohorts._cli.sync import format_history, summary_line
 from braze_cohorts.testing import BrazeEmulator
 
@@ -36,10 +37,14 @@ def register(subparsers: Any) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     if args.users < 10:
-        print("braze-cohorts: error: --users must be at least 10")
-        return 2
+        return fail("--users must be at least 10", 2)
     if args.state is not None:
-        return run_demo(args.users, args.state)
+        state: Path = args.state.expanduser()
+        if not state.parent.is_dir():
+            return fail(
+                f"cannot create the state database {state}: {state.parent} is not a directory", 2
+            )
+        return run_demo(args.users, state)
     with tempfile.TemporaryDirectory(prefix="braze-cohorts-demo-") as tmp:
         return run_demo(args.users, Path(tmp) / "state.db")
 

@@ -22,9 +22,10 @@ from braze_cohorts._cli.common import (
     add_state_arg,
     credentials,
     fail,
-    state_path,
+    open_store,
     table,
 )
+from braze_cohorts._cli.sync import split_warnings
 
 __all__ = [
     "ENV_SMTP_HOST",
@@ -108,7 +109,7 @@ def register(subparsers: Any) -> None:
     set_.add_argument(
         "--replace", action="store_true", help="replace the cohort's existing schedule"
     )
-    add_state_arg(set_)
+    add_state_arg(set_, creates=True)
     set_.set_defaults(handler=_run_set)
 
     list_ = actions.add_parser("list", help="list every schedule")
@@ -285,13 +286,13 @@ def _schedule_from_args(args: argparse.Namespace) -> bc.Schedule:
     return bc.Schedule.monthly(day, at_time, tz)
 
 
-def _open_store(args: argparse.Namespace, *, create: bool) -> bc.SQLiteStore | None:
-    path = state_path(args)
-    if not path.exists():
-        if not create:
-            return None
-        path.parent.mkdir(parents=True, exist_ok=True)
-    return bc.SQLiteStore(path)
+#: The widest a cell of ``schedule list`` gets; ``schedule show`` prints the whole text.
+_CELL = 32
+
+
+def _cell(text: str, width: int = _CELL) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _format_due(value: dt.datetime | None) -> str:
@@ -322,8 +323,7 @@ def _run_set(args: argparse.Namespace) -> int:
         spec = _schedule_from_args(args)
         source = args.source.expanduser().resolve()
         bc.read_records(source)  # fail now, not at 3 a.m.: missing file, wrong type, no id column
-        store = _open_store(args, create=True)
-        assert store is not None
+        store = open_store(args, write=True, create=True)
         try:
             entry = bc.Scheduler(store).set_schedule(
                 args.cohort_id,
@@ -347,13 +347,14 @@ def _run_set(args: argparse.Namespace) -> int:
 
 def _run_list(args: argparse.Namespace) -> int:
     try:
-        store = _open_store(args, create=False)
-        entries: list[bc.ScheduledImport] = []
-        if store is not None:
-            try:
-                entries = bc.Scheduler(store).schedules()
-            finally:
-                store.close()
+        store = open_store(args, write=False)
+    except bc.ConfigurationError as exc:
+        return fail(str(exc), 2)
+    try:
+        try:
+            entries = bc.Scheduler(store).schedules()
+        finally:
+            store.close()
     except bc.BrazeCohortsError as exc:
         return fail(str(exc), 1)
     if args.json:
@@ -366,10 +367,10 @@ def _run_list(args: argparse.Namespace) -> int:
     header = ("cohort", "name", "schedule", "state", "next run", "notify")
     rows = [header] + [
         (
-            e.cohort_id,
-            e.name,
+            _cell(e.cohort_id),
+            _cell(e.name),
             str(e.schedule),
-            _state_text(e),
+            _cell(_state_text(e)),
             _format_due(e.next_due),
             str(len(e.recipients)),
         )
@@ -381,9 +382,10 @@ def _run_list(args: argparse.Namespace) -> int:
 
 def _with_runner(args: argparse.Namespace, action: str) -> tuple[int, bc.ScheduledImport | None]:
     """Run one of show/pause/resume/clear; return (exit code, the schedule afterwards)."""
-    store = _open_store(args, create=False)
-    if store is None:
-        return fail(f"cohort {args.cohort_id!r} has no schedule (no state database)", 1), None
+    try:
+        store = open_store(args, write=action != "show")
+    except bc.ConfigurationError as exc:
+        return fail(str(exc), 2), None
     try:
         runner = bc.Scheduler(store)
         if action == "show":
@@ -403,14 +405,14 @@ def _run_show(args: argparse.Namespace) -> int:
         code, entry = _with_runner(args, "show")
         if entry is None:
             return code
-        last: bc.ImportRun | None = None
-        store = _open_store(args, create=False)
-        if store is not None:
-            try:
-                runs = store.history(args.cohort_id, limit=1)
-            finally:
-                store.close()
-            last = runs[0] if runs else None
+        store = open_store(args, write=False)
+        try:
+            runs = store.history(args.cohort_id, limit=1)
+        finally:
+            store.close()
+        last = runs[0] if runs else None
+    except bc.ConfigurationError as exc:
+        return fail(str(exc), 2)
     except bc.ScheduleNotFoundError as exc:
         return fail(str(exc), 1)
     except bc.BrazeCohortsError as exc:
@@ -484,6 +486,9 @@ def _run_line(run: bc.ImportRun) -> str:
     line = ", ".join(parts)
     if run.error:
         line += f"; error: {run.error}"
+    first, _ = split_warnings(run)
+    if first is not None:
+        line += f"; WARNING: {first}"
     return line
 
 
@@ -503,11 +508,7 @@ def _running(args: argparse.Namespace, cohort_id: str | None) -> int:
     try:
         creds = credentials(args)
         notifier = _notifier(args)
-        store = _open_store(args, create=False)
-        if store is None:
-            if cohort_id is not None:
-                return fail(f"cohort {cohort_id!r} has no schedule (no state database)", 1)
-            return 0
+        store = open_store(args, write=True)
         try:
             with bc.CohortClient(
                 creds["endpoint"],

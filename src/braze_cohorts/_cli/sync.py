@@ -14,7 +14,7 @@ from braze_cohorts._cli.common import (
     add_state_arg,
     credentials,
     fail,
-    state_path,
+    open_store,
     table,
 )
 
@@ -79,14 +79,16 @@ def register(subparsers: Any) -> None:
     sync.add_argument(
         "--concurrency", type=int, default=16, help="requests in flight at most (default 16)"
     )
-    add_state_arg(sync)
+    add_state_arg(sync, creates=True)
     add_credential_args(sync)
     sync.set_defaults(handler=_run_sync)
 
     history = subparsers.add_parser("history", help="show a cohort's import history")
     history.add_argument("cohort_id", metavar="ID", help="the cohort's id")
     history.add_argument("--json", action="store_true", help="print JSON Lines, one run a line")
-    history.add_argument("--limit", type=int, default=20, help="newest N runs (default 20)")
+    history.add_argument(
+        "--limit", type=_positive_int, default=20, help="newest N runs (default 20)"
+    )
     add_state_arg(history)
     history.set_defaults(handler=_run_history)
 
@@ -98,6 +100,16 @@ def _fraction(text: str) -> float:
         value = -1.0
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, not {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {text!r}")
     return value
 
 
@@ -150,9 +162,19 @@ def summary_line(run: bc.ImportRun) -> str:
     line = "; ".join(parts)
     if run.error:
         line += f"; error: {run.error}"
-    if run.warnings:
-        line += f"; {_count(len(run.warnings), 'warning')} from Braze: {run.warnings[0]}"
+    first, braze = split_warnings(run)
+    if braze:
+        line += f"; {_count(len(braze), 'warning')} from Braze: {braze[0]}"
+    if first is not None:
+        line += f"; WARNING: {first}"
     return line
+
+
+def split_warnings(run: bc.ImportRun) -> tuple[str | None, tuple[str, ...]]:
+    """The first-import warning (the engine records it first) and the others of ``run``."""
+    if run.full_resync_reason == "first_import" and run.warnings:
+        return run.warnings[0], run.warnings[1:]
+    return None, run.warnings
 
 
 def _run_sync(args: argparse.Namespace) -> int:
@@ -163,8 +185,6 @@ def _run_sync(args: argparse.Namespace) -> int:
             alias_name_field=args.alias_field,
         )
         records = bc.read_records(args.file, id_columns=matcher.fields)
-        store_path = state_path(args)
-        store_path.parent.mkdir(parents=True, exist_ok=True)
         progress = _Progress(sys.stderr, enabled=not args.no_progress)
         with bc.CohortClient(
             creds["endpoint"],
@@ -172,7 +192,7 @@ def _run_sync(args: argparse.Namespace) -> int:
             partner_api_key=creds["partner_api_key"],
             data_import_key=creds["data_import_key"],
         ) as client:
-            store = bc.SQLiteStore(store_path)
+            store = open_store(args, write=True, create=True)
             try:
                 uploader = bc.BatchUploader(
                     client, concurrency=args.concurrency, requests_per_hour=args.requests_per_hour
@@ -217,17 +237,16 @@ def _optional_credentials(args: argparse.Namespace) -> dict[str, str]:
 
 
 def _run_history(args: argparse.Namespace) -> int:
-    path = state_path(args)
-    if not path.exists():
-        return fail(f"no state database at {path}", 2)
     try:
-        store = bc.SQLiteStore(path)
-        try:
-            runs = store.history(args.cohort_id, limit=args.limit)
-        finally:
-            store.close()
+        store = open_store(args, write=False)
+    except bc.ConfigurationError as exc:
+        return fail(str(exc), 2)
+    try:
+        runs = store.history(args.cohort_id, limit=args.limit)
     except bc.BrazeCohortsError as exc:
         return fail(str(exc), 1)
+    finally:
+        store.close()
     if args.json:
         for run in runs:
             print(json.dumps(run_to_json(run), sort_keys=True))
