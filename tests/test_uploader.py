@@ -640,9 +640,9 @@ class TestStopping:
         from braze_cohorts._uploader import _Run
 
         run = _Run(BatchUploader(FakeClient()), "c1")
-        assert run.pause == run.stopped.wait
+        assert run.wait == run.stopped.wait
         faked = _Run(BatchUploader(FakeClient(), sleep=FakeTime().sleep), "c1")
-        assert faked.pause != faked.stopped.wait
+        assert faked.wait != faked.stopped.wait
 
     def test_failing_hook_stops_the_upload_and_propagates(self) -> None:
         """An exception in a hook stops the upload and is raised, with no thread left hanging."""

@@ -19,6 +19,7 @@ __all__ = [
     "ImportRun",
     "RateLimitInfo",
     "RunResult",
+    "StopReason",
     "Trigger",
     "UploadReport",
 ]
@@ -33,6 +34,10 @@ RunResult = Literal["running", "succeeded", "failed", "refused", "interrupted", 
 #: bound to another workspace (endpoint, partner or data import key changed), or the first
 #: import of the cohort with this state.
 FullResyncReason = Literal["requested", "period_elapsed", "workspace_changed", "first_import"]
+
+#: Why an upload stopped before sending everything: its deadline passed, or its circuit
+#: breaker judged Braze down.
+StopReason = Literal["deadline", "circuit_open"]
 
 
 @attrs.frozen(slots=True)
@@ -116,6 +121,10 @@ class UploadReport:
         removed: Ids acknowledged as removed.
         failed_batches: Batches that failed after retries, with their ids and errors.
         warnings: ``errors`` lists that Braze returned on successful responses.
+        stopped_reason: ``"deadline"`` or ``"circuit_open"`` when the upload stopped before
+            sending everything (every batch not sent is then in ``failed_batches``, with a
+            :class:`~braze_cohorts.DeadlineExceededError` or
+            :class:`~braze_cohorts.CircuitOpenError`); ``None`` otherwise.
     """
 
     requests: int = 0
@@ -124,6 +133,7 @@ class UploadReport:
     removed: int = 0
     failed_batches: tuple[FailedBatch, ...] = ()
     warnings: tuple[object, ...] = ()
+    stopped_reason: StopReason | None = None
 
     @property
     def ok(self) -> bool:

@@ -41,23 +41,35 @@ from braze_cohorts._identifiers import (
     check_external_ids,
     key_of,
 )
-from braze_cohorts._models import Batch, CohortResponse, FailedBatch, RateLimitInfo, UploadReport
+from braze_cohorts._models import (
+    Batch,
+    CohortResponse,
+    FailedBatch,
+    RateLimitInfo,
+    StopReason,
+    UploadReport,
+)
 from braze_cohorts.exceptions import (
+    APIError,
     AuthenticationError,
     BrazeCohortsError,
+    CircuitOpenError,
     ConfigurationError,
+    DeadlineExceededError,
     InputError,
     InvalidIdentifierError,
     RateLimitedError,
     ServerError,
     TransportError,
 )
-from braze_cohorts.typing import MembersClient
+from braze_cohorts.typing import MembersClient, RequestLimiter
 
 __all__ = [
+    "DEFAULT_BREAKER",
     "DEFAULT_RETRY",
     "MAX_IDS_PER_REQUEST",
     "BatchUploader",
+    "BreakerPolicy",
     "RateLimiter",
     "RetryPolicy",
     "UploadProgress",
@@ -163,6 +175,116 @@ class RetryPolicy:
 
 #: The policy :class:`BatchUploader` uses unless told otherwise.
 DEFAULT_RETRY = RetryPolicy()
+
+
+def _check_count(name: str) -> Callable[[object, attrs.Attribute[int], int], None]:
+    def validator(_inst: object, _attr: attrs.Attribute[int], value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigurationError(f"{name} must be an int >= 1, not {value!r}")
+
+    return validator
+
+
+def _check_ratio(_inst: object, _attr: attrs.Attribute[float], value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise ConfigurationError(f"failure_ratio must be a number in (0, 1], not {value!r}")
+
+
+@attrs.frozen(slots=True)
+class BreakerPolicy:
+    """When an upload judges Braze down and stops; changed with :func:`attrs.evolve`.
+
+    Two rules; whichever trips first stops the upload. No new request starts, retries waiting
+    are not resent, requests in flight finish, and every batch not sent is reported as failed
+    with a :class:`~braze_cohorts.CircuitOpenError` (see :meth:`BatchUploader.upload`). Each
+    upload starts with a closed breaker.
+
+    * ``consecutive_failures`` batches in a row (in the order they finish) failed for good,
+      after their retries, whatever the error.
+    * Among the last ``window`` requests (retries included), at least ``failure_ratio`` failed
+      with an error that says Braze is down: 5XX, 423 or a transport error (no answer, a
+      timeout). A 429 is Braze pacing the caller, not an outage: it does not count as failed.
+
+    Args:
+        consecutive_failures: Failed batches in a row that stop the upload.
+        window: How many of the most recent requests the failure ratio looks at.
+        failure_ratio: The share of failed requests in a full window that stops the upload.
+
+    Raises:
+        ConfigurationError: If a value is out of range.
+    """
+
+    consecutive_failures: int = attrs.field(
+        default=3, validator=_check_count("consecutive_failures")
+    )
+    window: int = attrs.field(default=100, validator=_check_count("window"))
+    failure_ratio: float = attrs.field(default=0.9, validator=_check_ratio)
+
+
+#: The breaker :class:`BatchUploader` uses unless told otherwise.
+DEFAULT_BREAKER = BreakerPolicy()
+
+
+def _is_outage(exc: BrazeCohortsError) -> bool:
+    """Whether ``exc`` says Braze is down (5XX, 423, no answer), as the breaker counts it."""
+    return exc.retryable and not isinstance(exc, RateLimitedError)
+
+
+class _Breaker:
+    """The state of one upload's breaker (internal).
+
+    The failure ratio is fed by worker threads (one :meth:`request` per request, under a lock);
+    the consecutive count by the coordinating thread only (:meth:`batch`).
+    """
+
+    def __init__(self, policy: BreakerPolicy) -> None:
+        self.policy = policy
+        self._lock = threading.Lock()
+        self._recent: collections.deque[bool] = collections.deque(maxlen=policy.window)
+        self._failed = 0
+        self._threshold = max(1, math.ceil(policy.failure_ratio * policy.window - 1e-9))
+        self._in_a_row = 0
+
+    def request(self, error: BrazeCohortsError | None) -> CircuitOpenError | None:
+        """Count one finished request; return the error to stop with if the ratio tripped."""
+        failed = error is not None and _is_outage(error)
+        with self._lock:
+            recent = self._recent
+            if len(recent) == self.policy.window:
+                self._failed -= recent[0]
+            recent.append(failed)
+            self._failed += failed
+            if not failed or len(recent) < self.policy.window or self._failed < self._threshold:
+                return None
+            count = self._failed
+        window = self.policy.window
+        return CircuitOpenError(
+            f"{count} of the last {window} requests failed with {_name(error)}: Braze looks "
+            "down, so the upload stopped",
+            rule="failure_ratio",
+            last_error=error,
+        )
+
+    def batch(self, error: BrazeCohortsError | None) -> CircuitOpenError | None:
+        """Count one batch that was sent and finished; return the error to stop with if tripped."""
+        if error is None:
+            self._in_a_row = 0
+            return None
+        self._in_a_row += 1
+        if self._in_a_row < self.policy.consecutive_failures:
+            return None
+        return CircuitOpenError(
+            f"{self._in_a_row} batches in a row failed after retries (the last with "
+            f"{_name(error)}): Braze looks down, so the upload stopped",
+            rule="consecutive_failures",
+            last_error=error,
+        )
+
+
+def _name(error: BaseException | None) -> str:
+    if isinstance(error, APIError):
+        return f"{type(error).__name__} (HTTP {error.status_code})"
+    return type(error).__name__
 
 
 @attrs.frozen(slots=True)
@@ -334,15 +456,21 @@ class _RetryPlan:
 
     The wait is the larger of the server's ``retry_after`` and the policy's jittered backoff;
     it gives up after ``attempts``, when the server asks for more than ``max_server_wait``,
-    when the next wait would pass ``max_elapsed``, or when ``stopped()`` says so.
+    when the next wait would pass ``max_elapsed`` or the upload's ``deadline`` (a
+    ``clock()`` reading), or when ``stopped()`` says so.
     """
 
     def __init__(
-        self, policy: RetryPolicy, clock: Clock, stopped: Callable[[], bool] = lambda: False
+        self,
+        policy: RetryPolicy,
+        clock: Clock,
+        stopped: Callable[[], bool] = lambda: False,
+        deadline: float = math.inf,
     ) -> None:
         self._policy = policy
         self._clock = clock
         self._stopped = stopped
+        self._deadline = deadline
         self._started = clock()
         self._plans: dict[int, tuple[float, bool]] = {}
 
@@ -354,10 +482,12 @@ class _RetryPlan:
             exc = state.outcome.exception()
             server_wait = getattr(exc, "retry_after", None) or 0.0
             delay = max(server_wait, policy.backoff(number))
+            now = self._clock()
             give_up = (
                 number >= policy.attempts
                 or server_wait > policy.max_server_wait
-                or self._clock() - self._started + delay > policy.max_elapsed
+                or now - self._started + delay > policy.max_elapsed
+                or now + delay >= self._deadline
                 or self._stopped()
             )
             self._plans[number] = (delay, give_up)
@@ -396,14 +526,56 @@ class _Run:
         self.uploader = uploader
         self.cohort_id = cohort_id
         self.stopped = threading.Event()
+        self._stop_lock = threading.Lock()
+        #: Why the upload stopped early, when a deadline or the breaker stopped it.
+        self.stop_reason: StopReason | None = None
+        #: The error every batch it did not send is reported with.
+        self.stop_error: DeadlineExceededError | CircuitOpenError | None = None
+        self.breaker = _Breaker(uploader._breaker) if uploader._breaker is not None else None
+        self.limiter = uploader._limiter
+        self.clock = uploader._clock
+        #: The ``clock()`` reading after which no request starts.
+        self.deadline = (
+            math.inf if uploader._deadline is None else uploader._clock() + uploader._deadline
+        )
         if uploader._sleep is time.sleep:
             # Real waits end early when the upload stops (401, a failing hook, Ctrl-C).
-            self.pause: Sleep = self.stopped.wait
+            self.wait: Sleep = self.stopped.wait
         else:
-            self.pause = uploader._sleep
+            self.wait = uploader._sleep
 
-    def _tenacity_sleep(self, seconds: float) -> None:
-        self.pause(seconds)
+    def stop(self, reason: StopReason, error: DeadlineExceededError | CircuitOpenError) -> None:
+        """Stop sending because of the deadline or the breaker (the first stop wins)."""
+        with self._stop_lock:
+            if self.stopped.is_set():
+                return
+            self.stop_reason = reason
+            self.stop_error = error
+            self.stopped.set()
+        log.warning("upload to cohort %s stopped: %s", self.cohort_id, error)
+
+    def expired(self) -> bool:
+        """Whether the deadline has passed; if so, stop the upload."""
+        if self.deadline == math.inf or self.clock() < self.deadline:
+            return False
+        seconds = self.uploader._deadline
+        assert seconds is not None
+        self.stop(
+            "deadline",
+            DeadlineExceededError(
+                f"the upload's deadline of {seconds:g} s passed before this batch was sent",
+                deadline=seconds,
+            ),
+        )
+        return True
+
+    def pause(self, seconds: float) -> None:
+        """Wait ``seconds``, but not past the deadline: then stop and raise _CancelledError."""
+        if self.clock() + seconds >= self.deadline:
+            self.wait(max(self.deadline - self.clock(), 0.0))
+            if self.expired():
+                raise _CancelledError
+        self.wait(seconds)
 
     def send(self, batch: Batch) -> _Outcome:
         """Send one batch with retries; runs on a worker thread."""
@@ -415,17 +587,19 @@ class _Run:
 
     def _send(self, batch: Batch) -> _Outcome:
         outcome = _Outcome(batch)
-        if self.stopped.is_set():
+        if self.stopped.is_set() or self.expired():
             return outcome
         up = self.uploader
-        plan = _RetryPlan(up._retry, up._clock, self.stopped.is_set)
+        limiter = self.limiter
+        breaker = self.breaker
+        plan = _RetryPlan(up._retry, self.clock, self.stopped.is_set, self.deadline)
 
         def attempt() -> CohortResponse | None:
             if self.stopped.is_set():
                 raise _CancelledError
-            up._limiter.acquire(self.pause)
-            if self.stopped.is_set():
-                up._limiter.finish()
+            limiter.acquire(self.pause)
+            if self.stopped.is_set() or self.expired():
+                limiter.finish()
                 raise _CancelledError
             outcome.attempts += 1
             outcome.sent = True
@@ -434,13 +608,15 @@ class _Run:
                     self.cohort_id, add=batch.add, remove=batch.remove
                 )
             except RateLimitedError as exc:
-                up._limiter.finish()
+                limiter.finish()
                 if exc.retry_after:
-                    up._limiter.hold(exc.retry_after)
+                    limiter.hold(exc.retry_after)
                 outcome.error = exc
+                if breaker is not None:
+                    breaker.request(exc)
                 raise
             except BrazeCohortsError as exc:
-                up._limiter.finish()
+                limiter.finish()
                 if isinstance(exc, AuthenticationError):
                     self.stopped.set()  # every later request would fail too
                 if isinstance(exc, ServerError) or (
@@ -448,14 +624,20 @@ class _Run:
                 ):
                     outcome.outcome_unknown = True
                 outcome.error = exc
+                if breaker is not None:
+                    tripped = breaker.request(exc)
+                    if tripped is not None:
+                        self.stop("circuit_open", tripped)
                 raise
             except BaseException:
-                up._limiter.finish()
+                limiter.finish()
                 raise
-            up._limiter.finish(response.rate_limit if response is not None else None)
+            limiter.finish(response.rate_limit if response is not None else None)
+            if breaker is not None:
+                breaker.request(None)
             return response
 
-        retrying = plan.retrying(self._tenacity_sleep, f"a batch of {len(batch)} ids")
+        retrying = plan.retrying(self.pause, f"a batch of {len(batch)} ids")
         try:
             outcome.response = retrying(attempt)
             outcome.error = None
@@ -492,7 +674,7 @@ class _Tally:
             retries=self.retries,
         )
 
-    def report(self) -> UploadReport:
+    def report(self, stopped_reason: StopReason | None = None) -> UploadReport:
         return UploadReport(
             requests=self.requests,
             retries=self.retries,
@@ -500,6 +682,7 @@ class _Tally:
             removed=self.removed,
             failed_batches=tuple(self.failed),
             warnings=tuple(self.warnings),
+            stopped_reason=stopped_reason,
         )
 
 
@@ -589,6 +772,15 @@ class BatchUploader:
         sleep: Waits; inject a fake one in tests so they never really wait. With the default
             (``time.sleep``) waits end early when an upload stops.
         wall_clock: UTC epoch seconds, to read ``X-RateLimit-Reset``.
+        deadline: Seconds an upload may take, from the call to :meth:`upload` (``None``, the
+            default: no limit). Once it passes no request starts, and what was not sent is
+            reported as failed.
+        breaker: When an upload judges Braze down and stops (:class:`BreakerPolicy`);
+            ``None`` turns the breaker off.
+        limiter: What paces request starts (a :class:`~braze_cohorts.typing.RequestLimiter`),
+            e.g. one shared with other uploaders or processes. By default a
+            :class:`RateLimiter` of ``requests_per_hour``; when given, ``requests_per_hour``
+            only shows in the ``repr``.
 
     Raises:
         ConfigurationError: If an option is out of range.
@@ -605,6 +797,9 @@ class BatchUploader:
         clock: Clock = time.monotonic,
         sleep: Sleep = time.sleep,
         wall_clock: Clock = time.time,
+        deadline: float | None = None,
+        breaker: BreakerPolicy | None = DEFAULT_BREAKER,
+        limiter: RequestLimiter | None = None,
     ) -> None:
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ConfigurationError(f"concurrency must be an int >= 1, not {concurrency!r}")
@@ -618,21 +813,43 @@ class BatchUploader:
             )
         if not isinstance(retry, RetryPolicy):
             raise ConfigurationError(f"retry must be a RetryPolicy, not {type(retry).__name__}")
+        if deadline is not None and (
+            isinstance(deadline, bool)
+            or not isinstance(deadline, (int, float))
+            or not 0 < deadline < math.inf
+        ):
+            raise ConfigurationError(
+                f"deadline must be a positive number or None, not {deadline!r}"
+            )
+        if breaker is not None and not isinstance(breaker, BreakerPolicy):
+            raise ConfigurationError(
+                f"breaker must be a BreakerPolicy or None, not {type(breaker).__name__}"
+            )
         self._client = client
         self._concurrency = concurrency
         self._retry = retry
         self._batch_size = batch_size
         self._clock = clock
         self._sleep = sleep
-        self._limiter = RateLimiter(
-            requests_per_hour, clock=clock, wall_clock=wall_clock, max_hold=retry.max_server_wait
+        self._deadline = deadline
+        self._breaker = breaker
+        self._limiter: RequestLimiter = (
+            limiter
+            if limiter is not None
+            else RateLimiter(
+                requests_per_hour,
+                clock=clock,
+                wall_clock=wall_clock,
+                max_hold=retry.max_server_wait,
+            )
         )
         self._requests_per_hour = requests_per_hour
 
     def __repr__(self) -> str:
         return (
             f"BatchUploader(concurrency={self._concurrency}, "
-            f"requests_per_hour={self._requests_per_hour}, retry={self._retry!r})"
+            f"requests_per_hour={self._requests_per_hour}, retry={self._retry!r}, "
+            f"deadline={self._deadline!r}, breaker={self._breaker!r})"
         )
 
     @property
@@ -649,6 +866,21 @@ class BatchUploader:
     def retry(self) -> RetryPolicy:
         """The retry policy."""
         return self._retry
+
+    @property
+    def deadline(self) -> float | None:
+        """Seconds an upload may take, or ``None``."""
+        return self._deadline
+
+    @property
+    def breaker(self) -> BreakerPolicy | None:
+        """The circuit breaker's policy, or ``None`` when it is off."""
+        return self._breaker
+
+    @property
+    def limiter(self) -> RequestLimiter:
+        """What paces request starts."""
+        return self._limiter
 
     def call(self, request: Callable[[], _T]) -> _T:
         """Send one request that is not a batch (e.g. naming a cohort) the uploader's way.
@@ -717,10 +949,16 @@ class BatchUploader:
                 batch.
             on_batch_failed: Called with a :class:`~braze_cohorts.FailedBatch` for every batch
                 that failed after retries (``outcome_unknown`` says whether Braze may have
-                applied it anyway), and for a batch whose retries were cut short by a stop.
+                applied it anyway), for a batch whose retries were cut short by a stop, and,
+                when the deadline or the breaker stopped the upload, for every batch not sent
+                (their error is a :class:`~braze_cohorts.DeadlineExceededError` or a
+                :class:`~braze_cohorts.CircuitOpenError`, ``outcome_unknown`` is ``False``).
 
         Returns:
-            The report. Failed batches are listed in it, not raised.
+            The report. Failed batches are listed in it, not raised. When the deadline or the
+            breaker stopped the upload, its ``stopped_reason`` says which, and the rest of
+            ``add`` and ``remove`` has been read and reported as failed batches, so that
+            nothing given goes unaccounted for.
 
         Raises:
             AuthenticationError: On a 401. No new request starts; requests in flight finish
@@ -742,7 +980,7 @@ class BatchUploader:
                 )
         run = _Run(self, cohort_id)
         tally = _Tally()
-        hooks = _Hooks(progress, on_batch_done, on_batch_failed, tally)
+        hooks = _Hooks(progress, on_batch_done, on_batch_failed, tally, run)
         limit = 2 * self._concurrency
         pending: set[Future[_Outcome]] = set()
         # Finished futures arrive here, so waiting for the next one costs the same whatever the
@@ -752,16 +990,17 @@ class BatchUploader:
         def absorb_next() -> None:
             future = finished.get()
             pending.discard(future)
-            hooks.absorb({future}, run)
+            hooks.absorb(future)
 
         log.info("uploading to cohort %s", cohort_id)
+        batches = _pack(add, remove, self._batch_size)
+        held: list[Batch] = []  # read, but the upload stopped before it could be handed out
         executor = ThreadPoolExecutor(
             max_workers=self._concurrency, thread_name_prefix="braze-cohorts-upload"
         )
         try:
             try:
-                batches = _pack(add, remove, self._batch_size)
-                while not run.stopped.is_set():
+                while not run.stopped.is_set() and not run.expired():
                     try:
                         batch = next(batches)
                     except StopIteration:
@@ -773,24 +1012,29 @@ class BatchUploader:
                     while len(pending) >= limit and not run.stopped.is_set():
                         absorb_next()
                     if run.stopped.is_set():
+                        held.append(batch)
                         break
                     future = executor.submit(run.send, batch)
                     pending.add(future)
                     future.add_done_callback(finished.put)
             except BaseException as exc:
-                hooks.fail(exc, run)
+                hooks.fail(exc)
             # Drain: requests in flight finish and are reported, whatever stopped the feed.
             while pending:
                 absorb_next()
         finally:
             run.stopped.set()
             executor.shutdown(wait=True, cancel_futures=True)
-        report = tally.report()
+        if run.stop_error is not None:
+            hooks.report_unsent(held, batches)
+        report = tally.report(run.stop_reason)
         log.info(
             "upload to cohort %s %s: %d requests (%d retries), %d added, %d removed, "
             "%d failed batches",
             cohort_id,
-            "stopped" if hooks.fatal or hooks.auth_error or hooks.input_error else "finished",
+            "stopped"
+            if hooks.fatal or hooks.auth_error or hooks.input_error or run.stop_reason
+            else "finished",
             report.requests,
             report.retries,
             report.added,
@@ -815,40 +1059,82 @@ class _Hooks:
         on_batch_done: BatchDoneHook | None,
         on_batch_failed: BatchFailedHook | None,
         tally: _Tally,
+        run: _Run,
     ) -> None:
         self.progress = progress
         self.on_batch_done = on_batch_done
         self.on_batch_failed = on_batch_failed
         self.tally = tally
+        self.run = run
         self.auth_error: AuthenticationError | None = None
         #: A bug, a failing hook, Ctrl-C: raised first.
         self.fatal: BaseException | None = None
         #: An input that cannot be sent; raised after a 401, which matters more to the caller.
         self.input_error: Exception | None = None
 
-    def fail(self, exc: BaseException, run: _Run) -> None:
+    def fail(self, exc: BaseException) -> None:
         """Stop the upload because of ``exc``; the first such error is the one raised."""
-        run.stopped.set()
+        self.run.stopped.set()
         if self.fatal is None:
             self.fatal = exc
         else:
             log.error("another error while stopping an upload: %s", type(exc).__name__)
 
-    def absorb(self, done: Iterable[Future[_Outcome]], run: _Run) -> None:
-        """Handle finished batches; an error (a bug, a failing hook) stops the upload."""
-        for future in done:
-            try:
-                self.handle(future.result())
-            except BaseException as exc:
-                self.fail(exc, run)
+    def absorb(self, future: Future[_Outcome]) -> None:
+        """Handle a finished batch; an error (a bug, a failing hook) stops the upload."""
+        try:
+            self.handle(future.result())
+        except BaseException as exc:
+            self.fail(exc)
+
+    def report_unsent(self, held: list[Batch], batches: Iterator[Batch]) -> None:
+        """Report the batches never handed out, and the rest of the input, as failed."""
+        if self.fatal is not None or self.auth_error is not None or self.input_error is not None:
+            return  # the upload raises; the caller does not expect a full account
+        error = self.run.stop_error
+        assert error is not None
+        try:
+            for batch in held:
+                self.failed(batch, error, outcome_unknown=False)
+            while True:
+                try:
+                    batch = next(batches)
+                except StopIteration:
+                    return
+                except Exception as exc:
+                    self.input_error = exc
+                    return
+                self.failed(batch, error, outcome_unknown=False)
+        except BaseException as exc:
+            self.fail(exc)
+
+    def failed(self, batch: Batch, error: BrazeCohortsError, *, outcome_unknown: bool) -> None:
+        """Count and report one failed batch."""
+        tally = self.tally
+        failed = FailedBatch(batch=batch, error=error, outcome_unknown=outcome_unknown)
+        tally.failed.append(failed)
+        tally.failed_ids += len(batch)
+        if self.on_batch_failed is not None:
+            self.on_batch_failed(failed)
+        if self.progress is not None:
+            self.progress(tally.progress())
 
     def handle(self, outcome: _Outcome) -> None:
         tally = self.tally
+        run = self.run
         if not outcome.sent:
-            return  # stopped before its first request: Braze never saw it
+            # Stopped before its first request: Braze never saw it. A deadline or the breaker
+            # reports it as failed; a 401 or a bug raises instead.
+            if run.stop_error is not None:
+                self.failed(outcome.batch, run.stop_error, outcome_unknown=False)
+            return
         tally.requests += outcome.attempts
         tally.retries += outcome.attempts - 1
         batch = outcome.batch
+        if run.breaker is not None and not run.stopped.is_set():
+            tripped = run.breaker.batch(outcome.error)
+            if tripped is not None:
+                run.stop("circuit_open", tripped)
         if outcome.error is None:
             tally.batches_done += 1
             tally.added += len(batch.add)
@@ -857,15 +1143,9 @@ class _Hooks:
                 tally.warnings.extend(outcome.response.errors)
             if self.on_batch_done is not None:
                 self.on_batch_done(batch, outcome.response)
+            if self.progress is not None:
+                self.progress(tally.progress())
         else:
             if isinstance(outcome.error, AuthenticationError) and self.auth_error is None:
                 self.auth_error = outcome.error
-            failed = FailedBatch(
-                batch=batch, error=outcome.error, outcome_unknown=outcome.outcome_unknown
-            )
-            tally.failed.append(failed)
-            tally.failed_ids += len(batch)
-            if self.on_batch_failed is not None:
-                self.on_batch_failed(failed)
-        if self.progress is not None:
-            self.progress(tally.progress())
+            self.failed(batch, outcome.error, outcome_unknown=outcome.outcome_unknown)

@@ -17,6 +17,8 @@
     │   ├── ServerError                      5XX: transient (retried)
     │   └── UnexpectedResponseError          a redirect, or any other status Braze does not document
     ├── TransportError                       no answer: connection refused/reset, timeout (retried)
+    ├── DeadlineExceededError                an upload's deadline passed before a batch was sent
+    ├── CircuitOpenError                     an upload's circuit breaker judged Braze down
     ├── StoreError                           the state store failed (sqlite3 errors are translated)
     │   └── ImportInProgressError            another import of the same cohort holds its lock
     ├── ImportRefusedError                   a guard refused an import before anything was sent
@@ -44,7 +46,9 @@ __all__ = [
     "AuthenticationError",
     "BatchTooLargeError",
     "BrazeCohortsError",
+    "CircuitOpenError",
     "ConfigurationError",
+    "DeadlineExceededError",
     "ImportFailedError",
     "ImportInProgressError",
     "ImportRefusedError",
@@ -230,6 +234,43 @@ class TransportError(BrazeCohortsError):
     def __init__(self, message: str, *, outcome_unknown: bool) -> None:
         super().__init__(message)
         self.outcome_unknown = outcome_unknown
+
+
+class DeadlineExceededError(BrazeCohortsError):
+    """An upload's deadline passed before this batch was sent; Braze never saw it. Transient.
+
+    :class:`~braze_cohorts.BatchUploader` reports every batch it did not send because of its
+    ``deadline`` as a :class:`~braze_cohorts.FailedBatch` carrying this error.
+
+    Attributes:
+        deadline: The upload's deadline, in seconds from its start.
+    """
+
+    retryable = True
+
+    def __init__(self, message: str, *, deadline: float) -> None:
+        super().__init__(message)
+        self.deadline = deadline
+
+
+class CircuitOpenError(BrazeCohortsError):
+    """An upload's circuit breaker judged Braze down, so this batch was not sent. Transient.
+
+    :class:`~braze_cohorts.BatchUploader` reports every batch it did not send because its
+    :class:`~braze_cohorts.BreakerPolicy` tripped as a :class:`~braze_cohorts.FailedBatch`
+    carrying this error.
+
+    Attributes:
+        rule: What tripped it: ``"consecutive_failures"`` or ``"failure_ratio"``.
+        last_error: The error that tripped it (its class and message carry no id or key).
+    """
+
+    retryable = True
+
+    def __init__(self, message: str, *, rule: str, last_error: BrazeCohortsError | None) -> None:
+        super().__init__(message)
+        self.rule = rule
+        self.last_error = last_error
 
 
 class StoreError(BrazeCohortsError):

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 if TYPE_CHECKING:  # type-only imports: this module imports nothing of the package at run time
     from braze_cohorts._delta import Delta
     from braze_cohorts._identifiers import UserRef
-    from braze_cohorts._models import CohortResponse, ImportRun, Trigger
+    from braze_cohorts._models import CohortResponse, ImportRun, RateLimitInfo, Trigger
     from braze_cohorts._schedule import ScheduledImport, ScheduleState
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "MembersClient",
     "Notifier",
     "RecipientNotifier",
+    "RequestLimiter",
     "ScheduleStore",
     "StateStore",
     "SyncClient",
@@ -64,6 +65,33 @@ class MembersClient(Protocol):
         Returns:
             Braze's answer, or ``None`` when there was nothing to send.
         """
+        ...
+
+
+class RequestLimiter(Protocol):
+    """Paces request starts for :class:`~braze_cohorts.BatchUploader` (its ``limiter=``).
+
+    The default is the in-process :class:`~braze_cohorts.RateLimiter`; an implementation backed
+    by a shared store can give several processes one budget (see ``docs/uploader.md``). Worker
+    threads call it concurrently, so it must be thread-safe. Every request is bracketed:
+    ``acquire`` before it starts, ``finish`` once it has an answer or an error.
+    """
+
+    def acquire(self, sleep: Callable[[float], object]) -> None:
+        """Return when a request may start, waiting with ``sleep`` only (never ``time.sleep``).
+
+        ``sleep`` may raise to abandon the wait (the uploader's deadline passed, or it
+        stopped); the caller then sends nothing and does not call :meth:`finish`, so an
+        implementation must not count the request as started until it returns.
+        """
+        ...
+
+    def finish(self, rate_limit: RateLimitInfo | None = None) -> None:
+        """Note that a started request ended; ``rate_limit`` is what its answer's headers said."""
+        ...
+
+    def hold(self, seconds: float) -> None:
+        """Let no request start for ``seconds`` from now (Braze answered 429 ``Retry-After``)."""
         ...
 
 
