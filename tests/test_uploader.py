@@ -16,8 +16,10 @@ from hypothesis import strategies as st
 from braze_cohorts._identifiers import DeviceId, ExternalId, UserAlias, UserRef, as_ref, key_of
 from braze_cohorts._models import Batch, CohortResponse, FailedBatch, RateLimitInfo
 from braze_cohorts._uploader import (
+    DEFAULT_BREAKER,
     DEFAULT_RETRY,
     BatchUploader,
+    BreakerPolicy,
     RateLimiter,
     RetryPolicy,
     UploadProgress,
@@ -25,7 +27,9 @@ from braze_cohorts._uploader import (
 from braze_cohorts.exceptions import (
     AuthenticationError,
     BrazeCohortsError,
+    CircuitOpenError,
     ConfigurationError,
+    DeadlineExceededError,
     InputError,
     InvalidIdentifierError,
     InvalidRequestError,
@@ -135,6 +139,8 @@ def make(
     concurrency: int = 1,
     requests_per_hour: float = UNLIMITED,
     batch_size: int = 1000,
+    deadline: float | None = None,
+    breaker: BreakerPolicy | None = DEFAULT_BREAKER,
 ) -> BatchUploader:
     return BatchUploader(
         client,
@@ -145,6 +151,8 @@ def make(
         clock=time.clock,
         sleep=time.sleep,
         wall_clock=time.wall_clock,
+        deadline=deadline,
+        breaker=breaker,
     )
 
 
@@ -251,6 +259,12 @@ class TestUploaderOptions:
             {"batch_size": 1001},
             {"batch_size": 0},
             {"retry": 3},
+            {"deadline": 0},
+            {"deadline": -5},
+            {"deadline": float("inf")},
+            {"deadline": True},
+            {"deadline": "60"},
+            {"breaker": 3},
         ],
     )
     def test_invalid_options_are_refused(self, kwargs: dict[str, object]) -> None:
@@ -999,6 +1013,365 @@ class TestSingleCall:
         with pytest.raises(TransportError):
             uploader.call(request)
         assert len(attempts) == 3
+
+
+def accounted(given: Iterable[str], rec: Recorder) -> None:
+    """Every id given is in exactly one acknowledged or failed batch: nothing is lost."""
+    seen = [key_of(r) for batch, _ in rec.done for r in (*batch.add, *batch.remove)]
+    seen += [key_of(r) for f in rec.failed for r in (*f.batch.add, *f.batch.remove)]
+    assert sorted(seen) == sorted(key_of(g) for g in given)
+
+
+def unavailable(n: int, call: Call) -> BaseException:
+    return ServerError("service unavailable", status_code=503)
+
+
+class TestDeadline:
+    def test_no_request_starts_after_the_deadline_and_the_rest_is_reported(self) -> None:
+        """Past the deadline nothing starts; every batch not sent comes back failed, not lost."""
+        time = FakeTime(start=0.0)
+
+        def one_second(n: int, call: Call) -> None:
+            time.sleep(1.0)  # each request takes a second
+
+        client = FakeClient(one_second, time)
+        rec = Recorder()
+        given = ids("a", 500)
+        report = make(client, time, batch_size=10, deadline=10.5).upload(
+            "c1",
+            add=given,
+            **rec.hooks(),  # type: ignore[arg-type]
+        )
+        assert len(client.calls) == 11  # started at 0 s, 1 s ... 10 s
+        assert max(client.call_times) < 10.5
+        assert (report.added, report.requests, report.stopped_reason) == (110, 11, "deadline")
+        assert len(report.failed_batches) == 39
+        for failed in report.failed_batches:
+            assert isinstance(failed.error, DeadlineExceededError)
+            assert failed.error.deadline == 10.5
+            assert failed.error.retryable
+            assert failed.outcome_unknown is False
+        assert rec.failed == list(report.failed_batches)
+        assert rec.progress[-1].failed_ids == 390
+        accounted(given, rec)
+
+    def test_a_retry_whose_wait_would_pass_the_deadline_is_not_started(self) -> None:
+        """Retrying stops when the next attempt would start after the deadline, without waiting."""
+        time = FakeTime(start=0.0)
+        client = FakeClient(unavailable, time)
+        report = make(client, time, deadline=5.0, breaker=None).upload("c1", add=["u1"])
+        # Attempts at 0, 0.5, 1.5 and 3.5 s; the next would start at 7.5 s.
+        assert time.waits() == [0.5, 1.0, 2.0]
+        assert len(client.calls) == 4
+        [failed] = report.failed_batches
+        assert isinstance(failed.error, ServerError)
+        assert failed.outcome_unknown is True
+
+    def test_a_rate_limit_pause_ends_at_the_deadline(self) -> None:
+        """A 429 pause longer than the time left is cut at the deadline; what waited is reported."""
+        time = FakeTime(start=0.0)
+        client = FakeClient(script(RateLimitedError("slow down", retry_after=100.0)), time)
+        rec = Recorder()
+        report = make(client, time, batch_size=1, deadline=30.0, breaker=None).upload(
+            "c1",
+            add=["a", "b", "c"],
+            **rec.hooks(),  # type: ignore[arg-type]
+        )
+        assert len(client.calls) == 1
+        assert time.now == pytest.approx(30.0)  # not the 100 s the server asked for
+        assert [type(f.error) for f in report.failed_batches] == [
+            RateLimitedError,
+            DeadlineExceededError,
+            DeadlineExceededError,
+        ]
+        assert report.stopped_reason == "deadline"
+        accounted(["a", "b", "c"], rec)
+
+    def test_the_deadline_counts_from_the_start_of_each_upload(self) -> None:
+        """One uploader's second upload gets its own full deadline."""
+        time = FakeTime(start=0.0)
+        client = FakeClient(time=time)
+        uploader = make(client, time, deadline=10.0)
+        uploader.upload("c1", add=["a"])
+        time.sleep(60.0)
+        report = uploader.upload("c1", add=["b"])
+        assert (report.ok, report.stopped_reason, len(client.calls)) == (True, None, 2)
+
+    def test_the_stop_is_logged_once_without_ids(self, caplog: pytest.LogCaptureFixture) -> None:
+        """A deadline stop is one WARNING line, naming the deadline, never an id."""
+        time = FakeTime(start=0.0)
+        client = FakeClient(lambda n, call: time.sleep(1.0), time)
+        with caplog.at_level(logging.WARNING, logger="braze_cohorts"):
+            make(client, time, batch_size=1, deadline=2.5).upload(
+                "c1", add=["secret-7", "x", "y", "z"]
+            )
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert warnings == [
+            "upload to cohort c1 stopped: the upload's deadline of 2.5 s passed before this "
+            "batch was sent"
+        ]
+        assert all("secret-7" not in r.getMessage() for r in caplog.records)
+
+
+class TestBreaker:
+    def test_defaults(self) -> None:
+        """By default three failed batches in a row, or 90 % of the last 100 requests, stop."""
+        assert BreakerPolicy() == DEFAULT_BREAKER
+        assert (DEFAULT_BREAKER.consecutive_failures, DEFAULT_BREAKER.window) == (3, 100)
+        assert DEFAULT_BREAKER.failure_ratio == 0.9
+        assert BatchUploader(FakeClient()).breaker == DEFAULT_BREAKER
+        assert BatchUploader(FakeClient()).deadline is None
+
+    @pytest.mark.parametrize(
+        "kwargs",
+        [
+            {"consecutive_failures": 0},
+            {"window": 0},
+            {"window": 2.0},
+            {"failure_ratio": 0},
+            {"failure_ratio": 1.5},
+            {"failure_ratio": True},
+        ],
+    )
+    def test_invalid_values_are_refused(self, kwargs: dict[str, object]) -> None:
+        """Out-of-range values raise ConfigurationError."""
+        with pytest.raises(ConfigurationError):
+            BreakerPolicy(**kwargs)  # type: ignore[arg-type]
+
+    def test_a_braze_answering_503_to_everything_stops_the_upload(self) -> None:
+        """All-503: three batches use their retries, then nothing more is sent, all is reported."""
+        time = FakeTime()
+        client = FakeClient(unavailable, time)
+        rec = Recorder()
+        given = ids("a", 1000)
+        report = make(client, time, batch_size=10).upload(
+            "c1",
+            add=given,
+            **rec.hooks(),  # type: ignore[arg-type]
+        )
+        assert len(client.calls) == 3 * 6  # not 100 batches x 6 attempts
+        assert report.stopped_reason == "circuit_open"
+        assert len(report.failed_batches) == 100
+        sent, unsent = report.failed_batches[:3], report.failed_batches[3:]
+        assert all(isinstance(f.error, ServerError) and f.outcome_unknown for f in sent)
+        assert all(isinstance(f.error, CircuitOpenError) for f in unsent)
+        assert not any(f.outcome_unknown for f in unsent)
+        error = unsent[0].error
+        assert isinstance(error, CircuitOpenError)
+        assert error.rule == "consecutive_failures"
+        assert isinstance(error.last_error, ServerError)
+        assert "3 batches in a row failed" in str(error)
+        accounted(given, rec)
+
+    def test_without_a_breaker_every_batch_is_tried(self) -> None:
+        """``breaker=None`` keeps today's behaviour: every batch uses all its retries."""
+        time = FakeTime()
+        client = FakeClient(unavailable, time)
+        report = make(client, time, batch_size=10, breaker=None).upload("c1", add=ids("a", 100))
+        assert len(client.calls) == 10 * 6
+        assert report.stopped_reason is None
+
+    def test_a_success_between_failures_resets_the_count(self) -> None:
+        """Two failed batches, a good one, two failed ... never trip three-in-a-row."""
+        time = FakeTime()
+        client = FakeClient(lambda n, call: None if n % 3 == 2 else unavailable(n, call), time)
+        report = make(client, time, batch_size=10, retry=attrs.evolve(EXACT, attempts=1)).upload(
+            "c1", add=ids("a", 300)
+        )
+        assert len(client.calls) == 30
+        assert (report.stopped_reason, len(report.failed_batches)) == (None, 20)
+
+    def test_refused_requests_in_a_row_also_stop(self) -> None:
+        """Three 400s in a row (say, a cohort id Braze refuses) stop the upload too."""
+        time = FakeTime()
+        client = FakeClient(lambda n, call: InvalidRequestError("bad", status_code=400), time)
+        report = make(client, time, batch_size=10).upload("c1", add=ids("a", 200))
+        assert len(client.calls) == 3
+        assert report.stopped_reason == "circuit_open"
+
+    def test_mostly_failing_requests_trip_the_ratio(self) -> None:
+        """19 of every 20 requests failing trip the ratio though some batches still succeed."""
+        time = FakeTime()
+        client = FakeClient(lambda n, call: None if n % 20 == 19 else unavailable(n, call), time)
+        breaker = BreakerPolicy(consecutive_failures=1000, window=20, failure_ratio=0.9)
+        report = make(client, time, batch_size=10, breaker=breaker).upload("c1", add=ids("a", 1000))
+        # Batches 1-3 fail (18 requests), batch 4 succeeds at its second attempt, and the
+        # first failure of batch 5 fills the window with 19 failures of 20.
+        assert len(client.calls) == 21
+        assert (report.added, report.stopped_reason) == (10, "circuit_open")
+        error = report.failed_batches[-1].error
+        assert isinstance(error, CircuitOpenError)
+        assert error.rule == "failure_ratio"
+        assert "19 of the last 20 requests failed with ServerError (HTTP 503)" in str(error)
+
+    def test_rate_limited_answers_are_not_an_outage(self) -> None:
+        """429s are Braze pacing the caller: they never count towards the failure ratio."""
+        time = FakeTime()
+        slow = RateLimitedError("slow down", retry_after=0.01)
+        client = FakeClient(lambda n, call: slow if n < 12 else None, time)
+        breaker = BreakerPolicy(consecutive_failures=1000, window=5, failure_ratio=0.5)
+        report = make(client, time, batch_size=10, breaker=breaker).upload("c1", add=ids("a", 100))
+        assert report.stopped_reason is None
+        assert [type(f.error) for f in report.failed_batches] == [RateLimitedError] * 2
+        assert report.added == 80
+
+    def test_retries_waiting_when_it_trips_are_cut_short(self) -> None:
+        """With several batches in flight, those waiting to retry are not resent after a trip."""
+        time = FakeTime()
+        client = FakeClient(unavailable, time)
+        rec = Recorder()
+        given = ids("a", 2000)
+        report = make(client, time, concurrency=4, batch_size=10).upload(
+            "c1",
+            add=given,
+            **rec.hooks(),  # type: ignore[arg-type]
+        )
+        assert report.stopped_reason == "circuit_open"
+        # At most the four batches in flight (plus the ones queued behind them) ever started.
+        assert len(client.calls) <= (3 + 2 * 4) * 6
+        assert len(report.failed_batches) == 200
+        accounted(given, rec)
+
+    @settings(max_examples=40, deadline=None)
+    @given(
+        outcomes=st.lists(st.sampled_from(["ok", "503", "400", "reset", "429"]), min_size=1),
+        concurrency=st.integers(min_value=1, max_value=4),
+        batches=st.integers(min_value=1, max_value=40),
+        deadline=st.one_of(st.none(), st.floats(min_value=0.5, max_value=30)),
+        breaker=st.one_of(
+            st.none(),
+            st.builds(
+                BreakerPolicy,
+                consecutive_failures=st.integers(1, 5),
+                window=st.integers(1, 30),
+                failure_ratio=st.floats(0.1, 1.0),
+            ),
+        ),
+    )
+    def test_nothing_given_is_ever_lost(
+        self,
+        outcomes: list[str],
+        concurrency: int,
+        batches: int,
+        deadline: float | None,
+        breaker: BreakerPolicy | None,
+    ) -> None:
+        """Whatever stops an upload, each id is acknowledged or in exactly one failed batch."""
+        time = FakeTime(start=0.0)
+        errors: dict[str, BaseException | None] = {
+            "ok": None,
+            "503": ServerError("down", status_code=503),
+            "400": InvalidRequestError("bad", status_code=400),
+            "reset": TransportError("reset", outcome_unknown=True),
+            "429": RateLimitedError("slow down", retry_after=0.2),
+        }
+
+        def behaviour(n: int, call: Call) -> BaseException | None:
+            time.sleep(0.3)
+            return errors[outcomes[n % len(outcomes)]]
+
+        client = FakeClient(behaviour, time)
+        rec = Recorder()
+        given = ids("a", 5 * batches)
+        report = make(
+            client, time, concurrency=concurrency, batch_size=5, deadline=deadline, breaker=breaker
+        ).upload("c1", add=given, **rec.hooks())  # type: ignore[arg-type]
+        accounted(given, rec)
+        assert rec.failed == list(report.failed_batches)
+        assert report.requests == len(client.calls)
+        stop_errors = (DeadlineExceededError, CircuitOpenError)
+        unsent = [f for f in report.failed_batches if isinstance(f.error, stop_errors)]
+        assert all(not f.outcome_unknown for f in unsent)
+        if report.stopped_reason is None:
+            assert unsent == []
+        else:
+            expected = (
+                DeadlineExceededError if report.stopped_reason == "deadline" else CircuitOpenError
+            )
+            assert all(isinstance(f.error, expected) for f in unsent)
+        if breaker is None:
+            assert report.stopped_reason != "circuit_open"
+        if deadline is None:
+            assert report.stopped_reason != "deadline"
+
+
+class CountingLimiter:
+    """A RequestLimiter that lets everything through and counts what it is asked."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.acquired = 0
+        self.finished: list[RateLimitInfo | None] = []
+        self.holds: list[float] = []
+
+    def acquire(self, sleep: Callable[[float], object]) -> None:
+        sleep(0.25)
+        with self._lock:
+            self.acquired += 1
+
+    def finish(self, rate_limit: RateLimitInfo | None = None) -> None:
+        with self._lock:
+            self.finished.append(rate_limit)
+
+    def hold(self, seconds: float) -> None:
+        with self._lock:
+            self.holds.append(seconds)
+
+
+class TestRequestLimiter:
+    def test_an_injected_limiter_brackets_every_request(self) -> None:
+        """Each request, retries and ``call`` included, is acquired and finished exactly once."""
+        time = FakeTime()
+        limits = RateLimitInfo(limit=100, remaining=50, reset=1.0)
+        answers = script(
+            RateLimitedError("slow down", retry_after=3.0),
+            ServerError("down", status_code=503),
+            CohortResponse(status_code=201, message="success", rate_limit=limits),
+        )
+        client = FakeClient(answers, time)
+        limiter = CountingLimiter()
+        uploader = BatchUploader(
+            client,
+            concurrency=2,
+            retry=EXACT,
+            clock=time.clock,
+            sleep=time.sleep,
+            limiter=limiter,
+        )
+        assert uploader.limiter is limiter
+        report = uploader.upload("c1", add=ids("a", 3000))
+        assert uploader.call(lambda: "named") == "named"
+        assert limiter.acquired == len(limiter.finished) == len(client.calls) + 1 == 6
+        assert limiter.holds == [3.0]
+        assert limits in limiter.finished
+        assert time.sleeps.count(0.25) == 6  # the limiter waits with the uploader's sleep
+        assert report.ok
+
+    def test_a_limiter_wait_past_the_deadline_sends_nothing(self) -> None:
+        """A limiter whose wait passes the deadline is interrupted; the batch is reported unsent."""
+        time = FakeTime(start=0.0)
+
+        class Slow(CountingLimiter):
+            def acquire(self, sleep: Callable[[float], object]) -> None:
+                sleep(100.0)
+                super().acquire(sleep)
+
+        limiter = Slow()
+        client = FakeClient(time=time)
+        report = BatchUploader(
+            client, clock=time.clock, sleep=time.sleep, deadline=50.0, limiter=limiter
+        ).upload("c1", add=["a"])
+        assert client.calls == []
+        assert limiter.acquired == 0
+        assert limiter.finished == []
+        assert time.now == pytest.approx(50.0)
+        assert [type(f.error) for f in report.failed_batches] == [DeadlineExceededError]
+
+    def test_the_default_limiter_paces_at_requests_per_hour(self) -> None:
+        """Without ``limiter=`` the uploader builds a RateLimiter of ``requests_per_hour``."""
+        limiter = BatchUploader(FakeClient(), requests_per_hour=3600).limiter
+        assert isinstance(limiter, RateLimiter)
+        assert limiter.interval == pytest.approx(1 / 0.99)
 
 
 class TestDocs:

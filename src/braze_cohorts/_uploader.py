@@ -231,10 +231,10 @@ def _is_outage(exc: BrazeCohortsError) -> bool:
 
 
 class _Breaker:
-    """The state of one upload's breaker (internal).
+    """The state of one upload's breaker (internal): fed by worker threads, under a lock.
 
-    The failure ratio is fed by worker threads (one :meth:`request` per request, under a lock);
-    the consecutive count by the coordinating thread only (:meth:`batch`).
+    A worker counts each request it sends (:meth:`request`) and each batch it finishes
+    (:meth:`batch`) before handing the batch back, so a trip stops the very next batch.
     """
 
     def __init__(self, policy: BreakerPolicy) -> None:
@@ -267,14 +267,16 @@ class _Breaker:
 
     def batch(self, error: BrazeCohortsError | None) -> CircuitOpenError | None:
         """Count one batch that was sent and finished; return the error to stop with if tripped."""
-        if error is None:
-            self._in_a_row = 0
-            return None
-        self._in_a_row += 1
-        if self._in_a_row < self.policy.consecutive_failures:
+        with self._lock:
+            if error is None:
+                self._in_a_row = 0
+                return None
+            self._in_a_row += 1
+            in_a_row = self._in_a_row
+        if in_a_row < self.policy.consecutive_failures:
             return None
         return CircuitOpenError(
-            f"{self._in_a_row} batches in a row failed after retries (the last with "
+            f"{in_a_row} batches in a row failed after retries (the last with "
             f"{_name(error)}): Braze looks down, so the upload stopped",
             rule="consecutive_failures",
             last_error=error,
@@ -647,6 +649,10 @@ class _Run:
         except (_CancelledError, BrazeCohortsError):
             # The last real error (if any attempt was sent) is already in outcome.error.
             pass
+        if breaker is not None and outcome.sent and not self.stopped.is_set():
+            tripped = breaker.batch(outcome.error)
+            if tripped is not None:
+                self.stop("circuit_open", tripped)
         return outcome
 
 
@@ -1131,10 +1137,6 @@ class _Hooks:
         tally.requests += outcome.attempts
         tally.retries += outcome.attempts - 1
         batch = outcome.batch
-        if run.breaker is not None and not run.stopped.is_set():
-            tripped = run.breaker.batch(outcome.error)
-            if tripped is not None:
-                run.stop("circuit_open", tripped)
         if outcome.error is None:
             tally.batches_done += 1
             tally.added += len(batch.add)

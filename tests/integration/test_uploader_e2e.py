@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,13 +11,19 @@ import pytest
 from braze_cohorts import (
     AuthenticationError,
     BatchUploader,
+    CircuitOpenError,
     CohortClient,
+    CohortSync,
+    DeadlineExceededError,
     DeviceId,
     ExternalId,
     InvalidRequestError,
     RetryPolicy,
+    ServerError,
+    SQLiteStore,
     TransportError,
     UnexpectedResponseError,
+    UploadProgress,
     UserAlias,
 )
 from braze_cohorts.testing import BrazeEmulator, RequestRecord
@@ -323,3 +330,161 @@ class TestRateLimitPacing:
                     continue
             statuses = [r.status for r in emulator.request_log]
         assert statuses == [200] * 20 + [429]
+
+
+#: A Braze that never answers: every request waits for the client's read timeout.
+HANG = 3_600.0
+#: The client's timeouts against a hanging Braze: connect 2 s, read 0.2 s.
+SHORT_TIMEOUT = (2.0, 0.2)
+
+
+class TestStoppingEarly:
+    def test_a_braze_answering_503_is_given_up_on_after_a_few_requests(
+        self, client: CohortClient, emulator: BrazeEmulator, fake_time: Any
+    ) -> None:
+        """All-503 over HTTP: the breaker stops after three failed batches; the rest is reported."""
+        emulator.fail_next(10**6, 503, path="/cohorts/users")
+        uploader = BatchUploader(
+            client,
+            concurrency=4,
+            requests_per_hour=NO_LIMIT,
+            retry=QUICK_RETRY,
+            clock=fake_time,
+            sleep=fake_time.sleep,
+            wall_clock=fake_time,
+        )
+        report = uploader.upload("c1", add=(f"u{i}" for i in range(20_000)))
+        assert report.stopped_reason == "circuit_open"
+        records = user_requests(emulator)
+        assert len(records) == report.requests
+        assert all(r.status == 503 for r in records)
+        # Three failed batches, and at most the batches in flight or queued beside them.
+        assert report.requests <= (3 + 2 * 4) * QUICK_RETRY.attempts
+        assert sum(len(f.batch) for f in report.failed_batches) == 20_000
+        unsent = [f for f in report.failed_batches if isinstance(f.error, CircuitOpenError)]
+        sent = [f for f in report.failed_batches if isinstance(f.error, ServerError)]
+        assert len(unsent) + len(sent) == 20
+        assert len(unsent) >= 20 - 3 - 2 * 4
+        assert all(f.outcome_unknown for f in sent)
+        assert "c1" not in emulator.cohorts()
+
+        # Control: without the breaker the same upload tries every batch to the end.
+        emulator.reset_log()
+        unbroken = BatchUploader(
+            client,
+            concurrency=4,
+            requests_per_hour=NO_LIMIT,
+            retry=QUICK_RETRY,
+            clock=fake_time,
+            sleep=fake_time.sleep,
+            breaker=None,
+        ).upload("c1", add=(f"u{i}" for i in range(20_000)))
+        assert unbroken.stopped_reason is None
+        assert len(user_requests(emulator)) == 20 * QUICK_RETRY.attempts
+
+    def test_a_hanging_braze_is_left_at_the_deadline(self, fake_time: Any) -> None:
+        """Against a Braze that never answers, nothing starts after the deadline."""
+        with (
+            BrazeEmulator(latency=HANG, record_raw=True) as emulator,
+            make_client(emulator, timeout=SHORT_TIMEOUT) as client,
+        ):
+            uploader = BatchUploader(
+                client,
+                concurrency=2,
+                requests_per_hour=NO_LIMIT,
+                retry=QUICK_RETRY,
+                sleep=fake_time.sleep,  # backoffs cost nothing; the deadline is real time
+                deadline=1.0,
+                breaker=None,
+            )
+            report = uploader.upload("c1", add=(f"u{i}" for i in range(50_000)))
+            received = emulator.raw_requests  # logged on arrival: none is ever answered
+            assert emulator.cohorts() == {}
+        assert report.stopped_reason == "deadline"
+        assert len(received) == report.requests
+        # Every attempt waits at least its 0.2 s read timeout, two at a time, for 1 s.
+        assert report.requests <= 2 * (1.0 / 0.2 + 1)
+        assert len(report.failed_batches) == 50
+        timed_out = [f for f in report.failed_batches if isinstance(f.error, TransportError)]
+        assert all(f.outcome_unknown for f in timed_out)
+        unsent = [f for f in report.failed_batches if isinstance(f.error, DeadlineExceededError)]
+        assert len(timed_out) + len(unsent) == 50
+        assert all(not f.outcome_unknown for f in unsent)
+
+    def test_a_hanging_braze_trips_the_default_breaker(self, fake_time: Any) -> None:
+        """With no deadline, timeouts count as an outage and the default breaker stops it."""
+        with (
+            BrazeEmulator(latency=HANG, record_raw=True) as emulator,
+            make_client(emulator, timeout=SHORT_TIMEOUT) as client,
+        ):
+            uploader = BatchUploader(
+                client,
+                concurrency=2,
+                requests_per_hour=NO_LIMIT,
+                retry=QUICK_RETRY,
+                clock=fake_time,
+                sleep=fake_time.sleep,
+            )
+            report = uploader.upload("c1", add=(f"u{i}" for i in range(50_000)))
+            assert len(emulator.raw_requests) == report.requests
+        assert report.stopped_reason == "circuit_open"
+        assert report.requests <= (3 + 2 * 2) * QUICK_RETRY.attempts
+        assert len(report.failed_batches) == 50
+        error = report.failed_batches[-1].error
+        assert isinstance(error, CircuitOpenError)
+        assert error.rule == "consecutive_failures"
+        assert isinstance(error.last_error, TransportError)
+
+    def test_a_sync_stopped_by_the_breaker_converges_at_the_next_run(
+        self, tmp_path: Path, fake_time: Any
+    ) -> None:
+        """A sync cut short by an outage leaves its ids uncertain; the next run is exact."""
+        with (
+            BrazeEmulator() as emulator,
+            make_client(emulator) as client,
+            SQLiteStore(tmp_path / "state.db") as store,
+        ):
+            emulator.add_users(10_000, prefix="u")
+            uploader = BatchUploader(
+                client,
+                concurrency=1,
+                requests_per_hour=NO_LIMIT,
+                retry=QUICK_RETRY,
+                clock=fake_time,
+                sleep=fake_time.sleep,
+                wall_clock=fake_time,
+            )
+            sync = CohortSync(client, store, uploader=uploader)
+            first = [f"u{i}" for i in range(6_000)]
+            assert sync.sync("c1", "Power users", first).result == "succeeded"
+
+            # 4,000 enter and 3,000 leave: seven requests. Braze acknowledges the first, applies
+            # the second but its answer is lost, then answers 503 to everything.
+            emulator.reset_log()
+            emulator.succeed_with_errors_next(1, errors=(), path="/cohorts/users")
+            emulator.drop_next(1, when="after_apply", path="/cohorts/users")
+            emulator.fail_next(10**6, 503, path="/cohorts/users")
+            second = [f"u{i}" for i in range(3_000, 10_000)]
+            progress: list[UploadProgress] = []
+            run = sync.sync("c1", "Power users", second, progress=progress.append)
+            assert run.result == "failed"
+            # 1 + 4 + 4 + 4 requests: batches 2 to 4 failed in a row, 5 to 7 were never sent.
+            assert len(user_requests(emulator)) == run.requests == 13
+            assert progress[-1].batches_failed == 6
+            records = user_requests(emulator)
+            assert [r.fault for r in records[:3]] == ["errors", "drop_after_apply", "fail"]
+            # Braze holds the first membership plus both applied requests' adds: the second one's
+            # outcome is unknown to the library, and no removal was ever sent.
+            held = emulator.members("c1")
+            before = {("external_id", x) for x in first}
+            entering = {("external_id", f"u{i}") for i in range(6_000, 10_000)}
+            assert before <= held
+            assert len(held - before) == 2_000
+            assert held - before <= entering
+
+            # Braze recovers; membership changed again meanwhile.
+            emulator.clear_faults()
+            third = [f"u{i}" for i in [*range(1_000, 4_000), *range(9_500, 10_000)]]
+            run = sync.sync("c1", "Power users", third)
+            assert run.result == "succeeded"
+            assert emulator.members("c1") == {("external_id", x) for x in third}
