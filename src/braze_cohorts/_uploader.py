@@ -545,6 +545,8 @@ class _Run:
             self.wait: Sleep = self.stopped.wait
         else:
             self.wait = uploader._sleep
+        #: How workers wait (for the limiter, between retries): never past the deadline.
+        self.pause: Sleep = self.wait if self.deadline == math.inf else self._pause
 
     def stop(self, reason: StopReason, error: DeadlineExceededError | CircuitOpenError) -> None:
         """Stop sending because of the deadline or the breaker (the first stop wins)."""
@@ -559,7 +561,7 @@ class _Run:
     def expired(self) -> bool:
         """Whether the deadline has passed; if so, stop the upload."""
         if self.deadline == math.inf or self.clock() < self.deadline:
-            return False
+            return False  # (the common case costs one comparison: no clock is read)
         seconds = self.uploader._deadline
         assert seconds is not None
         self.stop(
@@ -571,7 +573,7 @@ class _Run:
         )
         return True
 
-    def pause(self, seconds: float) -> None:
+    def _pause(self, seconds: float) -> None:
         """Wait ``seconds``, but not past the deadline: then stop and raise _CancelledError."""
         if self.clock() + seconds >= self.deadline:
             self.wait(max(self.deadline - self.clock(), 0.0))
