@@ -11,7 +11,13 @@ from collections.abc import Iterable
 
 import braze_cohorts as bc
 from braze_cohorts.testing import BrazeEmulator
-from braze_cohorts.typing import MembersClient, Notifier, StateStore, SyncClient
+from braze_cohorts.typing import (
+    MembersClient,
+    Notifier,
+    RequestLimiter,
+    StateStore,
+    SyncClient,
+)
 
 
 def client_and_store(emulator: BrazeEmulator, path: str) -> bc.ImportRun:
@@ -37,6 +43,19 @@ def client_and_store(emulator: BrazeEmulator, path: str) -> bc.ImportRun:
     failed: tuple[bc.FailedBatch, ...] = report.failed_batches
     unknown: list[bool] = [f.outcome_unknown for f in failed]
     del unknown
+    limiter: RequestLimiter = bc.RateLimiter(100_000)  # the default limiter fits the seam
+    bounded = bc.BatchUploader(
+        client,
+        deadline=600.0,
+        breaker=bc.BreakerPolicy(consecutive_failures=5, window=200, failure_ratio=0.8),
+        limiter=limiter,
+    )
+    stopped: bc.StopReason | None = bounded.upload("c1", add=["u1"]).stopped_reason
+    stop_errors: tuple[type[bc.BrazeCohortsError], ...] = (
+        bc.DeadlineExceededError,
+        bc.CircuitOpenError,
+    )
+    del stopped, stop_errors
     sync = bc.CohortSync(client, store, uploader=uploader)
     run: bc.ImportRun = sync.sync("c1", "Cohort", [{"external_id": "u1"}, "u2"], dry_run=True)
     delta_run: bc.ImportRun = sync.sync_delta("c1", "Cohort", entered=["u3"], left=["u1"])
