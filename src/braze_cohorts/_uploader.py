@@ -575,11 +575,13 @@ class _Run:
 
     def _pause(self, seconds: float) -> None:
         """Wait ``seconds``, but not past the deadline: then stop and raise _CancelledError."""
-        if self.clock() + seconds >= self.deadline:
-            self.wait(max(self.deadline - self.clock(), 0.0))
-            if self.expired():
-                raise _CancelledError
-        self.wait(seconds)
+        if self.clock() + seconds < self.deadline:
+            self.wait(seconds)
+            return
+        self.wait(max(self.deadline - self.clock(), 0.0))
+        if self.expired():
+            raise _CancelledError
+        # Woken early (the upload stopped): the caller looks again at why it was waiting.
 
     def send(self, batch: Batch) -> _Outcome:
         """Send one batch with retries; runs on a worker thread."""
