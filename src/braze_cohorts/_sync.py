@@ -30,7 +30,7 @@ import collections
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import islice
 from typing import TYPE_CHECKING, get_args
 
@@ -58,6 +58,7 @@ from braze_cohorts._models import (
     ImportRun,
     RunResult,
     Trigger,
+    UploadReport,
 )
 from braze_cohorts._notify import deliver
 from braze_cohorts._plans import (
@@ -73,7 +74,9 @@ from braze_cohorts._uploader import BatchUploader, UploadProgress
 from braze_cohorts.exceptions import (
     AuthenticationError,
     BrazeCohortsError,
+    CircuitOpenError,
     ConfigurationError,
+    DeadlineExceededError,
     InvalidIdentifierError,
     MassRemovalError,
     TooManyRejectedError,
@@ -209,7 +212,6 @@ class _Commit:
         self.user_progress = progress
         self.entered_at = entered_at
         self.last = UploadProgress()
-        self.failed: list[FailedBatch] = []
         self.warnings: dict[str, None] = {}
         #: Requests spent naming the cohort (retries included), counted with the upload's.
         self.naming_requests = 0
@@ -233,10 +235,6 @@ class _Commit:
         for text in _warning_texts(errors):
             if len(self.warnings) < MAX_WARNINGS:
                 self.warnings.setdefault(text)
-
-    def failed_batch(self, failed: FailedBatch) -> None:
-        # Its ids stay uncertain in the store: the next import re-sends them.
-        self.failed.append(failed)
 
     def progress(self, progress: UploadProgress) -> None:
         self.last = progress
@@ -309,16 +307,34 @@ def _fraction(value: object, what: str) -> float | None:
     return float(value)
 
 
-def _failure_text(failed: list[FailedBatch], batches: int) -> str:
+def _stop_error(report: UploadReport) -> BrazeCohortsError | None:
+    """The error that stopped an upload early (deadline, circuit breaker), if one did."""
+    if report.stopped_reason is None:
+        return None
+    stops = (DeadlineExceededError, CircuitOpenError)
+    return next((f.error for f in report.failed_batches if isinstance(f.error, stops)), None)
+
+
+def _failure_text(failed: Sequence[FailedBatch], report: UploadReport, done: int) -> str:
     ids = sum(len(f.batch) for f in failed)
-    unknown = sum(1 for f in failed if f.outcome_unknown)
-    text = (
-        f"{len(failed)} of {batches} request(s) failed after retries; their {ids} id(s) "
-        f"will be re-sent by the next import"
-    )
+    stops = (DeadlineExceededError, CircuitOpenError)
+    tried = [f for f in failed if not isinstance(f.error, stops)]
+    unsent = len(failed) - len(tried)
+    unknown = sum(1 for f in tried if f.outcome_unknown)
+    text = ""
+    stop = _stop_error(report)
+    if stop is not None:
+        text = f"the upload stopped early ({report.stopped_reason}: {_describe_error(stop)}); "
+    if tried:
+        text += f"{len(tried)} of {len(tried) + done} request(s) failed after retries; "
+    if unsent:
+        text += f"{unsent} batch(es) were not sent; "
+    text += f"their {ids} id(s) will be re-sent by the next import"
     if unknown:
         text += f" ({unknown} with unknown outcome)"
-    return f"{text}; first error: {_describe_error(failed[0].error)}"
+    if tried:
+        text += f"; first error: {_describe_error(tried[0].error)}"
+    return text
 
 
 def _failed(run: ImportRun, exc: BaseException, result: RunResult = "failed") -> ImportRun:
@@ -756,16 +772,16 @@ class CohortSync:
                     remove=map(item_from_key, delta.iter_removes()),
                     progress=commit.progress,
                     on_batch_done=commit.done,
-                    on_batch_failed=commit.failed_batch,
                 )
                 run = commit.counted(run)
                 run = attrs.evolve(run, added=report.added, removed=report.removed)
                 if report.failed_batches:
-                    failed = list(report.failed_batches)
-                    batches = len(failed) + commit.last.batches_done
+                    # Their ids stay uncertain in the store: the next import re-sends them.
+                    failed = report.failed_batches
+                    stop = _stop_error(report)
                     return attrs.evolve(
-                        _failed(run, failed[0].error),
-                        error=_failure_text(failed, batches),
+                        _failed(run, stop or failed[0].error),
+                        error=_failure_text(failed, report, commit.last.batches_done),
                     )
             else:
                 run = commit.counted(run)

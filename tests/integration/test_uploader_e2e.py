@@ -468,6 +468,10 @@ class TestStoppingEarly:
             progress: list[UploadProgress] = []
             run = sync.sync("c1", "Power users", second, progress=progress.append)
             assert run.result == "failed"
+            # The run names what stopped it, not the first 503, and says which batches went unsent.
+            assert run.error_kind == "CircuitOpenError"
+            assert (run.error or "").startswith("the upload stopped early (circuit_open: ")
+            assert "3 batch(es) were not sent" in (run.error or "")
             # 1 + 4 + 4 + 4 requests: batches 2 to 4 failed in a row, 5 to 7 were never sent.
             assert len(user_requests(emulator)) == run.requests == 13
             assert progress[-1].batches_failed == 6

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+import attrs
+
 import braze_cohorts as bc
 from braze_cohorts._cli.common import (
     add_credential_args,
@@ -79,6 +81,31 @@ def register(subparsers: Any) -> None:
     sync.add_argument(
         "--concurrency", type=int, default=16, help="requests in flight at most (default 16)"
     )
+    sync.add_argument(
+        "--timeout",
+        type=_positive,
+        metavar="SECONDS",
+        help="give up on one request after this long without an answer (default "
+        f"{bc.DEFAULT_TIMEOUT.read:g}); it is retried",
+    )
+    sync.add_argument(
+        "--deadline",
+        type=_positive,
+        metavar="SECONDS",
+        help="stop sending after this long; what was not sent is re-sent by the next import",
+    )
+    sync.add_argument(
+        "--retries",
+        type=int,
+        metavar="N",
+        help=f"retry a failed request up to N times (default {bc.DEFAULT_RETRY.attempts - 1})",
+    )
+    sync.add_argument(
+        "--no-breaker",
+        action="store_true",
+        help="keep sending when Braze looks down (by default the upload stops after "
+        f"{bc.DEFAULT_BREAKER.consecutive_failures} failed requests in a row)",
+    )
     add_state_arg(sync, creates=True)
     add_credential_args(sync)
     sync.set_defaults(handler=_run_sync)
@@ -91,6 +118,30 @@ def register(subparsers: Any) -> None:
     )
     add_state_arg(history)
     history.set_defaults(handler=_run_history)
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, not {text!r}")
+    return value
+
+
+def _uploader_options(args: argparse.Namespace) -> dict[str, Any]:
+    """BatchUploader keywords from --deadline, --retries and --no-breaker."""
+    options: dict[str, Any] = {}
+    if args.deadline is not None:
+        options["deadline"] = args.deadline
+    if args.retries is not None:
+        if args.retries < 0:
+            raise bc.ConfigurationError("--retries must be 0 or more")
+        options["retry"] = attrs.evolve(bc.DEFAULT_RETRY, attempts=args.retries + 1)
+    if args.no_breaker:
+        options["breaker"] = None
+    return options
 
 
 def _fraction(text: str) -> float:
@@ -186,16 +237,24 @@ def _run_sync(args: argparse.Namespace) -> int:
         )
         records = bc.read_records(args.file, id_columns=matcher.fields)
         progress = _Progress(sys.stderr, enabled=not args.no_progress)
+        timeout = bc.DEFAULT_TIMEOUT
+        if args.timeout is not None:
+            timeout = attrs.evolve(timeout, read=args.timeout)
+        uploader_options = _uploader_options(args)
         with bc.CohortClient(
             creds["endpoint"],
             partner=creds["partner"],
             partner_api_key=creds["partner_api_key"],
             data_import_key=creds["data_import_key"],
+            timeout=timeout,
         ) as client:
             store = open_store(args, write=True, create=True)
             try:
                 uploader = bc.BatchUploader(
-                    client, concurrency=args.concurrency, requests_per_hour=args.requests_per_hour
+                    client,
+                    concurrency=args.concurrency,
+                    requests_per_hour=args.requests_per_hour,
+                    **uploader_options,
                 )
                 syncer = bc.CohortSync(
                     client, store, uploader=uploader, max_reject_fraction=args.max_rejected
