@@ -33,7 +33,7 @@ TIERS: tuple[tuple[str, ...], ...] = (
     # value objects
     ("_models", "_frames"),
     # one request to Braze; notifications; plan/rejects files; file and query readers
-    ("_client", "_notify", "_plans", "_files", "_query"),
+    ("_client", "_notify", "_plans", "_files", "_query", "_metrics"),
     # batching over a client; the schedule model; member sources
     ("_uploader", "_schedule", "_sources"),
     # one import end to end, and the state it keeps: beside each other

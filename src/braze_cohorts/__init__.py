@@ -47,6 +47,7 @@ from braze_cohorts._sync import (
     DEFAULT_RESEND_WINDOW,
     DEFAULT_RESYNC_EVERY,
     CohortSync,
+    PhaseProgress,
 )
 from braze_cohorts._uploader import (
     DEFAULT_BREAKER,
@@ -132,6 +133,7 @@ __all__ = [
     "MatchResult",
     "NotificationError",
     "Notifier",
+    "PhaseProgress",
     "RateLimitInfo",
     "RateLimitedError",
     "RateLimiter",

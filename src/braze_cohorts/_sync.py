@@ -32,11 +32,12 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import islice
-from typing import TYPE_CHECKING, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import attrs
 
 from braze_cohorts._delta import Delta
+from braze_cohorts import _metrics
 from braze_cohorts._identifiers import (
     DeviceId,
     ExternalId,
@@ -100,11 +101,54 @@ __all__ = [
     "PLAN_HEADER",
     "REJECTS_HEADER",
     "CohortSync",
+    "PhaseHook",
+    "PhaseProgress",
 ]
 
 log = logging.getLogger(__name__)
 
 ProgressHook = Callable[[UploadProgress], object]
+
+
+# -- the read/diff progress hook (``on_phase``) ------------------------------------------------
+
+#: Seconds between two ``read`` events at most (one check per chunk of _MATCH_CHUNK records).
+_PHASE_EVERY = 0.1
+
+
+@attrs.frozen(slots=True, kw_only=True)
+class PhaseProgress:
+    """Which phase an import is in, passed to the ``on_phase`` hook of :meth:`CohortSync.sync`.
+
+    Events come from the calling thread, in this order: ``read`` while the records are read and
+    matched (at most every 1,024 records and every 0.1 s, and once when the input is exhausted),
+    ``diff`` once the records are read and the change is being computed, then ``send`` once,
+    just before the first request of the upload, with the size of the change (not for a dry run,
+    a refused import or an empty change). Progress of the upload itself goes to ``progress``.
+    :meth:`CohortSync.sync_delta` reads two inputs: ``read`` and ``diff`` come once for each.
+
+    Attributes:
+        phase: ``"read"``, ``"diff"`` or ``"send"``.
+        records: Records read so far, matched and rejected.
+        adds: Ids to add (``send`` only, else 0).
+        removes: Ids to remove (``send`` only, else 0).
+    """
+
+    phase: Literal["read", "diff", "send"]
+    records: int = 0
+    adds: int = 0
+    removes: int = 0
+
+
+PhaseHook = Callable[[PhaseProgress], object]
+
+
+def _log_extra(run: ImportRun) -> dict[str, Any]:
+    """The ``extra`` of every log record of a run: JSON formatters pick these fields up."""
+    return {"cohort_id": run.cohort_id, "run_id": run.id}
+
+
+# ----------------------------------------------------------------------------------------------
 
 #: A full resync at least this often: Braze ignores users it does not know yet, and cohorts may
 #: be edited in Braze; only re-sending everything heals what nobody can see.
@@ -142,12 +186,19 @@ class _SourceError(Exception):
 class _Matching:
     """Streams records through the matcher into keys, counting and writing the rejections."""
 
-    def __init__(self, matcher: IdentifierMatcher, rejects: RowWriter | None) -> None:
+    def __init__(
+        self,
+        matcher: IdentifierMatcher,
+        rejects: RowWriter | None,
+        on_phase: PhaseHook | None = None,
+    ) -> None:
         self.matcher = matcher
         self.rejects = rejects
         self.rejected: collections.Counter[str] = collections.Counter()
         self.matched = 0
         self._offset = 0
+        self.on_phase = on_phase
+        self._phase_at = -float("inf")
 
     def keys(self, records: Iterable[object]) -> Iterator[str]:
         offset = self._offset
@@ -161,6 +212,8 @@ class _Matching:
                 raise _SourceError(str(exc)) from exc
             if not chunk:
                 break
+            if self.on_phase is not None:
+                self._reading(offset + index)
             try:
                 # The common case, a chunk of valid plain-str external ids, is checked in bulk
                 # and keyed in C; it is exactly what match_one would make of each of them.
@@ -179,6 +232,17 @@ class _Matching:
                 self.matched += len(chunk)
                 yield from map(_EXTERNAL_KEY.__add__, chunk)  # type: ignore[arg-type]
         self._offset = offset + index
+        if self.on_phase is not None:
+            self.on_phase(PhaseProgress(phase="read", records=self._offset))
+            self.on_phase(PhaseProgress(phase="diff", records=self._offset))
+
+    def _reading(self, records: int) -> None:
+        """Tell ``on_phase`` how many records were read, at most every _PHASE_EVERY seconds."""
+        now = time.monotonic()
+        if now - self._phase_at >= _PHASE_EVERY:
+            self._phase_at = now
+            assert self.on_phase is not None
+            self.on_phase(PhaseProgress(phase="read", records=records))
 
     def _reject(self, rejection: Rejection) -> None:
         self.rejected[rejection.reason.value] += 1
@@ -465,6 +529,7 @@ class CohortSync:
         rejects_out: OutFile | None = None,
         progress: ProgressHook | None = None,
         notify: bool = True,
+        on_phase: PhaseHook | None = None,
     ) -> ImportRun:
         """Make the Braze cohort hold exactly ``members``, sending only what changed.
 
@@ -504,6 +569,9 @@ class CohortSync:
             progress: Called with an :class:`~braze_cohorts.UploadProgress` after every
                 request, from the calling thread.
             notify: Whether to tell the notifier about this run.
+            on_phase: Called with a :class:`~braze_cohorts.PhaseProgress` while the records
+                are read and diffed, and when the upload starts (``None``: never; costs
+                nothing then).
 
         Returns:
             The run as recorded.
@@ -560,6 +628,7 @@ class CohortSync:
             rejects_out=rejects_out,
             progress=progress,
             notify=notify,
+            on_phase=on_phase,
         )
 
     def sync_delta(
@@ -577,6 +646,7 @@ class CohortSync:
         rejects_out: OutFile | None = None,
         progress: ProgressHook | None = None,
         notify: bool = True,
+        on_phase: PhaseHook | None = None,
     ) -> ImportRun:
         """Apply a delta computed where the data lives (a warehouse, Spark): who entered, who left.
 
@@ -629,6 +699,7 @@ class CohortSync:
             rejects_out=rejects_out,
             progress=progress,
             notify=notify,
+            on_phase=on_phase,
         )
 
     # -- one import ---------------------------------------------------------------------------
@@ -657,6 +728,7 @@ class CohortSync:
         rejects_out: OutFile | None,
         progress: ProgressHook | None,
         notify: bool,
+        on_phase: PhaseHook | None,
     ) -> ImportRun:
         if matcher is not None and not isinstance(matcher, IdentifierMatcher):
             raise ConfigurationError("matcher must be an IdentifierMatcher")
@@ -664,7 +736,9 @@ class CohortSync:
             csv_out(rejects_out, REJECTS_HEADER) as rejects,
             csv_out(plan_out, PLAN_HEADER) as plan_rows,
         ):
-            matching = _Matching(matcher if matcher is not None else self._matcher, rejects)
+            matching = _Matching(
+                matcher if matcher is not None else self._matcher, rejects, on_phase
+            )
             store = self._store
             run = store.start_run(
                 ImportRun(
@@ -677,9 +751,12 @@ class CohortSync:
                     warnings=(FIRST_IMPORT_WARNING,) if plan.full_resync == "first_import" else (),
                 )
             )
-            log.info("import of cohort %s started (run %s, %s)", cohort_id, run.id, trigger)
+            extra = _log_extra(run)
+            log.info(
+                "import of cohort %s started (run %s, %s)", cohort_id, run.id, trigger, extra=extra
+            )
             if plan.full_resync == "first_import":
-                log.warning("cohort %s: %s", cohort_id, FIRST_IMPORT_WARNING)
+                log.warning("cohort %s: %s", cohort_id, FIRST_IMPORT_WARNING, extra=extra)
             commit = _Commit(store, run, progress, entered_at=plan.entered_at)
             interrupted: BaseException | None = None
             try:
@@ -698,7 +775,9 @@ class CohortSync:
                 run = attrs.evolve(run, error=f"reading the members failed: {run.error}")
             except Exception as exc:
                 run = _failed(commit.counted(run), exc)
-                log.warning("import of cohort %s failed: %s", cohort_id, type(exc).__name__)
+                log.warning(
+                    "import of cohort %s failed: %s", cohort_id, type(exc).__name__, extra=extra
+                )
             except BaseException as exc:  # KeyboardInterrupt, SystemExit: record, then re-raise
                 run = attrs.evolve(
                     _failed(commit.counted(run), exc, "interrupted"),
@@ -706,6 +785,7 @@ class CohortSync:
                 )
                 interrupted = exc
             run = self._finish(run, matching, plan, dry_run=dry_run)
+            _metrics.record_run(run)
         if interrupted is not None:
             raise interrupted
         if notify and not dry_run:
@@ -725,6 +805,7 @@ class CohortSync:
     ) -> ImportRun:
         store = self._store
         cohort_id = run.cohort_id
+        extra = _log_extra(run)
         if plan.workspace_changed and plan.full_resync is None:
             # Only sync_delta gets here: a delta cannot be right against an unseen workspace.
             elsewhere = WorkspaceChangedError(
@@ -732,7 +813,9 @@ class CohortSync:
                 "partner or data import key changed); a delta alone cannot be correct there: "
                 "run a full sync of the cohort first"
             )
-            log.warning("import of cohort %s refused: WorkspaceChangedError", cohort_id)
+            log.warning(
+                "import of cohort %s refused: WorkspaceChangedError", cohort_id, extra=extra
+            )
             return _failed(run, elsewhere, "refused")
         with plan.compute(matching, store) as delta:
             log.info(
@@ -742,6 +825,7 @@ class CohortSync:
                 delta.removes,
                 sum(matching.rejected.values()),
                 " (full resync)" if plan.full_resync else "",
+                extra=extra,
             )
             if plan_rows is not None:
                 for key in delta.iter_adds():
@@ -761,10 +845,24 @@ class CohortSync:
                     warnings=warnings,
                 )
             if refusal is not None:
-                log.warning("import of cohort %s refused: %s", cohort_id, type(refusal).__name__)
+                log.warning(
+                    "import of cohort %s refused: %s",
+                    cohort_id,
+                    type(refusal).__name__,
+                    extra=extra,
+                )
                 return _failed(run, refusal, "refused")
             self._name(run, plan, commit)
             if delta:
+                if matching.on_phase is not None:
+                    matching.on_phase(
+                        PhaseProgress(
+                            phase="send",
+                            records=matching.matched + sum(matching.rejected.values()),
+                            adds=delta.adds,
+                            removes=delta.removes,
+                        )
+                    )
                 store.mark_pending(cohort_id, delta)
                 report = self._uploader.upload(
                     cohort_id,
@@ -841,7 +939,7 @@ class CohortSync:
             )
         )
         store.record_name(cohort_id, run.name, named_at=self._now(), created_at=created_at)
-        log.info("cohort %s named", cohort_id)
+        log.info("cohort %s named", cohort_id, extra=_log_extra(run))
 
     def _finish(
         self, run: ImportRun, matching: _Matching, plan: _Plan, *, dry_run: bool
@@ -851,7 +949,12 @@ class CohortSync:
         try:
             run = attrs.evolve(run, users=store.member_count(run.cohort_id))
         except BrazeCohortsError as exc:
-            log.error("could not count the members of cohort %s: %s", run.cohort_id, exc)
+            log.error(
+                "could not count the members of cohort %s: %s",
+                run.cohort_id,
+                exc,
+                extra=_log_extra(run),
+            )
         run = store.finish_run(run)
         log.info(
             "import of cohort %s %s: %d members acknowledged, %d added, %d removed, "
@@ -866,5 +969,6 @@ class CohortSync:
             run.retries,
             f", full resync ({plan.full_resync})" if plan.full_resync else "",
             " (dry run)" if dry_run else "",
+            extra=_log_extra(run),
         )
         return run

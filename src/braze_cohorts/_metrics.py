@@ -1,0 +1,116 @@
+"""Counters and timings of every import through the OpenTelemetry API, or nothing.
+
+When ``opentelemetry-api`` is installed (``pip install 'braze-cohorts[otel]'``), each finished
+import adds to the instruments below on the meter ``braze_cohorts`` of the global meter
+provider (whatever the application configured: Prometheus, OTLP, …; the API alone records
+nothing until an SDK provider is set). Without it every call here is a no-op. Attributes are
+the cohort id, the trigger and the result: never user ids or keys.
+
+=================================  =========  ===============================================
+instrument                         unit       what
+=================================  =========  ===============================================
+``braze_cohorts.runs``             {run}      finished imports (attributes: result, trigger,
+                                              full_resync)
+``braze_cohorts.run.duration``     s          a histogram of the imports' durations
+``braze_cohorts.requests``         {request}  HTTP requests sent, retries included
+``braze_cohorts.retries``          {request}  requests that were retries
+``braze_cohorts.ids_sent``         {id}       ids acknowledged by Braze (attribute direction:
+                                              add, remove)
+``braze_cohorts.rejected``         {record}   records that could not be matched (attribute
+                                              reason)
+=================================  =========  ===============================================
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from braze_cohorts._models import ImportRun
+from braze_cohorts._version import __version__
+
+__all__ = ["METER_NAME", "record_run"]
+
+log = logging.getLogger(__name__)
+
+#: The name of the meter every instrument belongs to.
+METER_NAME = "braze_cohorts"
+
+try:
+    from opentelemetry import metrics as _otel_metrics
+except ImportError:  # the [otel] extra is not installed: every call is a no-op
+    _otel_metrics = None  # type: ignore[assignment]
+
+
+class _Instruments:
+    """The instruments of one meter provider, created once."""
+
+    def __init__(self, provider: Any) -> None:
+        meter = provider.get_meter(METER_NAME, __version__)
+        self.runs = meter.create_counter(
+            "braze_cohorts.runs", unit="{run}", description="Finished imports."
+        )
+        self.duration = meter.create_histogram(
+            "braze_cohorts.run.duration", unit="s", description="How long imports took."
+        )
+        self.requests = meter.create_counter(
+            "braze_cohorts.requests",
+            unit="{request}",
+            description="HTTP requests sent to Braze, retries included.",
+        )
+        self.retries = meter.create_counter(
+            "braze_cohorts.retries",
+            unit="{request}",
+            description="Requests that were retries of an earlier attempt.",
+        )
+        self.ids_sent = meter.create_counter(
+            "braze_cohorts.ids_sent", unit="{id}", description="Ids acknowledged by Braze."
+        )
+        self.rejected = meter.create_counter(
+            "braze_cohorts.rejected",
+            unit="{record}",
+            description="Records that could not be matched to a user.",
+        )
+
+
+_cached: tuple[Any, _Instruments] | None = None
+
+
+def _instruments(provider: Any) -> _Instruments:
+    global _cached  # noqa: PLW0603 - one cache for the process, like the provider itself
+    cached = _cached
+    if cached is None or cached[0] is not provider:
+        cached = (provider, _Instruments(provider))
+        _cached = cached
+    return cached[1]
+
+
+def record_run(run: ImportRun, *, meter_provider: Any = None) -> None:
+    """Add a finished run's counts and duration to the instruments; never raises.
+
+    Args:
+        run: The run as recorded at its end.
+        meter_provider: Record there instead of the global meter provider (tests).
+    """
+    if _otel_metrics is None:
+        return
+    try:
+        provider = meter_provider if meter_provider is not None else _otel_metrics.get_meter_provider()
+        _record(_instruments(provider), run)
+    except Exception as exc:  # a broken exporter must never fail an import
+        log.warning("could not record the metrics of a run: %s", type(exc).__name__)
+
+
+def _record(ins: _Instruments, run: ImportRun) -> None:
+    cohort = {"cohort_id": run.cohort_id}
+    outcome = {**cohort, "result": run.result, "trigger": run.trigger}
+    ins.runs.add(1, {**outcome, "full_resync": run.full_resync})
+    if run.finished_at is not None:
+        ins.duration.record(max((run.finished_at - run.started_at).total_seconds(), 0.0), outcome)
+    ins.requests.add(run.requests, cohort)
+    ins.retries.add(run.retries, cohort)
+    if run.result != "dry_run":  # a dry run's counts are what *would* be sent
+        ins.ids_sent.add(run.added, {**cohort, "direction": "add"})
+        ins.ids_sent.add(run.removed, {**cohort, "direction": "remove"})
+    for reason, count in sorted(run.rejected.items()):
+        ins.rejected.add(count, {**cohort, "reason": reason})
