@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 import random
@@ -406,31 +405,6 @@ class TestKilledImport:
         assert 1000 <= run["added"] <= held
         assert 1000 <= run["users"] <= held
         assert run["requests"] >= run["added"] // 1000
-
-
-class _Terminal(io.StringIO):
-    def isatty(self) -> bool:
-        return True
-
-
-class TestProgress:
-    def test_progress_line_on_a_terminal_only(self) -> None:
-        """On a terminal the progress line is rewritten in place and ended with a newline."""
-        from braze_cohorts import UploadProgress
-        from braze_cohorts._cli.sync import _Progress
-
-        tty = _Terminal()
-        progress = _Progress(tty, enabled=True)
-        progress(UploadProgress(batches_done=1, added=1000))
-        progress(UploadProgress(batches_done=2, added=1500, removed=500))
-        progress.close()
-        assert tty.getvalue() == "\rsent 1,000 ids in 1 request\rsent 2,000 ids in 2 requests\n"
-
-        pipe = io.StringIO()
-        quiet = _Progress(pipe, enabled=True)
-        quiet(UploadProgress(batches_done=1, added=1000))
-        quiet.close()
-        assert pipe.getvalue() == ""
 
 
 class TestUploadOptions:

@@ -77,7 +77,7 @@ _cached: tuple[Any, _Instruments] | None = None
 
 
 def _instruments(provider: Any) -> _Instruments:
-    global _cached  # noqa: PLW0603 - one cache for the process, like the provider itself
+    global _cached
     cached = _cached
     if cached is None or cached[0] is not provider:
         cached = (provider, _Instruments(provider))
@@ -95,7 +95,9 @@ def record_run(run: ImportRun, *, meter_provider: Any = None) -> None:
     if _otel_metrics is None:
         return
     try:
-        provider = meter_provider if meter_provider is not None else _otel_metrics.get_meter_provider()
+        provider = meter_provider
+        if provider is None:
+            provider = _otel_metrics.get_meter_provider()
         _record(_instruments(provider), run)
     except Exception as exc:  # a broken exporter must never fail an import
         log.warning("could not record the metrics of a run: %s", type(exc).__name__)

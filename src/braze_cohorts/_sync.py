@@ -36,8 +36,8 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import attrs
 
-from braze_cohorts._delta import Delta
 from braze_cohorts import _metrics
+from braze_cohorts._delta import Delta
 from braze_cohorts._identifiers import (
     DeviceId,
     ExternalId,

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import attrs
 
@@ -19,8 +21,9 @@ from braze_cohorts._cli.common import (
     open_store,
     table,
 )
+from braze_cohorts._cli.progress import ProgressBar, estimate_records
 
-__all__ = ["register"]
+__all__ = ["add_json_arg", "print_run_json", "register", "run_to_json"]
 
 
 def register(subparsers: Any) -> None:
@@ -69,8 +72,11 @@ def register(subparsers: Any) -> None:
         f"(default {bc.DEFAULT_MAX_REJECT_FRACTION}; an all-rejected file is always refused)",
     )
     sync.add_argument(
-        "--no-progress", action="store_true", help="no progress bar even on a terminal"
+        "--no-progress",
+        action="store_true",
+        help="no progress bar and no phase summary, even on a terminal",
     )
+    add_json_arg(sync)
     sync.add_argument(
         "--requests-per-hour",
         type=float,
@@ -164,33 +170,19 @@ def _positive_int(text: str) -> int:
     return value
 
 
-class _Progress:
-    """A one-line progress display on a terminal (stderr); silent elsewhere."""
+def add_json_arg(parser: argparse.ArgumentParser) -> None:
+    """Add ``--json``: one JSON object per run on stdout, and nothing else there."""
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print each run as one JSON object a line (JSON Lines) on stdout, and nothing "
+        "else there (messages go to stderr); the exit code is unchanged",
+    )
 
-    def __init__(self, stream: TextIO, *, enabled: bool) -> None:
-        self._stream = stream
-        self._enabled = enabled and stream.isatty()
-        self._shown = False
 
-    def __call__(self, info: Any) -> None:
-        if not self._enabled:
-            return
-        done = getattr(info, "ids_done", None)
-        total = getattr(info, "ids_total", None)
-        batches = getattr(info, "batches_done", None)
-        text = f"\rsent {done:,} ids" if done is not None else "\rsending"
-        if total:
-            text += f" of {total:,}"
-        if batches is not None:
-            text += f" in {_count(batches, 'request')}"
-        self._stream.write(text)
-        self._stream.flush()
-        self._shown = True
-
-    def close(self) -> None:
-        if self._shown:
-            self._stream.write("\n")
-            self._stream.flush()
+def print_run_json(run: bc.ImportRun) -> None:
+    """Print ``run`` as one line of JSON on stdout."""
+    print(json.dumps(run_to_json(run), sort_keys=True), flush=True)
 
 
 def _count(n: int, noun: str) -> str:
@@ -236,7 +228,10 @@ def _run_sync(args: argparse.Namespace) -> int:
             alias_name_field=args.alias_field,
         )
         records = bc.read_records(args.file, id_columns=matcher.fields)
-        progress = _Progress(sys.stderr, enabled=not args.no_progress)
+        bar = not args.no_progress and sys.stderr.isatty()
+        progress = ProgressBar(
+            sys.stderr, enabled=bar, records_total=estimate_records(args.file) if bar else None
+        )
         timeout = bc.DEFAULT_TIMEOUT
         if args.timeout is not None:
             timeout = attrs.evolve(timeout, read=args.timeout)
@@ -269,8 +264,10 @@ def _run_sync(args: argparse.Namespace) -> int:
                     allow_mass_removal=args.allow_mass_removal,
                     plan_out=args.plan_out,
                     rejects_out=args.rejects_out,
-                    progress=progress,
+                    progress=progress.upload,
+                    on_phase=progress.phase,
                 )
+                progress.close(run)
             finally:
                 progress.close()
                 store.close()
@@ -278,7 +275,10 @@ def _run_sync(args: argparse.Namespace) -> int:
         return fail(str(exc), 2)
     except bc.BrazeCohortsError as exc:
         return fail(str(exc), 1)
-    print(summary_line(run))
+    if args.json:
+        print_run_json(run)
+    else:
+        print(summary_line(run))
     return 0 if run.result in ("succeeded", "dry_run") else 1
 
 
@@ -308,7 +308,7 @@ def _run_history(args: argparse.Namespace) -> int:
         store.close()
     if args.json:
         for run in runs:
-            print(json.dumps(run_to_json(run), sort_keys=True))
+            print_run_json(run)
         return 0
     if not runs:
         print(f"no imports of {args.cohort_id} yet")
@@ -318,29 +318,26 @@ def _run_history(args: argparse.Namespace) -> int:
 
 
 def run_to_json(run: bc.ImportRun) -> dict[str, object]:
-    """An ImportRun as a JSON-safe dict."""
-    return {
-        "id": run.id,
-        "cohort_id": run.cohort_id,
-        "name": run.name,
-        "trigger": run.trigger,
-        "result": run.result,
-        "started_at": run.started_at.isoformat(),
-        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
-        "users": run.users,
-        "added": run.added,
-        "removed": run.removed,
-        "rejected": dict(run.rejected),
-        "requests": run.requests,
-        "retries": run.retries,
-        "error": run.error,
-        "error_kind": run.error_kind,
-        "error_cause": run.error_cause,
-        "notification_error": run.notification_error,
-        "full_resync": run.full_resync,
-        "full_resync_reason": run.full_resync_reason,
-        "warnings": list(run.warnings),
-    }
+    """An ImportRun as a JSON-safe dict: every field, plus ``rejected_total`` and ``seconds``.
+
+    Times are ISO 8601 in UTC; ``seconds`` is the run's duration (``None`` while running).
+    """
+    data = {field.name: _jsonable(getattr(run, field.name)) for field in attrs.fields(type(run))}
+    data["rejected_total"] = run.rejected_total
+    data["seconds"] = (
+        (run.finished_at - run.started_at).total_seconds() if run.finished_at else None
+    )
+    return data
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return [_jsonable(v) for v in value]
+    return value
 
 
 def format_history(runs: list[bc.ImportRun]) -> str:
