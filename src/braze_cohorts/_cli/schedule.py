@@ -25,7 +25,7 @@ from braze_cohorts._cli.common import (
     open_store,
     table,
 )
-from braze_cohorts._cli.sync import split_warnings
+from braze_cohorts._cli.sync import add_json_arg, print_run_json, split_warnings
 
 __all__ = [
     "ENV_SMTP_HOST",
@@ -148,6 +148,7 @@ def register(subparsers: Any) -> None:
             "if any import failed."
         ),
     )
+    add_json_arg(run_due)
     add_state_arg(run_due)
     add_credential_args(run_due)
     _add_smtp_args(run_due)
@@ -159,6 +160,7 @@ def register(subparsers: Any) -> None:
         description="Run cohort ID's scheduled import now (trigger 'manual', kept in history).",
     )
     trigger.add_argument("cohort_id", metavar="ID", help="the cohort's id")
+    add_json_arg(trigger)
     add_state_arg(trigger)
     add_credential_args(trigger)
     _add_smtp_args(trigger)
@@ -492,9 +494,12 @@ def _run_line(run: bc.ImportRun) -> str:
     return line
 
 
-def _report(runs: list[bc.ImportRun]) -> int:
+def _report(runs: list[bc.ImportRun], *, as_json: bool = False) -> int:
     for run in runs:
-        print(_run_line(run))
+        if as_json:
+            print_run_json(run)
+        else:
+            print(_run_line(run))
         if run.notification_error:
             print(
                 f"braze-cohorts: warning: email for {run.cohort_id} not sent: "
@@ -542,7 +547,7 @@ def _running(args: argparse.Namespace, cohort_id: str | None) -> int:
         return fail(str(exc), 2)
     except bc.BrazeCohortsError as exc:
         return fail(str(exc), 1)
-    return _report(runs)
+    return _report(runs, as_json=args.json)
 
 
 def _run_run_due(args: argparse.Namespace) -> int:
