@@ -25,6 +25,7 @@ from braze_cohorts import (
     _metrics,
 )
 from braze_cohorts.testing import FakeClient, SettableClock
+from doc_examples import run_doc_examples
 
 T0 = dt.datetime(2026, 3, 1, 8, 0, tzinfo=dt.timezone.utc)
 
@@ -276,3 +277,9 @@ class TestMetrics:
         points = _points(memory)
         assert _value(points, "braze_cohorts.runs", cohort_id="c9", trigger="scheduled") == 1
         assert _value(points, "braze_cohorts.run.duration", result="refused").sum == 0
+
+
+class TestDocs:
+    def test_examples_in_the_metrics_page_run(self) -> None:
+        """The log-extras example in docs/metrics.md runs as shown."""
+        assert run_doc_examples("metrics.md") >= 8
