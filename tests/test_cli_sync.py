@@ -433,6 +433,9 @@ class TestUploadOptions:
         assert members(braze_emulator) == set(ids)
         [uploader] = made
         assert (uploader.concurrency, uploader.requests_per_hour) == (3, 54_000)
+        assert isinstance(uploader.limiter, bc.MeteredLimiter)  # rate-limit waits are metered
+        assert isinstance(uploader.limiter.limiter, bc.RateLimiter)
+        assert uploader.limiter.limiter.interval == pytest.approx(3600 / (0.99 * 54_000))
 
     def test_retries_and_breaker_flags_change_what_a_dead_braze_costs(
         self, braze_emulator: BrazeEmulator, env: Path, tmp_path: Path

@@ -19,7 +19,9 @@ from braze_cohorts import (
     BatchUploader,
     CohortSync,
     ImportRun,
+    MeteredLimiter,
     PhaseProgress,
+    RateLimiter,
     RetryPolicy,
     SQLiteStore,
     _metrics,
@@ -277,6 +279,71 @@ class TestMetrics:
         points = _points(memory)
         assert _value(points, "braze_cohorts.runs", cohort_id="c9", trigger="scheduled") == 1
         assert _value(points, "braze_cohorts.run.duration", result="refused").sum == 0
+
+
+class _FakeTime:
+    """A clock that moves only when slept on; keeps every sleep."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+class TestMeteredLimiter:
+    def test_records_every_wait_the_limiter_asks_for(self) -> None:
+        """Paced starts and a 429 hold are summed in braze_cohorts.rate_limit.wait."""
+        memory = InMemoryMetricReader()
+        provider = MeterProvider(metric_readers=[memory])
+        time = _FakeTime()
+        inner = RateLimiter(3600, clock=time.clock, wall_clock=time.clock)  # ~1 start a second
+        limiter = MeteredLimiter(inner, meter_provider=provider)
+        for _ in range(3):
+            limiter.acquire(time.sleep)
+            limiter.finish()
+        limiter.hold(30)
+        limiter.acquire(time.sleep)
+        limiter.finish()
+        assert sum(time.sleeps) >= 33  # three paced starts of about a second, then the hold
+        waited = _value(_points(memory), "braze_cohorts.rate_limit.wait")
+        assert waited == pytest.approx(sum(time.sleeps))
+        assert limiter.limiter is inner
+
+    def test_an_upload_through_it_records_its_waits(
+        self, braze: FakeClient, reader: InMemoryMetricReader
+    ) -> None:
+        """Given to a BatchUploader, it records the upload's waits on the global provider."""
+        time = _FakeTime()
+        limiter = MeteredLimiter(RateLimiter(3600, clock=time.clock, wall_clock=time.clock))
+        uploader = BatchUploader(
+            braze,  # type: ignore[arg-type]
+            concurrency=1,
+            batch_size=10,
+            limiter=limiter,
+            clock=time.clock,
+            sleep=time.sleep,
+        )
+        report = uploader.upload("c1", add=[f"u{i}" for i in range(50)])
+        assert report.requests == 5
+        assert sum(time.sleeps) > 4  # five starts about a second apart
+        assert _value(_points(reader), "braze_cohorts.rate_limit.wait") == pytest.approx(
+            sum(time.sleeps)
+        )
+
+    def test_without_opentelemetry_it_only_delegates(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """With the API absent the wrapped limiter still paces; nothing else happens."""
+        monkeypatch.setattr(_metrics, "_otel_metrics", None)
+        time = _FakeTime()
+        limiter = MeteredLimiter(RateLimiter(3600, clock=time.clock, wall_clock=time.clock))
+        limiter.acquire(time.sleep)
+        limiter.finish()
+        assert time.sleeps  # the first start waits one interval
 
 
 class TestDocs:

@@ -24,6 +24,7 @@ from braze_cohorts._identifiers import (
     key_of,
     ref_from_key,
 )
+from braze_cohorts._metrics import MeteredLimiter
 from braze_cohorts._models import (
     Batch,
     CohortResponse,
@@ -131,6 +132,7 @@ __all__ = [
     "MalformedRecord",
     "MassRemovalError",
     "MatchResult",
+    "MeteredLimiter",
     "NotificationError",
     "Notifier",
     "PhaseProgress",

@@ -18,18 +18,23 @@ instrument                         unit       what
                                               add, remove)
 ``braze_cohorts.rejected``         {record}   records that could not be matched (attribute
                                               reason)
+``braze_cohorts.rate_limit.wait``  s          seconds request starts were asked to wait by the
+                                              rate limiter (pacing and 429 holds), recorded by
+                                              a :class:`MeteredLimiter` as they happen
 =================================  =========  ===============================================
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
-from braze_cohorts._models import ImportRun
+from braze_cohorts._models import ImportRun, RateLimitInfo
 from braze_cohorts._version import __version__
+from braze_cohorts.typing import RequestLimiter
 
-__all__ = ["METER_NAME", "record_run"]
+__all__ = ["METER_NAME", "MeteredLimiter", "record_run"]
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +75,11 @@ class _Instruments:
             "braze_cohorts.rejected",
             unit="{record}",
             description="Records that could not be matched to a user.",
+        )
+        self.rate_limit_wait = meter.create_counter(
+            "braze_cohorts.rate_limit.wait",
+            unit="s",
+            description="Seconds request starts were asked to wait by the rate limiter.",
         )
 
 
@@ -116,3 +126,64 @@ def _record(ins: _Instruments, run: ImportRun) -> None:
         ins.ids_sent.add(run.removed, {**cohort, "direction": "remove"})
     for reason, count in sorted(run.rejected.items()):
         ins.rejected.add(count, {**cohort, "reason": reason})
+
+
+class MeteredLimiter:
+    """A :class:`~braze_cohorts.typing.RequestLimiter` that records how long starts waited.
+
+    It wraps another limiter (by default the uploader's :class:`~braze_cohorts.RateLimiter`)
+    and adds every wait that limiter asks for, pacing and 429 holds alike, to the counter
+    ``braze_cohorts.rate_limit.wait`` (seconds; summed over the worker threads, so it can
+    exceed the wall time). Without ``opentelemetry-api`` it only delegates.
+
+    Args:
+        limiter: The limiter that decides.
+        meter_provider: Record there instead of the global meter provider (tests).
+
+    Example:
+        >>> import braze_cohorts as bc
+        >>> limiter = bc.MeteredLimiter(bc.RateLimiter(250_000))
+        >>> uploader = bc.BatchUploader(client, limiter=limiter)  # doctest: +SKIP
+    """
+
+    def __init__(self, limiter: RequestLimiter, *, meter_provider: Any = None) -> None:
+        self._limiter = limiter
+        self._provider = meter_provider
+
+    def __repr__(self) -> str:
+        return f"MeteredLimiter({self._limiter!r})"
+
+    @property
+    def limiter(self) -> RequestLimiter:
+        """The wrapped limiter."""
+        return self._limiter
+
+    def acquire(self, sleep: Callable[[float], object]) -> None:
+        """Return when the wrapped limiter lets a request start; record what it waited."""
+
+        def waiting(seconds: float) -> object:
+            if seconds > 0:
+                _record_wait(seconds, self._provider)
+            return sleep(seconds)
+
+        self._limiter.acquire(waiting)
+
+    def finish(self, rate_limit: RateLimitInfo | None = None) -> None:
+        """Pass the end of a request on to the wrapped limiter."""
+        self._limiter.finish(rate_limit)
+
+    def hold(self, seconds: float) -> None:
+        """Pass a pause on to the wrapped limiter."""
+        self._limiter.hold(seconds)
+
+
+def _record_wait(seconds: float, meter_provider: Any) -> None:
+    if _otel_metrics is None:
+        return
+    try:
+        provider = meter_provider
+        if provider is None:
+            provider = _otel_metrics.get_meter_provider()
+        _instruments(provider).rate_limit_wait.add(seconds)
+    except Exception as exc:  # a broken exporter must never fail an upload
+        log.warning("could not record a rate-limit wait: %s", type(exc).__name__)

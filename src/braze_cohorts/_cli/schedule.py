@@ -521,9 +521,11 @@ def _running(args: argparse.Namespace, cohort_id: str | None) -> int:
                 partner_api_key=creds["partner_api_key"],
                 data_import_key=creds["data_import_key"],
             ) as client:
-                scheduler = bc.Scheduler(
-                    store, bc.CohortSync(client, store, notifier=notifier), notifier=notifier
-                )
+                # Metered: rate-limit waits reach the metrics when OpenTelemetry is installed.
+                limiter = bc.MeteredLimiter(bc.RateLimiter(250_000))  # Braze's limit
+                uploader = bc.BatchUploader(client, limiter=limiter)
+                syncer = bc.CohortSync(client, store, uploader=uploader, notifier=notifier)
+                scheduler = bc.Scheduler(store, syncer, notifier=notifier)
                 # Only warn when mail would be sent: the schedules about to run have recipients.
                 about_to_run = (
                     store.due_schedules(scheduler.now())

@@ -245,10 +245,13 @@ def _run_sync(args: argparse.Namespace) -> int:
         ) as client:
             store = open_store(args, write=True, create=True)
             try:
+                # Metered: rate-limit waits reach the metrics when OpenTelemetry is installed.
+                limiter = bc.MeteredLimiter(bc.RateLimiter(args.requests_per_hour))
                 uploader = bc.BatchUploader(
                     client,
                     concurrency=args.concurrency,
                     requests_per_hour=args.requests_per_hour,
+                    limiter=limiter,
                     **uploader_options,
                 )
                 syncer = bc.CohortSync(
