@@ -56,7 +56,15 @@ def client_and_store(emulator: BrazeEmulator, path: str) -> bc.ImportRun:
         bc.CircuitOpenError,
     )
     del stopped, stop_errors
+    metered: RequestLimiter = bc.MeteredLimiter(bc.RateLimiter(100_000))  # it fits the seam too
+    del metered
     sync = bc.CohortSync(client, store, uploader=uploader)
+    phases: list[bc.PhaseProgress] = []
+    watched: bc.ImportRun = sync.sync("c1", "Cohort", ["u1"], on_phase=phases.append)
+    sizes: list[tuple[str, int, int, int]] = [
+        (p.phase, p.records, p.adds, p.removes) for p in phases
+    ]
+    del watched, sizes
     run: bc.ImportRun = sync.sync("c1", "Cohort", [{"external_id": "u1"}, "u2"], dry_run=True)
     delta_run: bc.ImportRun = sync.sync_delta("c1", "Cohort", entered=["u3"], left=["u1"])
     history: list[bc.ImportRun] = sync.history("c1")
