@@ -167,7 +167,7 @@ class ProgressBar:
         if self._phase == "read":
             return self._bar("reading", self._records, self._records_total, "records", elapsed)
         if self._phase == "diff":
-            return f"diffing {self._records:,} records against the state… {format_seconds(elapsed)}"
+            return f"diffing {self._records:,} records against the state…"
         return self._bar("sending", self._sent, self._to_send or None, "ids", elapsed)
 
     def _bar(self, label: str, done: int, total: int | None, unit: str, elapsed: float) -> str:
