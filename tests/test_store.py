@@ -118,7 +118,7 @@ class TestSchema:
             assert second.member_count("c1") == 2
             assert [r.result for r in second.history("c1")] == ["succeeded"]
 
-    @pytest.mark.parametrize("version", [1, 2, 3])
+    @pytest.mark.parametrize("version", [1, 2, 3, 4])
     def test_older_file_is_migrated_and_keeps_its_runs_and_members(
         self, tmp_path: Path, version: int
     ) -> None:

@@ -30,7 +30,19 @@ import attrs
 from braze_cohorts._notify import validate_recipients
 from braze_cohorts.exceptions import ConfigurationError, ScheduleError
 
-__all__ = ["PAUSED_BY_USER", "Schedule", "ScheduleKind", "ScheduleState", "ScheduledImport"]
+__all__ = [
+    "FAILURE_RESULTS",
+    "NOTIFY_ALWAYS",
+    "PAUSED_BY_USER",
+    "NotifyOn",
+    "NotifyRule",
+    "Schedule",
+    "ScheduleKind",
+    "ScheduleState",
+    "ScheduledImport",
+    "WebhookFormat",
+    "check_env_name",
+]
 
 #: The kinds of schedule, as they appear in ``to_dict()["kind"]`` and the text form.
 ScheduleKind = Literal["once", "hourly", "daily", "weekly", "monthly"]
@@ -607,6 +619,189 @@ class Schedule:
 
 
 # --------------------------------------------------------------------------------------------
+# When a schedule's import is announced
+# --------------------------------------------------------------------------------------------
+
+#: When a schedule's notifications go out: after every import, or only after a failed, refused
+#: or interrupted one (a rejection threshold may add to either).
+NotifyOn = Literal["always", "on_failure", "never"]
+_NOTIFY_ON: tuple[str, ...] = get_args(NotifyOn)
+
+#: The results ``"on_failure"`` announces.
+FAILURE_RESULTS: frozenset[str] = frozenset({"failed", "refused", "interrupted"})
+
+#: How a webhook's body is shaped: the run as JSON, or a Slack-compatible ``{"text": ...}``.
+WebhookFormat = Literal["json", "slack"]
+_WEBHOOK_FORMATS: tuple[str, ...] = get_args(WebhookFormat)
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_RULE_PART = re.compile(r"rejected\s*>\s*([0-9]+(?:\.[0-9]+)?)\s*(%?)")
+
+
+def check_env_name(value: object, what: str = "webhook_env") -> str:
+    """Return ``value`` if it is an environment variable's name (never a URL)."""
+    if not isinstance(value, str) or _ENV_NAME.fullmatch(value) is None:
+        hint = (
+            " (it looks like a URL: store the URL in an environment variable and give its name)"
+            if isinstance(value, str) and "://" in value
+            else ""
+        )
+        # Never echo the value: it may be the secret itself.
+        raise ConfigurationError(
+            f"{what} must be the name of an environment variable (letters, digits, _){hint}"
+        )
+    return value
+
+
+def _share(_inst: object, _attr: attrs.Attribute[float | None], value: float | None) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ConfigurationError(f"rejected_share must be a number in [0, 1), not {value!r}")
+
+
+def _count(_inst: object, _attr: attrs.Attribute[int | None], value: int | None) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigurationError(f"rejected_count must be an int >= 0, not {value!r}")
+
+
+@attrs.frozen(slots=True, kw_only=True)
+class NotifyRule:
+    """When a schedule's import is announced (email and webhook alike).
+
+    A run is announced when ``on`` says so (``"always"``; ``"on_failure"``: the run
+    failed, was refused or was interrupted; ``"never"``), **or** when its rejected records exceed
+    ``rejected_count``, **or** when they exceed ``rejected_share`` of the records read (rejected
+    records plus the members the cohort holds after the run). An import that pauses its schedule
+    is always announced.
+
+    The text form (:meth:`parse`, ``str()``) joins the parts with commas:
+    ``"always"``, ``"on_failure"``, ``"on_failure,rejected>5%"``, ``"rejected>1000"``.
+
+    Example:
+        >>> rule = NotifyRule.parse("on_failure, rejected>5%")
+        >>> rule
+        NotifyRule.parse('on_failure,rejected>5%')
+        >>> rule.rejected_share
+        0.05
+
+    Raises:
+        ConfigurationError: If a field is invalid.
+    """
+
+    on: NotifyOn = "always"
+    rejected_share: float | None = attrs.field(default=None, validator=_share)
+    rejected_count: int | None = attrs.field(default=None, validator=_count)
+
+    def __attrs_post_init__(self) -> None:
+        if self.on not in _NOTIFY_ON:
+            raise ConfigurationError(f"on must be one of {_NOTIFY_ON}, not {self.on!r}")
+
+    @classmethod
+    def parse(cls, text: str) -> NotifyRule:
+        """Read a rule from its text form (see the class).
+
+        Raises:
+            ConfigurationError: If the text is not a rule.
+        """
+        if not isinstance(text, str):
+            raise ConfigurationError(f"a notify rule must be a str, not {type(text).__name__}")
+        on: str = "never"
+        share: float | None = None
+        count: int | None = None
+        parts = [p.strip() for p in text.split(",") if p.strip()]
+        if not parts:
+            raise ConfigurationError("empty notify rule; expected e.g. 'on_failure,rejected>5%'")
+        for part in parts:
+            low = part.lower().replace("-", "_")
+            if low in _NOTIFY_ON:
+                if on != "never":
+                    raise ConfigurationError(f"notify rule {text!r} names two conditions")
+                on = low
+                continue
+            match = _RULE_PART.fullmatch(low)
+            if match is None:
+                raise ConfigurationError(
+                    f"invalid notify rule part {part!r}; expected always, on_failure, never, "
+                    "rejected>N or rejected>P%"
+                )
+            if match[2]:
+                share = float(match[1]) / 100
+            elif "." in match[1]:
+                raise ConfigurationError(f"a rejected count must be whole: {part!r}")
+            else:
+                count = int(match[1])
+        return cls(on=on, rejected_share=share, rejected_count=count)  # type: ignore[arg-type]
+
+    def __str__(self) -> str:
+        parts = [self.on] if self.on != "never" or self._no_threshold() else []
+        if self.rejected_share is not None:
+            parts.append(f"rejected>{self.rejected_share * 100:g}%")
+        if self.rejected_count is not None:
+            parts.append(f"rejected>{self.rejected_count}")
+        return ",".join(parts)
+
+    def __repr__(self) -> str:
+        return f"NotifyRule.parse({str(self)!r})"
+
+    def _no_threshold(self) -> bool:
+        return self.rejected_share is None and self.rejected_count is None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe dict that :meth:`from_dict` reads."""
+        return {
+            "on": self.on,
+            "rejected_share": self.rejected_share,
+            "rejected_count": self.rejected_count,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> NotifyRule:
+        """Rebuild a rule from :meth:`to_dict` output.
+
+        Raises:
+            ConfigurationError: If the mapping is not a rule.
+        """
+        if not isinstance(data, Mapping) or set(data) - {"on", "rejected_share", "rejected_count"}:
+            raise ConfigurationError(f"not a notify rule: {data!r}")
+        return cls(
+            on=data.get("on", "always"),
+            rejected_share=data.get("rejected_share"),
+            rejected_count=data.get("rejected_count"),
+        )
+
+    def wants(self, result: str, *, rejected: int, users: int) -> bool:
+        """Whether a run with this ``result``, ``rejected`` records and ``users`` is announced."""
+        if self.on == "always" or (self.on == "on_failure" and result in FAILURE_RESULTS):
+            return True
+        if self.rejected_count is not None and rejected > self.rejected_count:
+            return True
+        read = rejected + users
+        return self.rejected_share is not None and read > 0 and rejected / read > self.rejected_share
+
+
+#: Announce every import (the default, as before rules existed).
+NOTIFY_ALWAYS = NotifyRule()
+
+
+def _notify_rule(value: NotifyRule | str) -> NotifyRule:
+    if isinstance(value, NotifyRule):
+        return value
+    return NotifyRule.parse(value)
+
+
+def _webhook_env(value: str | None) -> str | None:
+    return None if value is None else check_env_name(value)
+
+
+def _webhook_format(_inst: object, _attr: attrs.Attribute[str], value: str) -> None:
+    if value not in _WEBHOOK_FORMATS:
+        raise ConfigurationError(f"webhook_format must be one of {_WEBHOOK_FORMATS}, not {value!r}")
+
+
+# --------------------------------------------------------------------------------------------
 # A cohort's schedule as the store keeps it
 # --------------------------------------------------------------------------------------------
 
@@ -670,10 +865,14 @@ class ScheduledImport:
         paused_reason: Why it is paused (``None`` unless paused).
         next_due: When it runs next (UTC); ``None`` when paused or done.
         last_run_id: The history id of its last import, if any.
+        notify_when: When its imports are announced (:class:`NotifyRule`; default: always).
+        webhook_env: The *name* of the environment variable that holds the URL of a webhook
+            told after each announced import (never the URL itself), or ``None``.
+        webhook_format: ``"json"`` (the run) or ``"slack"`` (a ``{"text": ...}`` message).
 
     Raises:
         ConfigurationError: If a field is invalid (empty id or name, bad address, naive time,
-            paused without a reason).
+            paused without a reason, a webhook variable that is not a variable's name).
     """
 
     cohort_id: str = attrs.field(validator=_check_text("cohort_id"))
@@ -685,9 +884,13 @@ class ScheduledImport:
     paused_reason: str | None = None
     next_due: dt.datetime | None = attrs.field(default=None, converter=_optional_utc)
     last_run_id: int | None = None
+    notify_when: NotifyRule = attrs.field(default=NOTIFY_ALWAYS, converter=_notify_rule)
+    webhook_env: str | None = attrs.field(default=None, converter=_webhook_env)
+    webhook_format: WebhookFormat = attrs.field(default="json", validator=_webhook_format)
 
     def __attrs_post_init__(self) -> None:
         if self.state not in _STATES:
             raise ConfigurationError(f"state must be one of {_STATES}, not {self.state!r}")
         if (self.state == "paused") != (self.paused_reason is not None):
             raise ConfigurationError("a paused schedule needs a reason, and only a paused one")
+

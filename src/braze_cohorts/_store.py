@@ -5,7 +5,7 @@ hold), the *pending* ids (sent in a request whose outcome is unknown, or about t
 import history and a lock that lets one import of a cohort run at a time across threads and
 processes.
 
-Layout (schema version 4, ``PRAGMA user_version``; ``docs/store.md`` has every column)::
+Layout (schema version 5, ``PRAGMA user_version``; ``docs/store.md`` has every column)::
 
     cohorts  (id INTEGER PK, cohort_id TEXT UNIQUE, name, named_at, members, created_at,
               workspace, full_resync_at)
@@ -14,7 +14,8 @@ Layout (schema version 4, ``PRAGMA user_version``; ``docs/store.md`` has every c
     runs     (id INTEGER PK, every ImportRun field; rejected and warnings as JSON)
     locks    (cohort_id PK, owner, pid, host, acquired_at, run_id)
     schedules (cohort_id PK, name, spec JSON, source, recipients JSON, state, paused_reason,
-               next_due, last_run_id, updated_at)        (see braze_cohorts._scheduler)
+               next_due, last_run_id, updated_at,         (see braze_cohorts._scheduler)
+               notify_when JSON, webhook_env, webhook_format)          (version 5)
 
 ``entered`` stamps a member that entered recently (UTC epoch seconds), while it is recent; the
 sync engine re-sends such members (``diff(resend_since=)``).
@@ -50,7 +51,13 @@ import attrs
 from braze_cohorts import _delta
 from braze_cohorts._delta import Delta, bucket, bucket_rows, chunks, part_buckets
 from braze_cohorts._models import FullResyncReason, ImportRun, RunResult, Trigger
-from braze_cohorts._schedule import Schedule, ScheduledImport, ScheduleState
+from braze_cohorts._schedule import (
+    NOTIFY_ALWAYS,
+    NotifyRule,
+    Schedule,
+    ScheduledImport,
+    ScheduleState,
+)
 from braze_cohorts.exceptions import (
     ImportInProgressError,
     InputError,
@@ -63,7 +70,7 @@ __all__ = ["Delta", "LockInfo", "SQLiteStore"]
 log = logging.getLogger(__name__)
 
 #: The schema version this module writes; older files are migrated on open.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 #: Rows written per transaction when marking a large delta pending.
 _PENDING_TX_ROWS = 200_000
@@ -148,6 +155,13 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE runs ADD COLUMN full_resync INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE runs ADD COLUMN full_resync_reason TEXT",
         "ALTER TABLE runs ADD COLUMN warnings TEXT NOT NULL DEFAULT '[]'",
+    ),
+    (
+        # When a schedule's imports are announced (NotifyRule.to_dict() as JSON; NULL: always),
+        # and the *name* of the environment variable holding its webhook's URL (never the URL).
+        "ALTER TABLE schedules ADD COLUMN notify_when TEXT",
+        "ALTER TABLE schedules ADD COLUMN webhook_env TEXT",
+        "ALTER TABLE schedules ADD COLUMN webhook_format TEXT NOT NULL DEFAULT 'json'",
     ),
 )
 
@@ -268,7 +282,8 @@ def _run_values(run: ImportRun) -> tuple[Any, ...]:
 
 
 _SCHEDULE_COLUMNS = (
-    "cohort_id, name, spec, source, recipients, state, paused_reason, next_due, last_run_id"
+    "cohort_id, name, spec, source, recipients, state, paused_reason, next_due, last_run_id,"
+    " notify_when, webhook_env, webhook_format"
 )
 
 
@@ -293,6 +308,9 @@ def _schedule_from_row(row: Sequence[Any]) -> ScheduledImport:
         if due is None
         else dt.datetime.strptime(due, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.timezone.utc),
         last_run_id=row[8],
+        notify_when=NOTIFY_ALWAYS if row[9] is None else NotifyRule.from_dict(json.loads(row[9])),
+        webhook_env=row[10],
+        webhook_format=row[11],
     )
 
 
@@ -740,13 +758,16 @@ class SQLiteStore:
             # One statement, so two writers cannot both pass the "no live schedule" check.
             cur = conn.execute(
                 "INSERT INTO schedules (cohort_id, name, spec, source, recipients, state,"
-                " paused_reason, next_due, last_run_id, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " paused_reason, next_due, last_run_id, updated_at, notify_when, webhook_env,"
+                " webhook_format)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (cohort_id) DO UPDATE SET name = excluded.name,"
                 " spec = excluded.spec, source = excluded.source,"
                 " recipients = excluded.recipients, state = excluded.state,"
                 " paused_reason = excluded.paused_reason, next_due = excluded.next_due,"
-                " last_run_id = excluded.last_run_id, updated_at = excluded.updated_at"
+                " last_run_id = excluded.last_run_id, updated_at = excluded.updated_at,"
+                " notify_when = excluded.notify_when, webhook_env = excluded.webhook_env,"
+                " webhook_format = excluded.webhook_format"
                 " WHERE ? OR schedules.state = 'done'",
                 (
                     entry.cohort_id,
@@ -759,6 +780,9 @@ class SQLiteStore:
                     _due(entry.next_due),
                     entry.last_run_id,
                     _iso(self._clock()),
+                    json.dumps(entry.notify_when.to_dict(), sort_keys=True),
+                    entry.webhook_env,
+                    entry.webhook_format,
                     int(replace),
                 ),
             )
@@ -792,6 +816,17 @@ class SQLiteStore:
             " ORDER BY next_due, cohort_id",
             (_due(now),),
         )
+
+    def next_due(self) -> dt.datetime | None:
+        """The earliest ``next_due`` of the active schedules, or ``None`` when none is active."""
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT min(next_due) FROM schedules WHERE state = 'active' AND next_due IS NOT NULL"
+            ).fetchone()
+        due = row[0] if row else None
+        if due is None:
+            return None
+        return dt.datetime.strptime(due, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.timezone.utc)
 
     def delete_schedule(self, cohort_id: str) -> bool:
         """Delete the cohort's schedule; ``False`` if it had none."""

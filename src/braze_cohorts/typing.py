@@ -300,6 +300,14 @@ class ScheduleStore(Protocol):
         """Active schedules whose ``next_due`` is at or before ``now``, earliest first."""
         ...
 
+    def next_due(self) -> dt.datetime | None:
+        """The earliest ``next_due`` of the active schedules (UTC), or ``None`` if none is active.
+
+        A long-running scheduler sleeps until then (see :meth:`Scheduler.run_forever
+        <braze_cohorts.Scheduler.run_forever>`).
+        """
+        ...
+
     def claim_schedule(
         self,
         cohort_id: str,

@@ -958,6 +958,16 @@ class MemoryStore:
             ]
         return sorted(due, key=lambda e: (e.next_due, e.cohort_id))
 
+    def next_due(self) -> dt.datetime | None:
+        """The earliest ``next_due`` of the active schedules, or ``None`` when none is active."""
+        with self._mutex:
+            dues = [
+                e.next_due
+                for e in self._schedules.values()
+                if e.state == "active" and e.next_due is not None
+            ]
+        return min(dues, default=None)
+
     def claim_schedule(
         self, cohort_id: str, *, expected_due: dt.datetime, next_due: dt.datetime | None
     ) -> bool:
