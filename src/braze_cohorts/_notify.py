@@ -1,22 +1,35 @@
-"""Email after each import: the SMTP notifier and the message it sends.
+"""Telling people after each import: email (SMTP) and webhooks (JSON or Slack).
 
 :func:`render_message` turns an :class:`~braze_cohorts.ImportRun` into one plain-text
 :class:`~email.message.EmailMessage`; :class:`SmtpNotifier` sends it with the standard library's
-:mod:`smtplib`. Nothing here knows how an import works: it only reads the finished run.
+:mod:`smtplib`. :class:`WebhookNotifier` POSTs the run as JSON (:func:`run_to_dict`) or as a
+Slack-compatible ``{"text": ...}`` message (:func:`render_slack_text`) to a URL it reads from an
+environment variable at each call, so the URL (a secret) is never stored. Nothing here knows how
+an import works: it only reads the finished run.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import email.utils
+import http.client
+import ipaddress
+import json
 import logging
+import os
+import re
 import smtplib
 import ssl as _ssl
+import time
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Iterable, Sequence
 from email.message import EmailMessage
-from typing import cast
+from typing import Any, Literal, cast, get_args
 
 import attrs
+import tenacity
 
 from braze_cohorts._models import ImportRun
 from braze_cohorts.exceptions import (
@@ -28,9 +41,16 @@ from braze_cohorts.exceptions import (
 from braze_cohorts.typing import Notifier, RecipientNotifier
 
 __all__ = [
+    "DEFAULT_WEBHOOK_ENV",
     "SUBJECT_PREFIX",
+    "WEBHOOK_FORMATS",
     "SmtpNotifier",
+    "WebhookFormat",
+    "WebhookNotifier",
+    "check_env_name",
     "render_message",
+    "render_slack_text",
+    "run_to_dict",
     "validate_recipients",
 ]
 
@@ -346,6 +366,360 @@ class SmtpNotifier:
             raise NotificationError(
                 f"the server {self.host}:{self.port} refused {len(refused)} recipient(s)"
             )
+
+
+#: How a webhook's body is shaped: the run as JSON, or a Slack-compatible ``{"text": ...}``.
+WebhookFormat = Literal["json", "slack"]
+WEBHOOK_FORMATS: tuple[str, ...] = get_args(WebhookFormat)
+
+#: The environment variable :class:`WebhookNotifier` reads its URL from by default.
+DEFAULT_WEBHOOK_ENV = "BRAZE_COHORTS_WEBHOOK_URL"
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: How much of a webhook's answer is read (and then dropped): enough to reuse nothing, finish.
+_MAX_ANSWER = 64 * 1024
+
+
+def check_env_name(value: object, what: str = "webhook_env") -> str:
+    """Return ``value`` if it is an environment variable's name (the URL itself is refused).
+
+    Raises:
+        ConfigurationError: If ``value`` is not a name of letters, digits and ``_``. The value
+            is never repeated in the message: it may be the secret itself.
+    """
+    if not isinstance(value, str) or _ENV_NAME.fullmatch(value) is None:
+        hint = (
+            " (it looks like a URL: put the URL in an environment variable and give its name)"
+            if isinstance(value, str) and "://" in value
+            else ""
+        )
+        raise ConfigurationError(
+            f"{what} must be the name of an environment variable (letters, digits, _){hint}"
+        )
+    return value
+
+
+def run_to_dict(run: ImportRun, *, paused_reason: str | None = None) -> dict[str, Any]:
+    """The run as a JSON-safe dict: what :class:`WebhookNotifier` posts in the ``json`` format.
+
+    Every field of :class:`~braze_cohorts.ImportRun` under its own name (times as ISO 8601 UTC,
+    ``rejected`` by reason), plus ``rejected_total``, ``duration_seconds`` (``None`` while
+    running) and ``paused_reason`` (why this import paused its schedule, else ``None``).
+    """
+    duration = (
+        None
+        if run.finished_at is None
+        else round(max((run.finished_at - run.started_at).total_seconds(), 0.0), 3)
+    )
+    return {
+        "id": run.id,
+        "cohort_id": run.cohort_id,
+        "name": run.name,
+        "trigger": run.trigger,
+        "result": run.result,
+        "started_at": run.started_at.isoformat(),
+        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+        "duration_seconds": duration,
+        "users": run.users,
+        "added": run.added,
+        "removed": run.removed,
+        "rejected": dict(run.rejected),
+        "rejected_total": run.rejected_total,
+        "requests": run.requests,
+        "retries": run.retries,
+        "error": run.error,
+        "error_kind": run.error_kind,
+        "error_cause": run.error_cause,
+        "notification_error": run.notification_error,
+        "full_resync": run.full_resync,
+        "full_resync_reason": run.full_resync_reason,
+        "warnings": list(run.warnings),
+        "paused_reason": paused_reason,
+    }
+
+
+_SLACK_ICON = {
+    "succeeded": ":white_check_mark:",
+    "dry_run": ":information_source:",
+    "refused": ":no_entry:",
+    "interrupted": ":warning:",
+}
+
+
+def _slack_escape(text: str) -> str:
+    """Escape what Slack's mrkdwn treats as markup (``&``, ``<``, ``>``) in user text."""
+    return _plain(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def render_slack_text(run: ImportRun, *, paused_reason: str | None = None) -> str:
+    """The message :class:`WebhookNotifier` posts in the ``slack`` format (Slack ``mrkdwn``).
+
+    Example:
+        >>> import datetime as dt, braze_cohorts as bc
+        >>> at = dt.datetime(2026, 12, 1, 9, 0, tzinfo=dt.timezone.utc)
+        >>> run = bc.ImportRun("power-users", "Power users", "scheduled", at, "succeeded",
+        ...                    at + dt.timedelta(seconds=42), users=1200, added=30, removed=4,
+        ...                    id=7)
+        >>> print(render_slack_text(run))
+        :white_check_mark: *Power users* (`power-users`): scheduled import succeeded
+        1,200 users, +30 / -4, 0 rejected, 42.0 s (run 7)
+    """
+    icon = _SLACK_ICON.get(run.result, ":x:")
+    lines = [
+        f"{icon} *{_slack_escape(run.name) or run.cohort_id}* "
+        f"(`{_slack_escape(run.cohort_id)}`): {run.trigger} import {run.result}"
+    ]
+    took = (
+        ""
+        if run.finished_at is None
+        else f", {_duration(max((run.finished_at - run.started_at).total_seconds(), 0.0))}"
+    )
+    kind = f", full resync ({run.full_resync_reason})" if run.full_resync else ""
+    ident = f" (run {run.id})" if run.id is not None else ""
+    lines.append(
+        f"{run.users:,} users, +{run.added:,} / -{run.removed:,}, "
+        f"{run.rejected_total:,} rejected{kind}{took}{ident}"
+    )
+    if run.error:
+        lines.append(f"Error: {_slack_escape(run.error)}")
+    if run.warnings:
+        lines.append(f"{len(run.warnings)} warning(s) from Braze: {_slack_escape(run.warnings[0])}")
+    if paused_reason is not None:
+        lines.append(
+            f":double_vertical_bar: Schedule PAUSED: {_slack_escape(paused_reason)}. "
+            f"Fix it, then `braze-cohorts schedule resume {_slack_escape(run.cohort_id)}`"
+        )
+    return "\n".join(lines)
+
+
+class _RetryableError(Exception):
+    """A webhook attempt that may succeed if tried again (timeout, connection, 429/5XX)."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(what)
+        self.what = what
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _basic(user: str | None, password: str | None) -> str:
+    raw = f"{urllib.parse.unquote(user or '')}:{urllib.parse.unquote(password or '')}"
+    return "Basic " + base64.b64encode(raw.encode("utf-8")).decode("ascii")
+
+
+def _env_name(_inst: object, attr: attrs.Attribute[str], value: str) -> None:
+    check_env_name(value, attr.name)
+
+
+def _format(_inst: object, _attr: attrs.Attribute[str], value: str) -> None:
+    if value not in WEBHOOK_FORMATS:
+        raise ConfigurationError(f"format must be one of {WEBHOOK_FORMATS}, not {value!r}")
+
+
+def _retries(_inst: object, _attr: attrs.Attribute[int], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 10:
+        raise ConfigurationError(f"retries must be an int from 0 to 10, not {value!r}")
+
+
+@attrs.frozen(slots=True)
+class WebhookNotifier:
+    """POST each finished import to a webhook: the run as JSON, or a Slack message.
+
+    The URL is a secret (a Slack incoming-webhook URL is its own password), so the notifier
+    keeps only the *name* of the environment variable that holds it and reads the variable at
+    each call: the URL is never stored, logged, or shown in ``repr`` or an error, and a rotated
+    URL is picked up without a restart. ``https://`` is required (plain ``http://`` only to a
+    loopback address); redirects are not followed; ``HTTPS_PROXY``/``NO_PROXY`` are honoured.
+
+    Timeouts, connection errors, ``429`` and ``5XX`` answers are retried ``retries`` times with
+    a short exponential backoff (with jitter); anything else (a ``4XX``, a redirect, a missing
+    variable) fails at once. Failing raises :class:`~braze_cohorts.NotificationError`, which the
+    sync engine and the scheduler record on the run (``notification_error``): a webhook never
+    fails an import.
+
+    Satisfies :class:`~braze_cohorts.typing.Notifier` and
+    :class:`~braze_cohorts.typing.RecipientNotifier` (recipients are ignored; the reason a
+    schedule was paused is included).
+
+    Args:
+        url_env: The environment variable that holds the URL.
+        format: ``"json"`` (:func:`run_to_dict`) or ``"slack"`` (``{"text": ...}``,
+            :func:`render_slack_text`; also understood by Mattermost and Rocket.Chat).
+        timeout: Seconds to wait for the connection and for the answer, per attempt.
+        retries: Attempts after the first one (0-10).
+        sleep: How to wait between attempts (injected by tests).
+        ssl_context: The TLS context (default: :func:`ssl.create_default_context`).
+
+    Raises:
+        ConfigurationError: If ``url_env`` is not a variable's name (a URL is refused, without
+            being repeated), or the format, timeout or retries are invalid.
+
+    Example:
+        >>> notifier = WebhookNotifier("SLACK_ALERTS_URL", format="slack")
+        >>> notifier
+        WebhookNotifier(url_env='SLACK_ALERTS_URL', format='slack', timeout=10.0, retries=2)
+    """
+
+    url_env: str = attrs.field(default=DEFAULT_WEBHOOK_ENV, validator=_env_name)
+    format: WebhookFormat = attrs.field(default="json", kw_only=True, validator=_format)
+    timeout: float = attrs.field(default=10.0, kw_only=True, validator=_positive)
+    retries: int = attrs.field(default=2, kw_only=True, validator=_retries)
+    sleep: Callable[[float], None] = attrs.field(
+        default=time.sleep, kw_only=True, repr=False, eq=False
+    )
+    ssl_context: _ssl.SSLContext | None = attrs.field(
+        default=None, kw_only=True, repr=False, eq=False
+    )
+
+    def notify(self, run: ImportRun) -> None:
+        """POST ``run``.
+
+        Raises:
+            NotificationError: If the variable is unset or not an allowed URL, or the webhook
+                did not answer 2XX (after retries, for timeouts, connection errors, 429, 5XX).
+        """
+        self.notify_recipients(run, ())
+
+    def notify_recipients(
+        self,
+        run: ImportRun,
+        recipients: Sequence[str],
+        *,
+        paused_reason: str | None = None,
+    ) -> None:
+        """POST ``run`` (``recipients`` are for email and ignored here).
+
+        Raises:
+            NotificationError: As for :meth:`notify`.
+        """
+        if self.format == "slack":
+            payload: dict[str, Any] = {"text": render_slack_text(run, paused_reason=paused_reason)}
+        else:
+            payload = run_to_dict(run, paused_reason=paused_reason)
+        status = self.post(json.dumps(payload, sort_keys=True).encode("utf-8"))
+        log.info(
+            "webhook %s answered %d for run %s of cohort %s",
+            self.url_env,
+            status,
+            run.id,
+            run.cohort_id,
+            extra={"cohort_id": run.cohort_id, "run_id": run.id},
+        )
+
+    def post(self, body: bytes) -> int:
+        """POST ``body`` (JSON) to the URL in the variable, with retries; return the status.
+
+        Raises:
+            NotificationError: As for :meth:`notify`.
+        """
+        url = self._url()
+        attempts = 0
+
+        def attempt() -> int:
+            nonlocal attempts
+            attempts += 1
+            return self._post_once(url, body)
+
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(self.retries + 1),
+            wait=tenacity.wait_exponential_jitter(initial=0.5, max=8.0, jitter=0.5),
+            retry=tenacity.retry_if_exception_type(_RetryableError),
+            sleep=self.sleep,
+            before_sleep=lambda state: log.debug(
+                "webhook %s attempt %d failed; retrying", self.url_env, state.attempt_number
+            ),
+            reraise=True,
+        )
+        try:
+            return retrying(attempt)
+        except _RetryableError as exc:
+            log.warning("webhook %s failed after %d attempt(s)", self.url_env, attempts)
+            raise NotificationError(
+                f"the webhook in ${self.url_env} failed after {attempts} attempt(s): {exc.what}"
+            ) from None
+
+    def _url(self) -> urllib.parse.SplitResult:
+        raw = os.environ.get(self.url_env, "").strip()
+        if not raw:
+            raise NotificationError(f"the webhook URL variable ${self.url_env} is not set")
+        try:
+            parts = urllib.parse.urlsplit(raw)
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError:
+            raise NotificationError(f"${self.url_env} does not hold a valid URL") from None
+        host = parts.hostname or ""
+        if not host or parts.scheme not in ("https", "http"):
+            raise NotificationError(f"${self.url_env} does not hold an http(s) URL")
+        if parts.scheme == "http" and not _is_loopback(host):
+            raise NotificationError(
+                f"${self.url_env} holds a plain http:// URL; use https:// (plain http is "
+                "allowed to a loopback address only)"
+            )
+        return parts
+
+    def _connection(self, parts: urllib.parse.SplitResult) -> http.client.HTTPConnection:
+        host = parts.hostname or ""
+        if parts.scheme == "http":
+            return http.client.HTTPConnection(host, parts.port, timeout=self.timeout)
+        context = self.ssl_context or _ssl.create_default_context()
+        proxy = urllib.request.getproxies().get("https")
+        if proxy and not urllib.request.proxy_bypass(host):
+            pparts = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+                pparts.hostname or "", pparts.port or 8080, timeout=self.timeout, context=context
+            )
+            headers = (
+                {"Proxy-Authorization": _basic(pparts.username, pparts.password)}
+                if pparts.username
+                else None
+            )
+            conn.set_tunnel(host, parts.port or 443, headers=headers)
+            return conn
+        return http.client.HTTPSConnection(host, parts.port, timeout=self.timeout, context=context)
+
+    def _post_once(self, parts: urllib.parse.SplitResult, body: bytes) -> int:
+        from braze_cohorts._version import __version__
+
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": f"braze-cohorts/{__version__}",
+        }
+        if parts.username:
+            headers["Authorization"] = _basic(parts.username, parts.password)
+        conn = self._connection(parts)
+        try:
+            conn.request("POST", path, body=body, headers=headers)
+            answer = conn.getresponse()
+            answer.read(_MAX_ANSWER)
+            status = answer.status
+        except _ssl.SSLCertVerificationError:
+            raise NotificationError(
+                f"the webhook in ${self.url_env}: its TLS certificate could not be verified"
+            ) from None
+        except TimeoutError:
+            raise _RetryableError(f"no answer within {self.timeout:g} s") from None
+        except (OSError, http.client.HTTPException) as exc:
+            raise _RetryableError(f"connection failed ({type(exc).__name__})") from None
+        finally:
+            conn.close()
+        if 200 <= status < 300:
+            return status
+        if status == 429 or status >= 500:
+            raise _RetryableError(f"it answered HTTP {status}")
+        if 300 <= status < 400:
+            raise NotificationError(
+                f"the webhook in ${self.url_env} answered a redirect (HTTP {status}); redirects "
+                "are not followed: give the final URL"
+            )
+        raise NotificationError(f"the webhook in ${self.url_env} answered HTTP {status}")
 
 
 def deliver(

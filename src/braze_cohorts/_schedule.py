@@ -27,7 +27,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import attrs
 
-from braze_cohorts._notify import validate_recipients
+from braze_cohorts._notify import (
+    WEBHOOK_FORMATS,
+    WebhookFormat,
+    check_env_name,
+    validate_recipients,
+)
 from braze_cohorts.exceptions import ConfigurationError, ScheduleError
 
 __all__ = [
@@ -41,7 +46,6 @@ __all__ = [
     "ScheduleState",
     "ScheduledImport",
     "WebhookFormat",
-    "check_env_name",
 ]
 
 #: The kinds of schedule, as they appear in ``to_dict()["kind"]`` and the text form.
@@ -630,27 +634,7 @@ _NOTIFY_ON: tuple[str, ...] = get_args(NotifyOn)
 #: The results ``"on_failure"`` announces.
 FAILURE_RESULTS: frozenset[str] = frozenset({"failed", "refused", "interrupted"})
 
-#: How a webhook's body is shaped: the run as JSON, or a Slack-compatible ``{"text": ...}``.
-WebhookFormat = Literal["json", "slack"]
-_WEBHOOK_FORMATS: tuple[str, ...] = get_args(WebhookFormat)
-
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _RULE_PART = re.compile(r"rejected\s*>\s*([0-9]+(?:\.[0-9]+)?)\s*(%?)")
-
-
-def check_env_name(value: object, what: str = "webhook_env") -> str:
-    """Return ``value`` if it is an environment variable's name (never a URL)."""
-    if not isinstance(value, str) or _ENV_NAME.fullmatch(value) is None:
-        hint = (
-            " (it looks like a URL: store the URL in an environment variable and give its name)"
-            if isinstance(value, str) and "://" in value
-            else ""
-        )
-        # Never echo the value: it may be the secret itself.
-        raise ConfigurationError(
-            f"{what} must be the name of an environment variable (letters, digits, _){hint}"
-        )
-    return value
 
 
 def _share(_inst: object, _attr: attrs.Attribute[float | None], value: float | None) -> None:
@@ -797,8 +781,8 @@ def _webhook_env(value: str | None) -> str | None:
 
 
 def _webhook_format(_inst: object, _attr: attrs.Attribute[str], value: str) -> None:
-    if value not in _WEBHOOK_FORMATS:
-        raise ConfigurationError(f"webhook_format must be one of {_WEBHOOK_FORMATS}, not {value!r}")
+    if value not in WEBHOOK_FORMATS:
+        raise ConfigurationError(f"webhook_format must be one of {WEBHOOK_FORMATS}, not {value!r}")
 
 
 # --------------------------------------------------------------------------------------------
