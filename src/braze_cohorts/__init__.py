@@ -37,8 +37,15 @@ from braze_cohorts._models import (
     Trigger,
     UploadReport,
 )
-from braze_cohorts._notify import SmtpNotifier
-from braze_cohorts._schedule import Schedule, ScheduledImport, ScheduleKind, ScheduleState
+from braze_cohorts._notify import SmtpNotifier, WebhookFormat, WebhookNotifier
+from braze_cohorts._schedule import (
+    NotifyOn,
+    NotifyRule,
+    Schedule,
+    ScheduledImport,
+    ScheduleKind,
+    ScheduleState,
+)
 from braze_cohorts._scheduler import Scheduler
 from braze_cohorts._sources import read_records
 from braze_cohorts._store import LockInfo, SQLiteStore
@@ -135,6 +142,8 @@ __all__ = [
     "MeteredLimiter",
     "NotificationError",
     "Notifier",
+    "NotifyOn",
+    "NotifyRule",
     "PhaseProgress",
     "RateLimitInfo",
     "RateLimitedError",
@@ -168,6 +177,8 @@ __all__ = [
     "UploadReport",
     "UserAlias",
     "UserRef",
+    "WebhookFormat",
+    "WebhookNotifier",
     "WorkspaceChangedError",
     "__version__",
     "as_ref",

@@ -722,6 +722,56 @@ class WebhookNotifier:
         raise NotificationError(f"the webhook in ${self.url_env} answered HTTP {status}")
 
 
+def _error_text(exc: BaseException) -> str:
+    if isinstance(exc, BrazeCohortsError):
+        return _describe_error(exc)
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+class _Combined:
+    """Several notifiers told in turn; one failing does not keep the others from being told.
+
+    Raises one :class:`~braze_cohorts.NotificationError` naming every failure.
+    """
+
+    def __init__(self, parts: Sequence[Notifier | RecipientNotifier]) -> None:
+        self.parts = tuple(parts)
+
+    def notify_recipients(
+        self,
+        run: ImportRun,
+        recipients: Sequence[str],
+        *,
+        paused_reason: str | None = None,
+    ) -> None:
+        errors: list[str] = []
+        for part in self.parts:
+            try:
+                if isinstance(part, RecipientNotifier):
+                    part.notify_recipients(run, recipients, paused_reason=paused_reason)
+                else:
+                    part.notify(run)
+            except Exception as exc:
+                errors.append(_error_text(exc))
+        if errors:
+            raise NotificationError("; ".join(errors))
+
+
+def combine(
+    *notifiers: Notifier | RecipientNotifier | None,
+) -> Notifier | RecipientNotifier | None:
+    """One notifier that tells each of ``notifiers`` (``None`` ones left out) in turn.
+
+    Returns ``None`` when none is left, the notifier itself when one is.
+    """
+    parts = [n for n in notifiers if n is not None]
+    if not parts:
+        return None
+    if len(parts) == 1:
+        return parts[0]
+    return _Combined(parts)
+
+
 def deliver(
     notifier: Notifier | RecipientNotifier | None,
     run: ImportRun,
@@ -750,11 +800,7 @@ def deliver(
         else:
             cast("Notifier", notifier).notify(run)
     except Exception as exc:  # a notification never fails the import
-        message = (
-            _describe_error(exc)
-            if isinstance(exc, BrazeCohortsError)
-            else (f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
-        )
+        message = _error_text(exc)
         log.warning("notification for cohort %s failed: %s", run.cohort_id, type(exc).__name__)
         if run.id is not None:
             try:

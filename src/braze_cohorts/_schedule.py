@@ -720,7 +720,7 @@ class NotifyRule:
         return cls(on=on, rejected_share=share, rejected_count=count)  # type: ignore[arg-type]
 
     def __str__(self) -> str:
-        parts = [self.on] if self.on != "never" or self._no_threshold() else []
+        parts: list[str] = [self.on] if self.on != "never" or self._no_threshold() else []
         if self.rejected_share is not None:
             parts.append(f"rejected>{self.rejected_share * 100:g}%")
         if self.rejected_count is not None:
@@ -763,7 +763,9 @@ class NotifyRule:
         if self.rejected_count is not None and rejected > self.rejected_count:
             return True
         read = rejected + users
-        return self.rejected_share is not None and read > 0 and rejected / read > self.rejected_share
+        return (
+            self.rejected_share is not None and read > 0 and rejected / read > self.rejected_share
+        )
 
 
 #: Announce every import (the default, as before rules existed).
@@ -877,4 +879,3 @@ class ScheduledImport:
             raise ConfigurationError(f"state must be one of {_STATES}, not {self.state!r}")
         if (self.state == "paused") != (self.paused_reason is not None):
             raise ConfigurationError("a paused schedule needs a reason, and only a paused one")
-

@@ -20,20 +20,30 @@ Guarantees:
   same email; :meth:`Scheduler.resume` re-activates it.
 * **Mail never fails an import.** A notifier error is recorded on the run
   (``notification_error``) and logged, never raised.
+* **Each schedule says when it is announced** (:class:`~braze_cohorts.NotifyRule`: always, on
+  failure, past a rejection threshold) and may name a webhook (the *name* of the environment
+  variable holding its URL) told beside the email.
+* **One log line per run**, carrying ``cohort_id`` and ``run_id`` as ``extra`` fields.
+* **A long-running loop** (:meth:`Scheduler.run_forever`) sleeps until the next due time (or
+  ``recheck`` seconds, whichever is sooner), never busy-polls, and stops between imports when
+  asked.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
 
 from braze_cohorts._models import ImportRun, Trigger
-from braze_cohorts._notify import deliver
+from braze_cohorts._notify import WebhookFormat, WebhookNotifier, combine, deliver
 from braze_cohorts._schedule import (
+    NOTIFY_ALWAYS,
     PAUSED_BY_USER,
+    NotifyRule,
     Schedule,
     ScheduledImport,
     _aware,
@@ -45,19 +55,34 @@ from braze_cohorts.exceptions import (
     ImportInProgressError,
     ScheduleError,
     ScheduleNotFoundError,
+    StoreError,
     _describe_error,
 )
 from braze_cohorts.typing import Importer, MemberSource, Notifier, RecipientNotifier, ScheduleStore
 
-__all__ = ["Scheduler"]
+__all__ = ["DEFAULT_RECHECK", "MAX_STORE_FAILURES", "Scheduler", "WebhookFactory"]
 
 log = logging.getLogger(__name__)
 
 _UTC = dt.timezone.utc
 
+#: How often :meth:`Scheduler.run_forever` looks at the store at least, in seconds.
+DEFAULT_RECHECK = 60.0
+#: The store failures in a row after which :meth:`Scheduler.run_forever` gives up.
+MAX_STORE_FAILURES = 5
+#: The shortest wait when something is due but could not be run (never a busy loop).
+_MIN_WAIT = 1.0
+
+#: Builds the webhook notifier a schedule names: ``(variable name, format) -> notifier``.
+WebhookFactory = Callable[[str, WebhookFormat], "Notifier | RecipientNotifier"]
+
 
 def _utcnow() -> dt.datetime:
     return dt.datetime.now(_UTC)
+
+
+def _webhook(url_env: str, format: WebhookFormat) -> WebhookNotifier:
+    return WebhookNotifier(url_env, format=format)
 
 
 class Scheduler:
@@ -77,6 +102,8 @@ class Scheduler:
             schedule's own recipients.
         clock: Returns the current time (aware); injected by tests.
         read_file: Turns a file source into records (default: ``braze_cohorts.read_records``).
+        webhook: Builds the notifier for a schedule's webhook from the variable's name and the
+            format (default: :class:`~braze_cohorts.WebhookNotifier` with its defaults).
 
     Example:
         >>> import braze_cohorts as bc
@@ -95,6 +122,7 @@ class Scheduler:
         notifier: Notifier | RecipientNotifier | None = None,
         clock: Callable[[], dt.datetime] = _utcnow,
         read_file: Callable[[str], Iterable[object]] | None = None,
+        webhook: WebhookFactory = _webhook,
     ) -> None:
         if sync is not None and not callable(getattr(sync, "sync", None)):
             raise ConfigurationError("sync must be a CohortSync (or have its sync method)")
@@ -103,6 +131,7 @@ class Scheduler:
         self._notifier = notifier
         self._clock = clock
         self._read_file = read_file
+        self._webhook = webhook
         self._sources: dict[str, MemberSource] = {}
         self._lock = threading.Lock()
 
@@ -145,6 +174,9 @@ class Scheduler:
         recipients: Iterable[str] | str = (),
         replace: bool = False,
         now: dt.datetime | None = None,
+        notify_when: NotifyRule | str = NOTIFY_ALWAYS,
+        webhook_env: str | None = None,
+        webhook_format: WebhookFormat = "json",
     ) -> ScheduledImport:
         """Give a cohort its one live schedule.
 
@@ -158,6 +190,14 @@ class Scheduler:
             recipients: Who gets the email after each import.
             replace: Replace an existing schedule instead of failing.
             now: The time the first run is counted from (default: the clock). Aware.
+            notify_when: When its imports are announced, by email and webhook alike: a
+                :class:`~braze_cohorts.NotifyRule` or its text (``"always"``,
+                ``"on_failure"``, ``"on_failure,rejected>5%"``, ``"rejected>1000"``). An
+                import that pauses the schedule is always announced.
+            webhook_env: The *name* of the environment variable that holds the URL of a
+                webhook to tell (the URL itself is refused: it is a secret). The variable is
+                read in the scheduler's process at each announcement.
+            webhook_format: ``"json"`` (the run's fields) or ``"slack"`` (``{"text": ...}``).
 
         Returns:
             The stored schedule.
@@ -165,7 +205,8 @@ class Scheduler:
         Raises:
             ScheduleConflictError: If the cohort already has a schedule and ``replace`` is false.
             ScheduleError: If the schedule text is invalid, or a one-time schedule is past.
-            ConfigurationError: If an address, the id or the name is invalid.
+            ConfigurationError: If an address, the id, the name, the rule or the webhook
+                variable's name is invalid.
         """
         spec = Schedule.parse(schedule) if isinstance(schedule, str) else schedule
         now = self.now() if now is None else _aware(now, "now")
@@ -180,6 +221,9 @@ class Scheduler:
             source=file_source,
             recipients=recipients,
             next_due=next_due,
+            notify_when=notify_when,
+            webhook_env=webhook_env,
+            webhook_format=webhook_format,
         )
         self._store.put_schedule(entry, replace=replace)
         if callable(source):
@@ -265,8 +309,13 @@ class Scheduler:
             The imports that ran, in due order (failed ones included).
         """
         now = self.now() if now is None else _aware(now, "now")
+        return self._run_due(now, None)
+
+    def _run_due(self, now: dt.datetime, stop: threading.Event | None) -> list[ImportRun]:
         runs: list[ImportRun] = []
         for entry in self._store.due_schedules(now):
+            if stop is not None and stop.is_set():
+                break  # not claimed: the next scheduler to start runs it
             assert entry.next_due is not None
             next_due = entry.schedule.next_run(now)
             if not self._store.claim_schedule(
@@ -278,6 +327,89 @@ class Scheduler:
             if run is not None:
                 runs.append(run)
         return runs
+
+    def run_forever(
+        self,
+        *,
+        stop: threading.Event | None = None,
+        recheck: float = DEFAULT_RECHECK,
+        wait: Callable[[float], bool] | None = None,
+    ) -> int:
+        """Run due imports as their times come, until ``stop`` is set.
+
+        Each round runs what is due (as :meth:`run_due`), then waits until the earliest due
+        time of the active schedules (:meth:`ScheduleStore.next_due
+        <braze_cohorts.typing.ScheduleStore.next_due>`), but never longer than ``recheck``
+        seconds, so schedules added, changed or resumed by another process are seen; it never
+        busy-polls. Several schedulers may share one store: each due time is claimed by one.
+
+        Stopping: setting ``stop`` wakes the wait at once; an import that is running is not cut
+        short (it finishes and is recorded and announced), and no further import starts. To
+        cut a running import short, raise ``KeyboardInterrupt`` in the thread running this
+        loop (what Ctrl-C does): the import stops sending, lets its in-flight requests finish,
+        is recorded as ``interrupted`` (and announced, if its rule says so), and the exception
+        propagates. ``braze-cohorts scheduler`` does both on SIGTERM/SIGINT.
+
+        Args:
+            stop: Set it (from another thread or a signal handler) to stop. Default: an event
+                nobody sets (run until interrupted).
+            recheck: The longest wait between two looks at the store, in seconds.
+            wait: Waits up to ``seconds`` and returns whether ``stop`` was set meanwhile
+                (default: ``stop.wait``); injected by tests with a settable clock.
+
+        Returns:
+            How many imports ran.
+
+        Raises:
+            ConfigurationError: If the scheduler has no sync engine, or ``recheck`` is not a
+                positive number.
+            StoreError: If the store failed :data:`MAX_STORE_FAILURES` rounds in a row (a
+                single failure is logged and retried after ``recheck`` seconds).
+        """
+        if self._sync is None:
+            raise ConfigurationError("this Scheduler was made without a sync engine to run imports")
+        if (
+            isinstance(recheck, bool)
+            or not isinstance(recheck, (int, float))
+            or not 0 < recheck < math.inf
+        ):
+            raise ConfigurationError(
+                f"recheck must be a positive number of seconds, not {recheck!r}"
+            )
+        stop = threading.Event() if stop is None else stop
+        wait = stop.wait if wait is None else wait
+        log.info("scheduler started; looking at the store at least every %g s", recheck)
+        ran = 0
+        failures = 0
+        while not stop.is_set():
+            try:
+                done = self._run_due(self.now(), stop)
+                ran += len(done)
+                if stop.is_set():
+                    break
+                delay = self._delay(recheck)
+                failures = 0
+            except StoreError as exc:
+                failures += 1
+                if failures >= MAX_STORE_FAILURES:
+                    log.error("the store failed %d times in a row; stopping", failures)
+                    raise
+                log.error("the store failed (%s); trying again in %g s", exc, recheck)
+                delay = recheck
+                done = []
+            if delay <= 0 and not done:
+                delay = min(recheck, _MIN_WAIT)  # due but not runnable: never spin
+            if delay > 0 and wait(delay):
+                break
+        log.info("scheduler stopped after %d import(s)", ran)
+        return ran
+
+    def _delay(self, recheck: float) -> float:
+        """Seconds until the earliest due time (at most ``recheck``; 0 when already due)."""
+        due = self._store.next_due()
+        if due is None:
+            return recheck
+        return min(recheck, max((due - self.now()).total_seconds(), 0.0))
 
     def trigger(self, cohort_id: str) -> ImportRun:
         """Run a cohort's scheduled import now, with trigger ``"manual"``.
@@ -319,7 +451,7 @@ class Scheduler:
         if self._sync is None:
             raise ConfigurationError("this Scheduler was made without a sync engine to run imports")
         started = self.now()
-        log.info("%s import of cohort %s starting", trigger, entry.cohort_id)
+        log.debug("%s import of cohort %s starting", trigger, entry.cohort_id)
         try:
             run = self._sync.sync(
                 entry.cohort_id, entry.name, self._members(entry), trigger=trigger, notify=False
@@ -344,6 +476,9 @@ class Scheduler:
                 error_kind=type(exc).__name__,
                 error_cause=exc.cause if isinstance(exc, AuthenticationError) else None,
             )
+        except BaseException:  # KeyboardInterrupt, SystemExit: the sync engine recorded it
+            self._interrupted(entry, trigger)
+            raise
         paused_reason: str | None = None
         if run.error_kind == AuthenticationError.__name__ and entry.state == "active":
             paused_reason = _pause_reason(run)
@@ -351,16 +486,92 @@ class Scheduler:
                 entry.cohort_id, state="paused", paused_reason=paused_reason, next_due=None
             )
             log.warning("schedule of cohort %s paused: authentication failed", entry.cohort_id)
+        return self._finish(entry, trigger, run, paused_reason)
+
+    def _finish(
+        self,
+        entry: ScheduledImport,
+        trigger: Trigger,
+        run: ImportRun,
+        paused_reason: str | None,
+    ) -> ImportRun:
+        """Note the run on its schedule, log its one line, announce it as the rule says."""
         if run.id is not None:
             self._store.set_schedule_last_run(entry.cohort_id, run.id)
-        log.info("%s import of cohort %s ended: %s", trigger, entry.cohort_id, run.result)
-        return deliver(
+        _log_run(trigger, run)
+        notifier = combine(
             self._notifier,
+            None
+            if entry.webhook_env is None
+            else self._webhook(entry.webhook_env, entry.webhook_format),
+        )
+        if notifier is None:
+            return run
+        if paused_reason is None and not entry.notify_when.wants(
+            run.result, rejected=run.rejected_total, users=run.users
+        ):
+            log.debug(
+                "run %s of cohort %s not announced (rule %s)",
+                run.id,
+                run.cohort_id,
+                entry.notify_when,
+            )
+            return run
+        return deliver(
+            notifier,
             run,
             record_error=self._store.record_notification_error,
             recipients=entry.recipients,
             paused_reason=paused_reason,
         )
+
+    def _interrupted(self, entry: ScheduledImport, trigger: Trigger) -> None:
+        """After an import was cut short: log and announce the run the sync engine recorded.
+
+        Best effort (the process is stopping): the run is found in the store's history when
+        the store keeps one; nothing here may hide the interruption.
+        """
+        history = getattr(self._store, "history", None)
+        try:
+            runs = history(entry.cohort_id, limit=1) if callable(history) else []
+            run = runs[0] if runs else None
+            if (
+                isinstance(run, ImportRun)
+                and run.result == "interrupted"
+                and run.id is not None
+                and (entry.last_run_id is None or run.id > entry.last_run_id)
+            ):
+                self._finish(entry, trigger, run, None)
+            else:
+                log.warning("%s import of cohort %s interrupted", trigger, entry.cohort_id)
+        except Exception:
+            log.exception("could not report the interrupted import of cohort %s", entry.cohort_id)
+
+
+def _log_run(trigger: Trigger, run: ImportRun) -> None:
+    """The one line logged per run (WARNING unless it succeeded), with ids as ``extra``."""
+    took = (
+        ""
+        if run.finished_at is None
+        else f" in {max((run.finished_at - run.started_at).total_seconds(), 0.0):.1f} s"
+    )
+    error = f" ({run.error_kind})" if run.error_kind else ""
+    log.log(
+        logging.INFO if run.ok else logging.WARNING,
+        "%s import of cohort %s %s%s: %d users, +%d, -%d, %d rejected, %d requests%s (run %s)",
+        trigger,
+        run.cohort_id,
+        run.result,
+        error,
+        run.users,
+        run.added,
+        run.removed,
+        run.rejected_total,
+        run.requests,
+        took,
+        run.id,
+        extra={"cohort_id": run.cohort_id, "run_id": run.id},
+    )
 
 
 #: What a paused schedule's email says, by :attr:`AuthenticationError.cause`.

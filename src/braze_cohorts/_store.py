@@ -821,7 +821,8 @@ class SQLiteStore:
         """The earliest ``next_due`` of the active schedules, or ``None`` when none is active."""
         with self._read() as conn:
             row = conn.execute(
-                "SELECT min(next_due) FROM schedules WHERE state = 'active' AND next_due IS NOT NULL"
+                "SELECT min(next_due) FROM schedules"
+                " WHERE state = 'active' AND next_due IS NOT NULL"
             ).fetchone()
         due = row[0] if row else None
         if due is None:
