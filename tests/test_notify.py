@@ -1,10 +1,11 @@
-"""The SMTP notifier and the email it renders, tested against a real SMTP server on loopback."""
+"""The SMTP and webhook notifiers, tested against real SMTP and HTTP servers on loopback."""
 
 from __future__ import annotations
 
 import datetime as dt
 import email
 import email.policy
+import json
 import shutil
 import smtplib
 import socket
@@ -21,10 +22,18 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 import braze_cohorts as bc
-from braze_cohorts._notify import render_message, validate_recipients
+from braze_cohorts._notify import deliver, render_message, run_to_dict, validate_recipients
 from doc_examples import run_doc_examples
+from hook_server import HookServer
 
 UTC = dt.timezone.utc
+
+
+@pytest.fixture
+def hook() -> Iterator[HookServer]:
+    """A webhook server on loopback, stopped after the test."""
+    with HookServer() as server:
+        yield server
 
 
 def _free_port() -> int:
@@ -435,3 +444,222 @@ class TestDocs:
         msg = render_message(_run(), sender="bot@example.com", recipients=["o@example.com"])
         assert subject == f"Subject: {msg['Subject']}"
         assert msg.get_content().startswith(body)
+
+
+# --------------------------------------------------------------------------------------------
+# WebhookNotifier, against a real HTTP server on loopback
+# --------------------------------------------------------------------------------------------
+
+HOOK_ENV = "TEST_BRAZE_COHORTS_HOOK"
+SECRET_PATH = "/services/T000/B000/s3cr3t-token"
+
+
+class _Sleeps:
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+
+@pytest.fixture
+def hook_env(hook: HookServer, monkeypatch: pytest.MonkeyPatch) -> HookServer:
+    monkeypatch.setenv(HOOK_ENV, hook.url(SECRET_PATH))
+    return hook
+
+
+class TestWebhookNotifierConfig:
+    def test_repr_names_the_variable_never_the_url(self, hook_env: HookServer) -> None:
+        """repr shows the variable's name; the URL it holds appears nowhere."""
+        notifier = bc.WebhookNotifier(HOOK_ENV, format="slack", timeout=3, retries=1)
+        assert repr(notifier) == (
+            f"WebhookNotifier(url_env='{HOOK_ENV}', format='slack', timeout=3, retries=1)"
+        )
+        assert "s3cr3t" not in repr(notifier) + str(notifier)
+
+    @pytest.mark.parametrize(
+        "options",
+        [
+            {"url_env": "https://hooks.slack.com/services/T/B/s3cr3t"},
+            {"url_env": ""},
+            {"url_env": "1ABC"},
+            {"format": "xml"},
+            {"timeout": 0},
+            {"retries": -1},
+            {"retries": 11},
+            {"retries": True},
+        ],
+    )
+    def test_invalid_settings_are_refused_without_echoing_a_url(
+        self, options: dict[str, Any]
+    ) -> None:
+        """Bad settings raise ConfigurationError; a URL given as the name is not repeated."""
+        with pytest.raises(bc.ConfigurationError) as info:
+            bc.WebhookNotifier(**options)
+        assert "s3cr3t" not in str(info.value)
+
+    def test_default_variable(self) -> None:
+        """The default variable is BRAZE_COHORTS_WEBHOOK_URL."""
+        assert bc.WebhookNotifier().url_env == "BRAZE_COHORTS_WEBHOOK_URL"
+
+
+class TestWebhookNotifierDelivery:
+    def test_timeout_then_500_then_200_is_delivered_on_the_third_attempt(
+        self, hook_env: HookServer
+    ) -> None:
+        """A hung answer and a 500 are retried with backoff; the 200 ends it."""
+        hook_env.script = ["hang", 500, 200]
+        sleeps = _Sleeps()
+        notifier = bc.WebhookNotifier(HOOK_ENV, timeout=0.5, retries=2, sleep=sleeps)
+        run = _run(
+            warnings=("1 id was not valid",),
+            full_resync=True,
+            full_resync_reason="period_elapsed",
+            error_kind=None,
+        )
+        notifier.notify(run)
+        assert [path for path, _ in hook_env.received] == [SECRET_PATH] * 3
+        body = hook_env.received[-1][1]
+        assert body == json.loads(json.dumps(run_to_dict(run)))
+        assert (body["warnings"], body["full_resync"], body["full_resync_reason"]) == (
+            ["1 id was not valid"],
+            True,
+            "period_elapsed",
+        )
+        assert (body["rejected_total"], body["duration_seconds"], body["error_kind"]) == (
+            3,
+            12.5,
+            None,
+        )
+        assert hook_env.headers[-1]["Content-Type"] == "application/json"
+        assert len(sleeps.waits) == 2
+        assert sleeps.waits[0] < sleeps.waits[1]
+
+    def test_retries_used_up_raise_notification_error_without_the_url(
+        self, hook_env: HookServer, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """After the last retry it raises NotificationError; no message or log shows the URL."""
+        hook_env.script = ["hang", 503]
+        caplog.set_level("DEBUG")
+        notifier = bc.WebhookNotifier(HOOK_ENV, timeout=0.3, retries=1, sleep=_Sleeps())
+        with pytest.raises(bc.NotificationError) as info:
+            notifier.notify(_run())
+        assert str(info.value) == (
+            f"the webhook in ${HOOK_ENV} failed after 2 attempt(s): it answered HTTP 503"
+        )
+        assert info.value.__cause__ is None
+        assert info.value.__suppress_context__
+        assert len(hook_env.received) == 2
+        assert "s3cr3t" not in caplog.text
+        assert "127.0.0.1" not in caplog.text
+
+    def test_connection_refused_is_retried_then_reported(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Nothing listening: each attempt fails to connect; the error names the kind only."""
+        monkeypatch.setenv(HOOK_ENV, f"http://127.0.0.1:{_free_port()}{SECRET_PATH}")
+        sleeps = _Sleeps()
+        with pytest.raises(bc.NotificationError, match="connection failed") as info:
+            bc.WebhookNotifier(HOOK_ENV, retries=2, sleep=sleeps).notify(_run())
+        assert len(sleeps.waits) == 2
+        assert "s3cr3t" not in str(info.value)
+
+    @pytest.mark.parametrize(
+        ("status", "what"), [(400, "HTTP 400"), (404, "HTTP 404"), (302, "redirect")]
+    )
+    def test_client_errors_and_redirects_are_not_retried(
+        self, hook_env: HookServer, status: int, what: str
+    ) -> None:
+        """A 4XX fails at once; a redirect is not followed (the secret stays where it was sent)."""
+        hook_env.script = [status]
+        sleeps = _Sleeps()
+        with pytest.raises(bc.NotificationError, match=what):
+            bc.WebhookNotifier(HOOK_ENV, sleep=sleeps).notify(_run())
+        assert len(hook_env.received) == 1
+        assert sleeps.waits == []
+
+    def test_slack_format_posts_only_text(self, hook_env: HookServer) -> None:
+        """The slack format posts {"text": ...}, with the pause reason when the schedule paused."""
+        bc.WebhookNotifier(HOOK_ENV, format="slack").notify_recipients(
+            _run(
+                result="failed",
+                error="HTTP 401: <Invalid> & revoked",
+                error_kind="AuthenticationError",
+            ),
+            ["ignored@example.com"],
+            paused_reason="authentication failed",
+        )
+        [(_path, body)] = hook_env.received
+        assert list(body) == ["text"]
+        text = body["text"]
+        assert text.startswith(":x: *Churn risk* (`churn-risk`): scheduled import failed\n")
+        assert "Error: HTTP 401: &lt;Invalid&gt; &amp; revoked" in text
+        assert "Schedule PAUSED: authentication failed" in text
+        assert "braze-cohorts schedule resume churn-risk" in text
+
+    @pytest.mark.parametrize(
+        ("value", "message"),
+        [
+            (None, "is not set"),
+            ("", "is not set"),
+            ("http://hooks.example.com/x", "plain http:// URL"),
+            ("ftp://127.0.0.1/x", "does not hold an http\\(s\\) URL"),
+            ("https://127.0.0.1:99999/x", "does not hold a valid URL"),
+            ("not a url", "does not hold an http\\(s\\) URL"),
+        ],
+    )
+    def test_unusable_variable_fails_at_once_without_echoing_it(
+        self, monkeypatch: pytest.MonkeyPatch, value: str | None, message: str
+    ) -> None:
+        """An unset variable, plain http to a remote host, or a non-URL fail with no request."""
+        if value is None:
+            monkeypatch.delenv(HOOK_ENV, raising=False)
+        else:
+            monkeypatch.setenv(HOOK_ENV, value)
+        sleeps = _Sleeps()
+        with pytest.raises(bc.NotificationError, match=message) as info:
+            bc.WebhookNotifier(HOOK_ENV, sleep=sleeps).notify(_run())
+        assert sleeps.waits == []
+        assert "example.com" not in str(info.value)
+
+    def test_https_with_a_trusted_certificate(
+        self, tls_files: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Over https the certificate is verified: trusted it delivers, untrusted it fails once."""
+        cert, key = tls_files
+        with HookServer(tls=(str(cert), str(key))) as server:
+            monkeypatch.setenv(HOOK_ENV, server.url(SECRET_PATH))
+            trusted = ssl.create_default_context(cafile=str(cert))
+            bc.WebhookNotifier(HOOK_ENV, ssl_context=trusted).notify(_run())
+            assert len(server.received) == 1
+            sleeps = _Sleeps()
+            with pytest.raises(bc.NotificationError, match="certificate could not be verified"):
+                bc.WebhookNotifier(HOOK_ENV, sleep=sleeps).notify(_run())
+            assert sleeps.waits == []
+
+    def test_a_rotated_url_is_read_at_each_call(
+        self, hook: HookServer, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The variable is read when notifying, so a new URL needs no new notifier."""
+        notifier = bc.WebhookNotifier(HOOK_ENV)
+        monkeypatch.setenv(HOOK_ENV, hook.url("/old"))
+        notifier.notify(_run())
+        monkeypatch.setenv(HOOK_ENV, hook.url("/new"))
+        notifier.notify(_run())
+        assert [path for path, _ in hook.received] == ["/old", "/new"]
+
+    def test_failure_is_recorded_on_the_run_and_never_fails_the_import(
+        self, hook_env: HookServer, tmp_path: Path
+    ) -> None:
+        """Through deliver, a failing webhook becomes the run's notification_error in the store."""
+        hook_env.script = [500]
+        with bc.SQLiteStore(tmp_path / "state.db") as store:
+            run = store.finish_run(
+                attrs.evolve(_run(id=None), id=store.start_run(_run(id=None, result="running")).id)
+            )
+            notifier = bc.WebhookNotifier(HOOK_ENV, retries=1, sleep=_Sleeps())
+            told = deliver(notifier, run, record_error=store.record_notification_error)
+            assert told.notification_error == (
+                f"the webhook in ${HOOK_ENV} failed after 2 attempt(s): it answered HTTP 500"
+            )
+            assert store.history("churn-risk")[0].notification_error == told.notification_error

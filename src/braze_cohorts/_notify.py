@@ -629,7 +629,7 @@ class WebhookNotifier:
 
         retrying = tenacity.Retrying(
             stop=tenacity.stop_after_attempt(self.retries + 1),
-            wait=tenacity.wait_exponential_jitter(initial=0.5, max=8.0, jitter=0.5),
+            wait=tenacity.wait_exponential(multiplier=0.5, max=8.0) + tenacity.wait_random(0, 0.5),
             retry=tenacity.retry_if_exception_type(_RetryableError),
             sleep=self.sleep,
             before_sleep=lambda state: log.debug(

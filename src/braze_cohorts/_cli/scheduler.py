@@ -1,0 +1,283 @@
+"""``braze-cohorts scheduler``: a long-running process that runs scheduled imports on time.
+
+It is :meth:`Scheduler.run_forever <braze_cohorts.Scheduler.run_forever>` with the Braze
+settings and the SMTP settings of ``run-due``, and a shutdown an orchestrator can rely on:
+
+* **First SIGTERM or SIGINT**: no new import starts; an import that is running goes on to its
+  end, is recorded and announced, and the process exits 0. With ``--grace SECONDS`` it goes on
+  for at most that long, then is interrupted as by a second signal.
+* **Second signal**: the running import is interrupted: it starts no new request, lets the
+  requests in flight finish, applies what Braze acknowledged, records the run as
+  ``interrupted`` (and announces it, if the schedule's rule says so), and the process exits
+  130 (SIGINT) or 143 (SIGTERM). The next import of that cohort converges, as after any
+  interruption.
+* **Third signal**: the process dies at once, as after SIGKILL. The next start finds the dead
+  process's lock, records its run as ``interrupted``, and the next import converges.
+
+Exit codes: 0 stopped on request; 1 the state database kept failing; 2 usage or configuration
+error; 130/143 stopped by a signal that interrupted an import.
+"""
+
+from __future__ import annotations
+
+import _thread
+import argparse
+import contextlib
+import datetime as dt
+import json
+import logging
+import math
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from types import FrameType
+from typing import Any
+
+import braze_cohorts as bc
+from braze_cohorts._cli.common import (
+    add_credential_args,
+    add_state_arg,
+    credentials,
+    fail,
+    state_path,
+)
+from braze_cohorts._cli.schedule import ENV_SMTP_HOST, _add_smtp_args, _notifier
+
+__all__ = ["EXIT_STORE_FAILED", "JsonFormatter", "register"]
+
+log = logging.getLogger(__name__)
+
+#: The state database failed :data:`braze_cohorts._scheduler.MAX_STORE_FAILURES` times in a row.
+EXIT_STORE_FAILED = 1
+
+#: The attributes every log record has; anything else on a record is an ``extra`` field.
+_RECORD_FIELDS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``scheduler`` subcommand."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "scheduler",
+        help="run scheduled imports on time, as a long-running process (no cron needed)",
+        description=(
+            "Run every schedule's import at its due time until stopped. Sleeps until the next "
+            "due time and looks at the state database at least every --recheck seconds, so "
+            "schedules set or changed meanwhile are seen. Several schedulers may share one state "
+            "database: each due time runs once. First SIGTERM/SIGINT: start nothing new, let a "
+            "running import finish (at most --grace seconds), exit 0. Second: interrupt it "
+            "(in-flight requests finish, the run is recorded), exit 130/143. Third: die at once."
+        ),
+    )
+    parser.add_argument(
+        "--recheck",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="look at the state database at least this often (default 60)",
+    )
+    parser.add_argument(
+        "--grace",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="after the first SIGTERM/SIGINT, let a running import go on for at most this long, "
+        "then interrupt it (default: let it finish; set it below your orchestrator's kill "
+        "timeout, e.g. 20 for Kubernetes' 30)",
+    )
+    parser.add_argument(
+        "--requests-per-hour",
+        type=float,
+        default=250_000,
+        help="stay under this many requests an hour (default 250,000, Braze's limit)",
+    )
+    parser.add_argument(
+        "--concurrency", type=int, default=16, help="requests in flight at most (default 16)"
+    )
+    parser.add_argument(
+        "--log-json",
+        action="store_true",
+        help="log one JSON object a line (with cohort_id and run_id fields), for log collectors",
+    )
+    add_state_arg(parser)
+    add_credential_args(parser)
+    _add_smtp_args(parser)
+    parser.set_defaults(handler=_run_scheduler)
+
+
+class JsonFormatter(logging.Formatter):
+    """Formats a log record as one JSON object: time, level, logger, message and extras.
+
+    ``extra`` fields (``cohort_id``, ``run_id``) become keys of their own; an exception's
+    traceback goes under ``exc_info``.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record as one line of JSON."""
+        data: dict[str, object] = {
+            "time": dt.datetime.fromtimestamp(record.created, dt.timezone.utc).isoformat(),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in _RECORD_FIELDS and not key.startswith("_"):
+                data[key] = (
+                    value
+                    if isinstance(value, (str, int, float, bool, type(None)))
+                    else (str(value))
+                )
+        if record.exc_info:
+            data["exc_info"] = self.formatException(record.exc_info)
+        return json.dumps(data, sort_keys=True)
+
+
+def _configure_logs(args: argparse.Namespace) -> None:
+    """INFO lines of the scheduler by default (one per run); JSON lines with ``--log-json``."""
+    if args.verbose <= 0:
+        for name in ("braze_cohorts._scheduler", __name__):
+            logging.getLogger(name).setLevel(logging.INFO)
+    if args.log_json:
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JsonFormatter())
+
+
+class _Shutdown:
+    """What SIGTERM and SIGINT do: stop, then interrupt, then die (see the module docstring)."""
+
+    def __init__(self, stop: threading.Event, grace: float | None) -> None:
+        self.stop = stop
+        self.grace = grace
+        self.first: int | None = None
+        self.count = 0
+        self.interrupted = False
+        self.done = False
+        self.timer: threading.Timer | None = None
+
+    def handle(self, signum: int, frame: FrameType | None) -> None:
+        self.count += 1
+        name = signal.Signals(signum).name
+        if self.count == 1:
+            self.first = signum
+            limit = "" if self.grace is None else f" (for at most {self.grace:g} s)"
+            log.warning(
+                "%s: stopping; no new import starts and a running one finishes%s; "
+                "send the signal again to interrupt it",
+                name,
+                limit,
+            )
+            # Event.set takes a lock the interrupted code may hold: set it from another thread.
+            threading.Thread(target=self.stop.set, daemon=True).start()
+            if self.grace is not None:
+                self.timer = threading.Timer(self.grace, self._grace_over, args=(signum,))
+                self.timer.daemon = True
+                self.timer.start()
+            return
+        if self.count == 2:
+            log.warning(
+                "%s again: interrupting the running import (requests in flight finish, the run "
+                "is recorded); a third signal exits at once",
+                name,
+            )
+            self.interrupted = True
+            raise KeyboardInterrupt
+        log.error("%s a third time: exiting at once", name)
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    def _grace_over(self, signum: int) -> None:
+        if not self.done:
+            log.warning("the grace period is over")
+            _thread.interrupt_main(signal.Signals(signum))
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        previous = {sig: signal.signal(sig, self.handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            self.done = True
+            if self.timer is not None:
+                self.timer.cancel()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def exit_code(self) -> int:
+        return 128 + (self.first or signal.SIGINT)
+
+
+def _warn_unconfigured(store: bc.SQLiteStore, notifier: object) -> None:
+    """Say at start what would fail at 3 a.m.: webhook variables unset, mail with no SMTP host."""
+    entries = [e for e in store.list_schedules() if e.state != "done"]
+    unset = sorted(
+        {e.webhook_env for e in entries if e.webhook_env and not os.environ.get(e.webhook_env)}
+    )
+    if unset:
+        log.warning(
+            "schedules name webhook variables that are not set in this process: %s; their "
+            "webhooks will fail until they are",
+            ", ".join(unset),
+        )
+    if notifier is None and any(e.recipients for e in entries):
+        log.warning(
+            "schedules have email recipients but no SMTP host is set (--smtp-host / %s); no "
+            "email is sent",
+            ENV_SMTP_HOST,
+        )
+
+
+def _run_scheduler(args: argparse.Namespace) -> int:
+    _configure_logs(args)
+    try:
+        if not 0 < args.recheck < math.inf:
+            raise bc.ConfigurationError("--recheck must be a positive number of seconds")
+        if args.grace is not None and not 0 <= args.grace < math.inf:
+            raise bc.ConfigurationError("--grace must be a number of seconds, 0 or more")
+        creds = credentials(args)
+        notifier = _notifier(args)
+        path = state_path(args)
+        if not path.exists():
+            raise bc.ConfigurationError(
+                f"no state database at {path}: set a schedule first (braze-cohorts schedule "
+                "set --state ...), or check --state / BRAZE_COHORTS_STATE"
+            )
+        store = bc.SQLiteStore(path)
+    except (bc.ConfigurationError, bc.InputError) as exc:
+        return fail(str(exc), 2)
+    except bc.BrazeCohortsError as exc:
+        return fail(str(exc), 2)
+    stop = threading.Event()
+    shutdown = _Shutdown(stop, args.grace)
+    try:
+        with bc.CohortClient(
+            creds["endpoint"],
+            partner=creds["partner"],
+            partner_api_key=creds["partner_api_key"],
+            data_import_key=creds["data_import_key"],
+        ) as client:
+            uploader = bc.BatchUploader(
+                client, concurrency=args.concurrency, requests_per_hour=args.requests_per_hour
+            )
+            scheduler = bc.Scheduler(
+                store, bc.CohortSync(client, store, uploader=uploader), notifier=notifier
+            )
+            _warn_unconfigured(store, notifier)
+            with shutdown.installed():
+                log.info("scheduler running (pid %d)", os.getpid())
+                scheduler.run_forever(stop=stop, recheck=args.recheck)
+    except KeyboardInterrupt:
+        if not shutdown.interrupted:  # Ctrl-C before the handler was installed
+            shutdown.first = signal.SIGINT
+        log.warning("scheduler stopped; the running import was interrupted and recorded")
+        return shutdown.exit_code()
+    except (bc.ConfigurationError, bc.InputError) as exc:
+        return fail(str(exc), 2)
+    except bc.StoreError as exc:
+        return fail(f"the state database keeps failing: {exc}", EXIT_STORE_FAILED)
+    finally:
+        store.close()
+    if shutdown.first is not None:
+        log.info("scheduler stopped on %s", signal.Signals(shutdown.first).name)
+    sys.stdout.flush()
+    return 0
