@@ -6,13 +6,17 @@ settings and the SMTP settings of ``run-due``, and a shutdown an orchestrator ca
 * **First SIGTERM or SIGINT**: no new import starts; an import that is running goes on to its
   end, is recorded and announced, and the process exits 0. With ``--grace SECONDS`` it goes on
   for at most that long, then is interrupted as by a second signal.
-* **Second signal**: the running import is interrupted: it starts no new request, lets the
-  requests in flight finish, applies what Braze acknowledged, records the run as
-  ``interrupted`` (and announces it, if the schedule's rule says so), and the process exits
-  130 (SIGINT) or 143 (SIGTERM). The next import of that cohort converges, as after any
-  interruption.
+* **Second signal**: the running import is interrupted at its next safe point (after the next
+  batch Braze answers, or the next member read): it starts no new request, lets the requests in
+  flight finish, applies what Braze acknowledged, records the run as ``interrupted`` (and
+  announces it, if the schedule's rule says so), and the process exits 130 (first signal SIGINT)
+  or 143 (SIGTERM). The next import of that cohort converges, as after any interruption.
 * **Third signal**: the process dies at once, as after SIGKILL. The next start finds the dead
   process's lock, records its run as ``interrupted``, and the next import converges.
+
+The interruption is cooperative, never an exception thrown into whatever the process was doing
+(which could land inside a database write): the import checks for it between batches and
+between member records.
 
 Exit codes: 0 stopped on request; 1 the state database kept failing; 2 usage or configuration
 error; 130/143 stopped by a signal that interrupted an import.
@@ -20,7 +24,6 @@ error; 130/143 stopped by a signal that interrupted an import.
 
 from __future__ import annotations
 
-import _thread
 import argparse
 import contextlib
 import datetime as dt
@@ -31,7 +34,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from types import FrameType
 from typing import Any
 
@@ -151,8 +154,8 @@ class _Shutdown:
         self.grace = grace
         self.first: int | None = None
         self.count = 0
-        self.interrupted = False
-        self.done = False
+        #: Set by the second signal (or the end of the grace period): interrupt the import.
+        self.interrupt = threading.Event()
         self.timer: threading.Timer | None = None
 
     def handle(self, signum: int, frame: FrameType | None) -> None:
@@ -167,10 +170,10 @@ class _Shutdown:
                 name,
                 limit,
             )
-            # Event.set takes a lock the interrupted code may hold: set it from another thread.
+            # Event.set takes a lock the interrupted code may hold: set them from a thread.
             threading.Thread(target=self.stop.set, daemon=True).start()
             if self.grace is not None:
-                self.timer = threading.Timer(self.grace, self._grace_over, args=(signum,))
+                self.timer = threading.Timer(self.grace, self._grace_over)
                 self.timer.daemon = True
                 self.timer.start()
             return
@@ -180,16 +183,16 @@ class _Shutdown:
                 "is recorded); a third signal exits at once",
                 name,
             )
-            self.interrupted = True
-            raise KeyboardInterrupt
+            threading.Thread(target=self.interrupt.set, daemon=True).start()
+            return
         log.error("%s a third time: exiting at once", name)
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
 
-    def _grace_over(self, signum: int) -> None:
-        if not self.done:
-            log.warning("the grace period is over")
-            _thread.interrupt_main(signal.Signals(signum))
+    def _grace_over(self) -> None:
+        if not self.interrupt.is_set():
+            log.warning("the grace period is over: interrupting the running import")
+            self.interrupt.set()
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[None]:
@@ -197,7 +200,6 @@ class _Shutdown:
         try:
             yield
         finally:
-            self.done = True
             if self.timer is not None:
                 self.timer.cancel()
             for sig, handler in previous.items():
@@ -205,6 +207,52 @@ class _Shutdown:
 
     def exit_code(self) -> int:
         return 128 + (self.first or signal.SIGINT)
+
+
+class _Interruptible:
+    """The sync engine, with the shutdown's interruption checked at safe points.
+
+    The check runs between member records and after each batch Braze answered (the upload's
+    progress hook, in the thread that applies the batches): raising ``KeyboardInterrupt`` there
+    makes the upload stop feeding, drain its in-flight requests and the sync engine record the
+    run as ``interrupted``, exactly as Ctrl-C does, but never in the middle of a store write.
+    """
+
+    def __init__(self, sync: bc.CohortSync, interrupt: threading.Event) -> None:
+        self._sync = sync
+        self._interrupt = interrupt
+
+    def __repr__(self) -> str:
+        return repr(self._sync)
+
+    def _check(self, _progress: object = None) -> None:
+        if self._interrupt.is_set():
+            raise KeyboardInterrupt
+
+    def _members(self, members: Iterable[object]) -> Iterator[object]:
+        check = self._interrupt.is_set
+        for member in members:
+            if check():
+                raise KeyboardInterrupt
+            yield member
+
+    def sync(
+        self,
+        cohort_id: str,
+        name: str,
+        members: Iterable[object],
+        *,
+        trigger: bc.Trigger = "manual",
+        notify: bool = True,
+    ) -> bc.ImportRun:
+        return self._sync.sync(
+            cohort_id,
+            name,
+            self._members(members),
+            trigger=trigger,
+            notify=notify,
+            progress=self._check,
+        )
 
 
 def _warn_unconfigured(store: bc.SQLiteStore, notifier: object) -> None:
@@ -259,15 +307,16 @@ def _run_scheduler(args: argparse.Namespace) -> int:
             uploader = bc.BatchUploader(
                 client, concurrency=args.concurrency, requests_per_hour=args.requests_per_hour
             )
+            syncer = bc.CohortSync(client, store, uploader=uploader)
             scheduler = bc.Scheduler(
-                store, bc.CohortSync(client, store, uploader=uploader), notifier=notifier
+                store, _Interruptible(syncer, shutdown.interrupt), notifier=notifier
             )
             _warn_unconfigured(store, notifier)
             with shutdown.installed():
                 log.info("scheduler running (pid %d)", os.getpid())
                 scheduler.run_forever(stop=stop, recheck=args.recheck)
     except KeyboardInterrupt:
-        if not shutdown.interrupted:  # Ctrl-C before the handler was installed
+        if shutdown.first is None:  # Ctrl-C before the handler was installed
             shutdown.first = signal.SIGINT
         log.warning("scheduler stopped; the running import was interrupted and recorded")
         return shutdown.exit_code()
