@@ -151,7 +151,7 @@ class TestSignals:
     def test_interrupted_import_is_recorded_and_the_next_start_converges(
         self, braze_emulator: BrazeEmulator, env: dict[str, str], tmp_path: Path, how: str
     ) -> None:
-        """A second SIGTERM (or the end of --grace) interrupts: recorded, exit 143; next converges."""
+        """A second SIGTERM (or --grace 0) interrupts: recorded, exit 143; the next start heals."""
         state = env["BRAZE_COHORTS_STATE"]
         ids = braze_emulator.add_users(50_000, prefix="u")
         desired = ids[:40_000]
@@ -252,7 +252,7 @@ class TestConfiguration:
     def test_unset_webhook_variables_are_warned_about_at_start(
         self, braze_emulator: BrazeEmulator, env: dict[str, str], tmp_path: Path
     ) -> None:
-        """A schedule whose webhook variable is unset in the scheduler's process is named at start."""
+        """A schedule's webhook variable unset in the scheduler's process is named at start."""
         state = env["BRAZE_COHORTS_STATE"]
         with bc.SQLiteStore(state) as store:
             bc.Scheduler(store).set_schedule(

@@ -663,3 +663,13 @@ class TestWebhookNotifierDelivery:
                 f"the webhook in ${HOOK_ENV} failed after 2 attempt(s): it answered HTTP 500"
             )
             assert store.history("churn-risk")[0].notification_error == told.notification_error
+
+
+class TestWebhookDocs:
+    def test_webhook_section_examples_run(self) -> None:
+        """The webhook examples in docs/notify.md run as shown."""
+        assert run_doc_examples("notify.md", section="webhook") >= 6
+
+    def test_rules_section_examples_run(self) -> None:
+        """The notification-rule examples in docs/notify.md run as shown."""
+        assert run_doc_examples("notify.md", section="rules") >= 6

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 import braze_cohorts as bc
 from braze_cohorts._scheduler import MAX_STORE_FAILURES
 from braze_cohorts.testing import FakeClient, MemoryStore, SettableClock
+from doc_examples import run_doc_examples
 from hook_server import HookServer
 
 UTC = dt.timezone.utc
@@ -413,3 +414,9 @@ class TestNextDue:
         assert store.next_due() == T0 + dt.timedelta(minutes=40)
         store.claim_schedule("a", expected_due=T0 + dt.timedelta(minutes=40), next_due=None)
         assert store.next_due() is None
+
+
+class TestDocs:
+    def test_operations_page_examples_run(self) -> None:
+        """The run_forever example in docs/operations.md runs as shown."""
+        assert run_doc_examples("operations.md", section="operations") >= 8
