@@ -105,3 +105,26 @@ def errors(exc: bc.BrazeCohortsError) -> float | None:
 
 def notifier() -> Notifier:
     return bc.SmtpNotifier("127.0.0.1", 2525, sender="bot@example.com")
+
+
+def webhook() -> Notifier:
+    return bc.WebhookNotifier("SLACK_ALERTS_URL", format="slack", timeout=5, retries=1)
+
+
+def scheduler_loop(store: bc.SQLiteStore, sync: bc.CohortSync) -> int:
+    import threading
+
+    rule: bc.NotifyRule = bc.NotifyRule.parse("on_failure,rejected>5%")
+    scheduler = bc.Scheduler(store, sync, notifier=bc.WebhookNotifier())
+    entry: bc.ScheduledImport = scheduler.set_schedule(
+        "c",
+        "C",
+        "hourly 15",
+        source="m.csv",
+        notify_when=rule,
+        webhook_env="X",
+        webhook_format="json",
+    )
+    due: dt.datetime | None = store.next_due()
+    del entry, due
+    return scheduler.run_forever(stop=threading.Event(), recheck=30.0, wait=lambda s: True)
