@@ -122,7 +122,7 @@ class Scheduler:
         return [
             r
             for r in list(self.lines)
-            if r.get("run_id") is not None and "import of" in r["message"]
+            if r["logger"] == "braze_cohorts._scheduler" and r.get("run_id") is not None
         ]
 
 

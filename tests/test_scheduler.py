@@ -220,7 +220,11 @@ class TestRunForever:
         rig.scheduler.run_forever(
             stop=rig.stop, recheck=3600, wait=rig.wait_until(T0 + dt.timedelta(minutes=100))
         )
-        lines = [r for r in caplog.records if getattr(r, "run_id", None) is not None]
+        lines = [
+            r
+            for r in caplog.records
+            if r.name == "braze_cohorts._scheduler" and getattr(r, "run_id", None) is not None
+        ]
         runs = list(reversed(rig.store.history("a")))
         assert [(r.cohort_id, r.run_id) for r in lines] == [("a", run.id) for run in runs]  # type: ignore[attr-defined]
         assert all("scheduled import of cohort a succeeded" in r.getMessage() for r in lines)

@@ -40,11 +40,14 @@ from typing import Any
 
 import braze_cohorts as bc
 from braze_cohorts._cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
     add_credential_args,
     add_state_arg,
     credentials,
     fail,
-    state_path,
+    open_store,
 )
 from braze_cohorts._cli.schedule import ENV_SMTP_HOST, _add_smtp_args, _notifier
 
@@ -53,7 +56,7 @@ __all__ = ["EXIT_STORE_FAILED", "JsonFormatter", "register"]
 log = logging.getLogger(__name__)
 
 #: The state database failed :data:`braze_cohorts._scheduler.MAX_STORE_FAILURES` times in a row.
-EXIT_STORE_FAILED = 1
+EXIT_STORE_FAILED = EXIT_FAILED
 
 #: The attributes every log record has; anything else on a record is an ``extra`` field.
 _RECORD_FIELDS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
@@ -284,17 +287,11 @@ def _run_scheduler(args: argparse.Namespace) -> int:
             raise bc.ConfigurationError("--grace must be a number of seconds, 0 or more")
         creds = credentials(args)
         notifier = _notifier(args)
-        path = state_path(args)
-        if not path.exists():
-            raise bc.ConfigurationError(
-                f"no state database at {path}: set a schedule first (braze-cohorts schedule "
-                "set --state ...), or check --state / BRAZE_COHORTS_STATE"
-            )
-        store = bc.SQLiteStore(path)
+        store = open_store(args, write=True)  # must exist: set a schedule first
     except (bc.ConfigurationError, bc.InputError) as exc:
-        return fail(str(exc), 2)
+        return fail(str(exc), EXIT_USAGE)
     except bc.BrazeCohortsError as exc:
-        return fail(str(exc), 2)
+        return fail(str(exc), EXIT_USAGE)
     stop = threading.Event()
     shutdown = _Shutdown(stop, args.grace)
     try:
@@ -304,8 +301,13 @@ def _run_scheduler(args: argparse.Namespace) -> int:
             partner_api_key=creds["partner_api_key"],
             data_import_key=creds["data_import_key"],
         ) as client:
+            # Metered: rate-limit waits reach the metrics when OpenTelemetry is installed.
+            limiter = bc.MeteredLimiter(bc.RateLimiter(args.requests_per_hour))
             uploader = bc.BatchUploader(
-                client, concurrency=args.concurrency, requests_per_hour=args.requests_per_hour
+                client,
+                concurrency=args.concurrency,
+                requests_per_hour=args.requests_per_hour,
+                limiter=limiter,
             )
             syncer = bc.CohortSync(client, store, uploader=uploader)
             scheduler = bc.Scheduler(
@@ -321,7 +323,7 @@ def _run_scheduler(args: argparse.Namespace) -> int:
         log.warning("scheduler stopped; the running import was interrupted and recorded")
         return shutdown.exit_code()
     except (bc.ConfigurationError, bc.InputError) as exc:
-        return fail(str(exc), 2)
+        return fail(str(exc), EXIT_USAGE)
     except bc.StoreError as exc:
         return fail(f"the state database keeps failing: {exc}", EXIT_STORE_FAILED)
     finally:
@@ -329,4 +331,4 @@ def _run_scheduler(args: argparse.Namespace) -> int:
     if shutdown.first is not None:
         log.info("scheduler stopped on %s", signal.Signals(shutdown.first).name)
     sys.stdout.flush()
-    return 0
+    return EXIT_OK
