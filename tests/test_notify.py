@@ -526,7 +526,7 @@ class TestWebhookNotifierDelivery:
             True,
             "period_elapsed",
         )
-        assert (body["rejected_total"], body["duration_seconds"], body["error_kind"]) == (
+        assert (body["rejected_total"], body["seconds"], body["error_kind"]) == (
             3,
             12.5,
             None,

@@ -24,7 +24,7 @@ import ssl as _ssl
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from email.message import EmailMessage
 from typing import Any, Literal, cast, get_args
 
@@ -399,43 +399,34 @@ def check_env_name(value: object, what: str = "webhook_env") -> str:
     return value
 
 
+def _jsonable(value: object) -> object:
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
 def run_to_dict(run: ImportRun, *, paused_reason: str | None = None) -> dict[str, Any]:
     """The run as a JSON-safe dict: what :class:`WebhookNotifier` posts in the ``json`` format.
 
-    Every field of :class:`~braze_cohorts.ImportRun` under its own name (times as ISO 8601 UTC,
-    ``rejected`` by reason), plus ``rejected_total``, ``duration_seconds`` (``None`` while
-    running) and ``paused_reason`` (why this import paused its schedule, else ``None``).
+    The same object ``braze-cohorts history --json`` prints: every field of
+    :class:`~braze_cohorts.ImportRun` under its own name (times as ISO 8601 UTC, ``rejected`` by
+    reason, ``warnings`` as a list), plus ``rejected_total``, ``seconds`` (the duration;
+    ``None`` while running) and ``paused_reason`` (why this import paused its schedule, else
+    ``None``).
     """
-    duration = (
-        None
-        if run.finished_at is None
-        else round(max((run.finished_at - run.started_at).total_seconds(), 0.0), 3)
-    )
-    return {
-        "id": run.id,
-        "cohort_id": run.cohort_id,
-        "name": run.name,
-        "trigger": run.trigger,
-        "result": run.result,
-        "started_at": run.started_at.isoformat(),
-        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
-        "duration_seconds": duration,
-        "users": run.users,
-        "added": run.added,
-        "removed": run.removed,
-        "rejected": dict(run.rejected),
-        "rejected_total": run.rejected_total,
-        "requests": run.requests,
-        "retries": run.retries,
-        "error": run.error,
-        "error_kind": run.error_kind,
-        "error_cause": run.error_cause,
-        "notification_error": run.notification_error,
-        "full_resync": run.full_resync,
-        "full_resync_reason": run.full_resync_reason,
-        "warnings": list(run.warnings),
-        "paused_reason": paused_reason,
+    data: dict[str, Any] = {
+        field.name: _jsonable(getattr(run, field.name)) for field in attrs.fields(type(run))
     }
+    data["rejected_total"] = run.rejected_total
+    data["seconds"] = (
+        (run.finished_at - run.started_at).total_seconds() if run.finished_at else None
+    )
+    data["paused_reason"] = paused_reason
+    return data
 
 
 _SLACK_ICON = {
