@@ -21,6 +21,7 @@ import pytest
 import braze_cohorts as bc
 from braze_cohorts.cli import main
 from braze_cohorts.testing import BrazeEmulator
+from hook_server import HookServer
 
 COHORT = "power-users"
 UTC = dt.timezone.utc
@@ -269,3 +270,35 @@ class TestConfiguration:
         assert proc.wait() == 0
         [warning] = proc.logged("webhook variables that are not set")
         assert "TEAM_ALERTS_URL" in warning["message"]
+
+
+class TestWebhook:
+    def test_webhook_env_tells_slack_about_each_run(
+        self, braze_emulator: BrazeEmulator, env: dict[str, str], tmp_path: Path
+    ) -> None:
+        """--webhook-env names the variable; the scheduler posts each run's Slack message there."""
+        state = env["BRAZE_COHORTS_STATE"]
+        ids = braze_emulator.add_users(50, prefix="w")
+        with HookServer() as hook:
+            env["TEAM_ALERTS_URL"] = hook.url("/services/T0/B0/secret")
+            schedule_due(state, COHORT, write_csv(tmp_path / "m.csv", ids))
+            proc = Scheduler(
+                env,
+                "--recheck",
+                "60",
+                "--webhook-env",
+                "TEAM_ALERTS_URL",
+                "--webhook-format",
+                "slack",
+            )
+            wait_for(lambda: bool(hook.received) or proc.proc.poll() is not None, "the webhook")
+            proc.signal(signal.SIGTERM)
+            assert proc.wait() == 0, "".join(proc.raw)
+        [(path, body)] = hook.received
+        assert path == "/services/T0/B0/secret"
+        assert body["text"].startswith(
+            ":white_check_mark: *Power-Users* (`power-users`): scheduled import succeeded"
+        )
+        assert "secret" not in "".join(proc.raw)
+        [run] = history(state, COHORT)
+        assert run.notification_error is None

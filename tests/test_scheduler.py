@@ -330,6 +330,27 @@ class TestRulesInTheScheduler:
         assert "data import key" in reason
 
 
+class TestSeveralNotifiers:
+    def test_a_list_of_notifiers_each_told_even_when_one_fails(self, rig: Rig) -> None:
+        """Scheduler(notifier=[a, b]): both are told; a failing one is recorded, not fatal."""
+
+        class Failing:
+            def notify(self, run: bc.ImportRun) -> None:
+                raise bc.NotificationError("chat is down")
+
+        second = RecordingNotifier()
+        scheduler = bc.Scheduler(
+            rig.store,
+            bc.CohortSync(rig.client, rig.store, clock=rig.clock),
+            notifier=[Failing(), second],
+            clock=rig.clock,
+        )
+        scheduler.set_schedule("a", "A", "hourly 30", source=_members("u1"))
+        run = scheduler.trigger("a")
+        assert run.notification_error == "chat is down"
+        assert [r.id for r, _ in second.sent] == [run.id]
+
+
 class TestWebhookPerSchedule:
     def test_schedule_webhook_gets_a_slack_message_beside_the_email(
         self, rig: Rig, hook: HookServer, monkeypatch: pytest.MonkeyPatch

@@ -36,7 +36,8 @@ import logging
 import math
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import cast
 
 from braze_cohorts._models import ImportRun, Trigger
 from braze_cohorts._notify import WebhookFormat, WebhookNotifier, combine, deliver
@@ -97,9 +98,10 @@ class Scheduler:
         sync: Runs the imports. Without it the scheduler manages schedules (set, list, pause,
             resume, clear need no Braze credentials) and :meth:`run_due` / :meth:`trigger`
             raise :class:`~braze_cohorts.ConfigurationError`.
-        notifier: Who is told after each scheduled or triggered import (``None``: nobody). A
-            notifier with ``notify_recipients`` (:class:`~braze_cohorts.SmtpNotifier`) mails the
-            schedule's own recipients.
+        notifier: Who is told after each scheduled or triggered import (``None``: nobody), or a
+            list of them (each is told; one failing does not stop the others). A notifier with
+            ``notify_recipients`` (:class:`~braze_cohorts.SmtpNotifier`) mails the schedule's
+            own recipients. A schedule's own webhook is told beside them.
         clock: Returns the current time (aware); injected by tests.
         read_file: Turns a file source into records (default: ``braze_cohorts.read_records``).
         webhook: Builds the notifier for a schedule's webhook from the variable's name and the
@@ -119,7 +121,10 @@ class Scheduler:
         store: ScheduleStore,
         sync: Importer | None = None,
         *,
-        notifier: Notifier | RecipientNotifier | None = None,
+        notifier: Notifier
+        | RecipientNotifier
+        | Sequence[Notifier | RecipientNotifier]
+        | None = None,
         clock: Callable[[], dt.datetime] = _utcnow,
         read_file: Callable[[str], Iterable[object]] | None = None,
         webhook: WebhookFactory = _webhook,
@@ -128,7 +133,11 @@ class Scheduler:
             raise ConfigurationError("sync must be a CohortSync (or have its sync method)")
         self._store = store
         self._sync = sync
-        self._notifier = notifier
+        self._notifier: Notifier | RecipientNotifier | None = (
+            combine(*notifier)
+            if isinstance(notifier, (list, tuple))
+            else cast("Notifier | RecipientNotifier | None", notifier)
+        )
         self._clock = clock
         self._read_file = read_file
         self._webhook = webhook

@@ -102,6 +102,18 @@ def register(subparsers: Any) -> None:
         "--concurrency", type=int, default=16, help="requests in flight at most (default 16)"
     )
     parser.add_argument(
+        "--webhook-env",
+        metavar="VAR",
+        help="also tell the webhook whose URL is in environment variable VAR about every "
+        "schedule's imports (as each schedule's rule says); the name, never the URL",
+    )
+    parser.add_argument(
+        "--webhook-format",
+        choices=("json", "slack"),
+        default="json",
+        help="the body --webhook-env gets: the run as JSON, or a Slack message (default json)",
+    )
+    parser.add_argument(
         "--log-json",
         action="store_true",
         help="log one JSON object a line (with cohort_id and run_id fields), for log collectors",
@@ -286,7 +298,16 @@ def _run_scheduler(args: argparse.Namespace) -> int:
         if args.grace is not None and not 0 <= args.grace < math.inf:
             raise bc.ConfigurationError("--grace must be a number of seconds, 0 or more")
         creds = credentials(args)
-        notifier = _notifier(args)
+        smtp = _notifier(args)
+        webhook = (
+            None
+            if args.webhook_env is None
+            else bc.WebhookNotifier(args.webhook_env, format=args.webhook_format)
+        )
+        if webhook is not None and not os.environ.get(webhook.url_env):
+            log.warning(
+                "--webhook-env %s: the variable is not set; the webhook will fail", webhook.url_env
+            )
         store = open_store(args, write=True)  # must exist: set a schedule first
     except (bc.ConfigurationError, bc.InputError) as exc:
         return fail(str(exc), EXIT_USAGE)
@@ -311,9 +332,11 @@ def _run_scheduler(args: argparse.Namespace) -> int:
             )
             syncer = bc.CohortSync(client, store, uploader=uploader)
             scheduler = bc.Scheduler(
-                store, _Interruptible(syncer, shutdown.interrupt), notifier=notifier
+                store,
+                _Interruptible(syncer, shutdown.interrupt),
+                notifier=[n for n in (smtp, webhook) if n is not None],
             )
-            _warn_unconfigured(store, notifier)
+            _warn_unconfigured(store, smtp)
             with shutdown.installed():
                 log.info("scheduler running (pid %d)", os.getpid())
                 scheduler.run_forever(stop=stop, recheck=args.recheck)
