@@ -24,7 +24,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from itertools import islice
 from typing import Literal, TypeVar
 
@@ -1029,9 +1029,12 @@ class BatchUploader:
                     future.add_done_callback(finished.put)
             except BaseException as exc:
                 hooks.fail(exc)
-            # Drain: requests in flight finish and are reported, whatever stopped the feed.
-            while pending:
-                absorb_next()
+            # Drain: requests in flight finish and are reported, whatever stopped the feed. Not
+            # through the queue: an interrupt between its get() and the discard above would
+            # leave a future in pending that the queue never hands out again (a hang).
+            for future in as_completed(list(pending)):
+                pending.discard(future)
+                hooks.absorb(future)
         finally:
             run.stopped.set()
             executor.shutdown(wait=True, cancel_futures=True)
