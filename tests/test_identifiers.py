@@ -26,9 +26,10 @@ from braze_cohorts import (
 )
 from doc_examples import run_doc_examples
 
-# Valid identifier values: non-empty, no control characters or surrogates, no surrounding space.
+# Valid identifier values: non-empty, no control, format (Cf) or surrogate characters, no
+# surrounding space.
 valid_values = st.text(
-    st.characters(blacklist_categories=("Cc", "Cs")), min_size=1, max_size=20
+    st.characters(blacklist_categories=("Cc", "Cs", "Cf")), min_size=1, max_size=20
 ).filter(lambda s: s == s.strip())
 refs = st.one_of(
     valid_values.map(ExternalId),
@@ -39,6 +40,7 @@ forbidden_chars = st.one_of(
     st.characters(min_codepoint=0, max_codepoint=0x1F),
     st.characters(min_codepoint=0x7F, max_codepoint=0x9F),
     st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF),
+    st.characters(whitelist_categories=("Cf",)),
 )
 spaces = st.sampled_from([" ", "\t", "\n", "\xa0", "\u2003", "\u3000"])
 
@@ -605,3 +607,52 @@ class TestBulkExternalIdCheck:
             back = item_from_key(key)
             assert bc.as_ref(back) == bc.as_ref(item)
         assert item_from_key("e:u1") == "u1"
+
+
+class TestFormatCharacters:
+    """Invisible format characters (Unicode category Cf) are refused anywhere in a value."""
+
+    @pytest.mark.parametrize(
+        "char", ["\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u00ad", "\u202e", "\U000e0041"]
+    )
+    def test_refused_inside_a_value_with_a_clear_reason(self, char: str) -> None:
+        """A zero-width space (or joiner, BOM, soft hyphen, bidi override ...) inside an id."""
+        for build in (ExternalId, DeviceId, lambda v: UserAlias(alias_name=v, alias_label="l")):
+            with pytest.raises(bc.InvalidIdentifierError, match="invisible format characters"):
+                build(f"user{char}1")
+        result = IdentifierMatcher().match_one({"external_id": f"u{char}1"})
+        assert isinstance(result, Rejection)
+        assert result.reason is RejectReason.INVALID_EXTERNAL_ID
+        assert f"U+{ord(char):04X}" in result.detail
+
+    def test_every_format_character_of_this_python_is_refused(self) -> None:
+        """The hard-coded ranges cover every Cf character of the running Unicode database."""
+        import sys
+        import unicodedata
+
+        missed = [
+            f"U+{code:04X}"
+            for code in range(sys.maxunicode + 1)
+            if unicodedata.category(chr(code)) == "Cf" and not _refused(chr(code))
+        ]
+        assert missed == []
+
+    def test_bulk_check_refuses_them(self) -> None:
+        """The sync engine's bulk check (non-ASCII goes value by value) refuses them too."""
+        from braze_cohorts._identifiers import check_external_ids
+
+        with pytest.raises(bc.InvalidIdentifierError, match="format"):
+            check_external_ids(["u1", "u\u200b2"])
+
+    def test_other_invisible_looking_characters_stay_valid_inside(self) -> None:
+        """Only Cf is refused: a no-break space inside (not around) an id is still a character."""
+        assert ExternalId("a\xa0b").value == "a\xa0b"
+        assert ExternalId("名前").value == "名前"
+
+
+def _refused(char: str) -> bool:
+    try:
+        ExternalId(f"a{char}b")
+    except bc.InvalidIdentifierError:
+        return True
+    return False

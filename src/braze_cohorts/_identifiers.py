@@ -44,9 +44,22 @@ _DEVICE = "d:"
 _SEP = "\x1f"
 
 
-# C0 and C1 control characters, DEL, and lone surrogates (which cannot be encoded as UTF-8, so
-# they could never reach Braze). One C-level regex search keeps validation cheap at 10M ids.
-_FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+# Invisible format characters: Unicode general category Cf (zero-width space and joiners,
+# bidirectional marks and embeddings, the soft hyphen, the byte order mark, tag characters ...).
+# An id holding one looks identical to the id without it, yet never matches it in Braze.
+# The ranges are those of Unicode 15.1 (a test checks them against the running Python).
+_FORMAT = (
+    "\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890-\u0891\u08e2\u180e\u200b-\u200f"
+    "\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\U000110bd\U000110cd"
+    "\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001"
+    "\U000e0020-\U000e007f"
+)
+_FORMAT_CHAR = re.compile(f"[{_FORMAT}]")
+
+# C0 and C1 control characters, DEL, lone surrogates (which cannot be encoded as UTF-8, so
+# they could never reach Braze) and format characters. One C-level regex search keeps
+# validation cheap at 10M ids.
+_FORBIDDEN = re.compile(f"[\x00-\x1f\x7f-\x9f\ud800-\udfff{_FORMAT}]")
 
 
 def _check_value(kind: str, value: object) -> None:
@@ -60,6 +73,11 @@ def _check_value(kind: str, value: object) -> None:
     if bad is not None:
         if "\ud800" <= bad.group() <= "\udfff":
             raise InvalidIdentifierError(f"{kind} must be valid Unicode (it has a lone surrogate)")
+        if _FORMAT_CHAR.match(bad.group()):
+            raise InvalidIdentifierError(
+                f"{kind} must not contain invisible format characters (Unicode category Cf, "
+                f"here U+{ord(bad.group()):04X})"
+            )
         raise InvalidIdentifierError(f"{kind} must not contain control characters")
 
 
