@@ -304,7 +304,7 @@ class TestFiles:
         with pytest.raises(bc.InputError):
             read_records(folder)
 
-    @pytest.mark.parametrize("name", ["m.txt", "m.parquet", "m"])
+    @pytest.mark.parametrize("name", ["m.txt", "m.xlsx", "m", "m.csv.zip"])
     def test_unknown_suffix(self, tmp_path: Path, name: str) -> None:
         """An unknown file type is refused, listing the supported ones."""
         path = _write(tmp_path, name, "external_id\nu1\n")

@@ -47,7 +47,7 @@ from braze_cohorts._schedule import (
     ScheduleState,
 )
 from braze_cohorts._scheduler import Scheduler
-from braze_cohorts._sources import read_records
+from braze_cohorts._sources import QuerySource, frame_records, query_records, read_records
 from braze_cohorts._store import LockInfo, SQLiteStore
 from braze_cohorts._sync import (
     DEFAULT_MAX_REJECT_FRACTION,
@@ -89,6 +89,7 @@ from braze_cohorts.exceptions import (
     ScheduleError,
     ScheduleNotFoundError,
     ServerError,
+    SourceError,
     StoreError,
     TooManyRejectedError,
     TransportError,
@@ -145,6 +146,7 @@ __all__ = [
     "NotifyOn",
     "NotifyRule",
     "PhaseProgress",
+    "QuerySource",
     "RateLimitInfo",
     "RateLimitedError",
     "RateLimiter",
@@ -165,6 +167,7 @@ __all__ = [
     "Scheduler",
     "ServerError",
     "SmtpNotifier",
+    "SourceError",
     "StateStore",
     "StopReason",
     "StoreError",
@@ -182,7 +185,9 @@ __all__ = [
     "WorkspaceChangedError",
     "__version__",
     "as_ref",
+    "frame_records",
     "key_of",
+    "query_records",
     "read_records",
     "ref_from_key",
     "resolve_endpoint",

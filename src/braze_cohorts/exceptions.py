@@ -63,6 +63,7 @@ __all__ = [
     "ScheduleError",
     "ScheduleNotFoundError",
     "ServerError",
+    "SourceError",
     "StoreError",
     "TooManyRejectedError",
     "TransportError",
@@ -100,6 +101,15 @@ class InvalidIdentifierError(BrazeCohortsError, ValueError):
 
 class InputError(BrazeCohortsError, ValueError):
     """An input (file, record stream) that cannot be read at all."""
+
+
+class SourceError(InputError):
+    """A member source failed while it was being read, after it had started.
+
+    A query that errors after some rows, a database connection dropped mid-stream, a compressed
+    file that ends early. Raised from the records iterator: what was read before is incomplete
+    and must not be used as the whole membership.
+    """
 
 
 class ScheduleError(BrazeCohortsError, ValueError):
