@@ -326,3 +326,74 @@ class TestFiles:
         rejection = MATCHER.match_one(item)
         assert isinstance(rejection, Rejection)
         assert rejection.line == 2
+
+
+# -- hostile headers and line endings (issue 9, items 4 and 11) -----------------------------
+
+
+class TestHeaders:
+    @pytest.mark.timeout(60)  # a hang guard only: the quadratic check took hours on this header
+    def test_a_giant_one_line_export_is_refused_at_once(self, tmp_path: Path) -> None:
+        """A 200,000-column header (a one-line export of ids) is an InputError, read linearly."""
+        path = _write(
+            tmp_path, "m.csv", "external_id," + ",".join(f"u{i}" for i in range(200_000)) + "\n"
+        )
+        with pytest.raises(bc.InputError, match=r"200,001 columns \(at most 10,000") as info:
+            read_records(path)
+        assert len(str(info.value)) < 400
+
+    def test_the_column_limit_is_exact(self, tmp_path: Path) -> None:
+        """10,000 columns are read; 10,001 are refused."""
+        names = [f"c{i}" for i in range(9_999)]
+        ok = _write(tmp_path, "ok.csv", ",".join(["external_id", *names]) + "\n")
+        assert list(read_records(ok)) == []
+        bad = _write(tmp_path, "bad.csv", ",".join(["external_id", *names, "x"]) + "\n")
+        with pytest.raises(bc.InputError, match="10,001 columns"):
+            read_records(bad)
+
+    def test_no_identifier_column_message_shows_a_few_names(self, tmp_path: Path) -> None:
+        """The error names the first five columns and counts the rest, not the whole header."""
+        path = _write(tmp_path, "m.csv", ",".join(f"col{i}" for i in range(5_000)) + "\n")
+        with pytest.raises(bc.InputError) as info:
+            read_records(path)
+        text = str(info.value)
+        assert "'col0', 'col1', 'col2', 'col3', 'col4' and 4,995 more" in text
+        assert "col5'" not in text
+        assert len(text) < 400
+
+    def test_repeated_columns_message_is_short(self, tmp_path: Path) -> None:
+        """Thousands of repeated names are summarised too."""
+        path = _write(tmp_path, "m.csv", "external_id," + ",".join(["a", "b"] * 3_000) + "\n")
+        with pytest.raises(bc.InputError, match=r"repeats the column names 'a', 'b'") as info:
+            read_records(path)
+        assert len(str(info.value)) < 400
+
+
+class TestLineEndings:
+    @pytest.mark.parametrize("ending", ["\r", "\n", "\r\n"])
+    def test_cr_lf_and_crlf_are_read(self, tmp_path: Path, ending: str) -> None:
+        """Old-Mac CR-only files read like LF and CRLF ones, with the right line numbers."""
+        path = _write(
+            tmp_path, "m.csv", ending.join(["external_id,plan", "u1,a", "u2", "u3,c", ""])
+        )
+        result = _match(path)
+        assert result.users == (ExternalId("u1"), ExternalId("u3"))
+        assert [(r.line, r.reason.value) for r in result.rejected] == [(3, "malformed_row")]
+
+    def test_cr_only_quoted_field_with_line_break(self, tmp_path: Path) -> None:
+        """A quoted field may hold a CR line break in a CR-only file."""
+        path = _write(tmp_path, "m.csv", 'external_id,note\r"u1","a\rb"\ru2,c\r')
+        assert list(read_records(path)) == [
+            {"external_id": "u1", "note": "a\rb"},
+            {"external_id": "u2", "note": "c"},
+        ]
+
+    def test_zero_width_space_in_a_file_is_rejected_with_its_reason(self, tmp_path: Path) -> None:
+        """An id with an invisible format character is rejected, naming the character."""
+        path = _write(tmp_path, "m.csv", "external_id\nu\u200b1\nu2\n")
+        result = _match(path)
+        assert result.users == (ExternalId("u2"),)
+        [rejection] = result.rejected
+        assert rejection.reason is RejectReason.INVALID_EXTERNAL_ID
+        assert "U+200B" in rejection.detail
+        assert rejection.line == 2
