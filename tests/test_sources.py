@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import bz2
+import csv
+import gzip
+import io
 import itertools
 import json
+import lzma
+import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 import braze_cohorts as bc
 from braze_cohorts import (
@@ -397,3 +405,310 @@ class TestLineEndings:
         assert rejection.reason is RejectReason.INVALID_EXTERNAL_ID
         assert "U+200B" in rejection.detail
         assert rejection.line == 2
+
+
+# -- compression, dialects, encodings, streams ------------------------------------------------
+
+_CONTENT = {
+    ".csv": "external_id,plan\nu1,a\nu2,b\n",
+    ".tsv": "external_id\tplan\nu1\ta\nu2\tb\n",
+    ".jsonl": '{"external_id": "u1", "plan": "a"}\n{"external_id": "u2", "plan": "b"}\n',
+    ".json": '[{"external_id": "u1", "plan": "a"}, {"external_id": "u2", "plan": "b"}]',
+}
+_COMPRESS = {".gz": gzip.compress, ".bz2": bz2.compress, ".xz": lzma.compress}
+
+
+class TestCompressed:
+    @pytest.mark.parametrize("suffix", list(_CONTENT))
+    @pytest.mark.parametrize("compression", list(_COMPRESS))
+    def test_every_text_format_reads_compressed(
+        self, tmp_path: Path, suffix: str, compression: str
+    ) -> None:
+        """``members.csv.gz`` (and .bz2, .xz; every text format) reads like the plain file."""
+        plain = _write(tmp_path, "m" + suffix, _CONTENT[suffix])
+        packed = _write(
+            tmp_path, "m" + suffix + compression.upper(), _COMPRESS[compression](plain.read_bytes())
+        )
+        expected = [{"external_id": "u1", "plan": "a"}, {"external_id": "u2", "plan": "b"}]
+        assert list(read_records(plain)) == expected
+        assert list(read_records(packed)) == expected
+
+    def test_truncated_gzip_is_a_source_error_not_a_traceback(self, tmp_path: Path) -> None:
+        """A .gz cut short reads its complete lines, then raises SourceError (an InputError)."""
+        data = "external_id\n" + "".join(f"user-{i}\n" for i in range(100_000))
+        packed = gzip.compress(data.encode())
+        path = _write(tmp_path, "m.csv.gz", packed[: len(packed) // 2])
+        got: list[object] = []
+        with pytest.raises(bc.SourceError, match="ends early") as info:
+            got.extend(read_records(path))
+        assert 0 < len(got) < 100_000
+        assert isinstance(info.value, bc.InputError)
+
+    @pytest.mark.parametrize("compression", list(_COMPRESS))
+    def test_not_compressed_data_is_an_input_error(self, tmp_path: Path, compression: str) -> None:
+        """A plain file named .gz/.bz2/.xz fails with InputError (at once or when read)."""
+        path = _write(tmp_path, "m.csv" + compression, "external_id\nu1\n" * 50)
+        with pytest.raises(bc.InputError, match="compressed data"):
+            list(read_records(path))
+
+    def test_cut_inside_the_header(self, tmp_path: Path) -> None:
+        """A .gz cut inside its first bytes fails at once."""
+        path = _write(tmp_path, "m.csv.gz", gzip.compress(b"external_id\nu1\n")[:15])
+        with pytest.raises(bc.InputError):
+            list(read_records(path))
+
+
+class TestDialects:
+    @pytest.mark.parametrize("delimiter", [";", "\t", "|", ","])
+    def test_delimiter_is_sniffed_from_the_header(self, tmp_path: Path, delimiter: str) -> None:
+        """European (;), tab and pipe exports named .csv are read without being told."""
+        text = delimiter.join(["external_id", "plan", "note"]) + "\r\n"
+        text += delimiter.join(["u1", "a", "x,y;z"]) + "\r\n"
+        path = _write(tmp_path, "m.csv", "\ufeff" + text.replace("x,y;z", '"x,y;z"'))
+        assert list(read_records(path)) == [{"external_id": "u1", "plan": "a", "note": "x,y;z"}]
+
+    def test_sniffing_prefers_the_split_that_finds_an_id_column(self, tmp_path: Path) -> None:
+        """A ;-header whose names contain commas splits where the id column appears."""
+        path = _write(tmp_path, "m.csv", "external_id;a,b,c\nu1;x\n")
+        assert list(read_records(path)) == [{"external_id": "u1", "a,b,c": "x"}]
+
+    def test_delimiter_can_be_given(self, tmp_path: Path) -> None:
+        """``delimiter=`` overrides sniffing (and the .tsv default)."""
+        path = _write(tmp_path, "m.tsv", "external_id;plan\nu1;a\n")
+        assert list(read_records(path, delimiter=";")) == [{"external_id": "u1", "plan": "a"}]
+        with pytest.raises(bc.ConfigurationError, match="one character"):
+            read_records(path, delimiter=";;")
+
+    @settings(max_examples=60, deadline=None)
+    @given(
+        delimiter=st.sampled_from([",", ";", "\t", "|"]),
+        rows=st.lists(
+            st.lists(st.text(st.characters(codec="utf-8", exclude_characters="\x00"),
+                             max_size=8), min_size=2, max_size=2),
+            max_size=8,
+        ),
+        ending=st.sampled_from(["\n", "\r\n", "\r"]),
+        quote_all=st.booleans(),
+    )  # fmt: skip
+    def test_any_written_csv_reads_back(
+        self, delimiter: str, rows: list[list[str]], ending: str, quote_all: bool
+    ) -> None:
+        """Whatever csv.writer writes (any delimiter, quoting, line ending) reads back exactly."""
+        if not quote_all:
+            # csv.writer leaves a line break unquoted unless it is in its lineterminator.
+            assume(not any("\r" in f or "\n" in f for row in rows for f in row))
+        buffer = io.StringIO()
+        quoting = csv.QUOTE_ALL if quote_all else csv.QUOTE_MINIMAL
+        writer = csv.writer(buffer, delimiter=delimiter, lineterminator=ending, quoting=quoting)
+        writer.writerow(["external_id", "note"])
+        writer.writerows(rows)
+        data = buffer.getvalue().encode("utf-8")
+        records = list(read_records(io.BytesIO(data), format="csv"))
+        expected = [{"external_id": a, "note": b} for a, b in rows]
+        assert records == expected
+
+
+class TestEncodings:
+    def test_latin1(self, tmp_path: Path) -> None:
+        """``encoding="latin-1"`` reads a Latin-1 export; as UTF-8 its rows are malformed."""
+        path = _write(tmp_path, "m.csv", "external_id\nJosé\nu2\n".encode("latin-1"))
+        assert list(read_records(path, encoding="latin-1")) == [
+            {"external_id": "José"},
+            {"external_id": "u2"},
+        ]
+        result = _match(path)
+        assert result.users == (ExternalId("u2"),)
+        assert result.rejected[0].reason is RejectReason.MALFORMED_ROW
+        assert result.rejected[0].record.raw == "Jos\ufffd"
+
+    @pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-8-sig", "cp1252"])
+    def test_utf16_and_others(self, tmp_path: Path, encoding: str) -> None:
+        """UTF-16 (Excel's 'Unicode text'), with or without BOM, and Windows code pages."""
+        path = _write(tmp_path, "m.tsv", "external_id\tplan\r\nZoë\tä\r\n".encode(encoding))
+        assert list(read_records(path, encoding=encoding)) == [{"external_id": "Zoë", "plan": "ä"}]
+
+    def test_undecodable_bytes_in_a_strict_encoding_are_a_source_error(
+        self, tmp_path: Path
+    ) -> None:
+        """A UTF-16 file cut mid-character stops with SourceError, never a UnicodeDecodeError."""
+        path = _write(tmp_path, "m.csv", "external_id\nu1\n".encode("utf-16") + b"\x00\xd8")
+        with pytest.raises(bc.SourceError, match="not valid utf-16"):
+            list(read_records(path, encoding="utf-16"))
+
+    def test_unknown_encoding(self, tmp_path: Path) -> None:
+        """An encoding Python does not know is a configuration error."""
+        path = _write(tmp_path, "m.csv", "external_id\nu1\n")
+        with pytest.raises(bc.ConfigurationError, match="unknown encoding"):
+            read_records(path, encoding="klingon")
+
+
+class TestStreams:
+    def test_stdin_with_format(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """``"-"`` reads standard input (bytes), which is left open."""
+        stdin = io.TextIOWrapper(io.BytesIO(b"external_id\r\nu1\r\n"), encoding="utf-8")
+        monkeypatch.setattr(sys, "stdin", stdin)
+        assert list(read_records("-", format="csv")) == [{"external_id": "u1"}]
+        assert not stdin.closed
+        assert not stdin.buffer.closed
+
+    def test_stdin_without_format_says_how(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Standard input has no suffix: the error names format= and --format."""
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"")))
+        with pytest.raises(bc.InputError, match="--format"):
+            read_records("-")
+
+    def test_compressed_stdin(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """``format="jsonl.gz"`` decompresses a stream."""
+        data = gzip.compress(b'{"external_id": "u1"}\n')
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+        assert list(read_records("-", format="jsonl.gz")) == [{"external_id": "u1"}]
+
+    def test_file_objects_binary_and_text(self, tmp_path: Path) -> None:
+        """An open file's name tells its format; a text stream is read as text; none is closed."""
+        path = _write(tmp_path, "m.csv", "external_id\nu1\n")
+        with path.open("rb") as fh:
+            assert list(read_records(fh)) == [{"external_id": "u1"}]
+            assert not fh.closed
+        text = io.StringIO("external_id\nu2\n")
+        assert list(read_records(text, format="csv")) == [{"external_id": "u2"}]
+        assert not text.closed
+
+    def test_format_for_a_file_without_a_telling_suffix(self, tmp_path: Path) -> None:
+        """``format=`` reads an export named .txt or .dat; an unknown format is refused."""
+        path = _write(tmp_path, "export.dat", gzip.compress(b"external_id;x\nu1;2\n"))
+        assert list(read_records(path, format="csv.gz")) == [{"external_id": "u1", "x": "2"}]
+        with pytest.raises(bc.ConfigurationError, match="unknown format"):
+            read_records(path, format="xlsx")
+
+    def test_not_a_source(self) -> None:
+        """A value that is neither a path nor a file is a configuration error."""
+        with pytest.raises(bc.ConfigurationError, match="path"):
+            read_records(42)  # type: ignore[arg-type]
+
+
+class TestJsonArrayOfIds:
+    def test_plain_strings_are_external_ids(self, tmp_path: Path) -> None:
+        """``["u1", "u2"]`` is a list of external ids (each a plain str record)."""
+        path = _write(tmp_path, "m.json", '["u1", "u2", {"device_id": "d1"}, 7, "u 3 "]')
+        records = list(read_records(path))
+        assert records[:2] == ["u1", "u2"]
+        result = MATCHER.match(records)
+        assert result.users == (ExternalId("u1"), ExternalId("u2"), DeviceId("d1"))
+        assert [(r.index, r.reason.value) for r in result.rejected] == [
+            (3, "malformed_row"),
+            (4, "invalid_external_id"),
+        ]
+
+
+class TestColumnMapping:
+    def test_external_id_column_with_other_case(self, tmp_path: Path) -> None:
+        """``external_id_column="user_id"`` finds ``User_ID`` and renames it to external_id."""
+        path = _write(tmp_path, "m.csv", "User_ID,Plan\nu1,a\n")
+        assert list(read_records(path, external_id_column="user_id")) == [
+            {"external_id": "u1", "Plan": "a"}
+        ]
+
+    def test_default_names_are_matched_ignoring_case(self, tmp_path: Path) -> None:
+        """``External_ID`` and ``DEVICE_ID`` headers are the default identifier columns."""
+        path = _write(tmp_path, "m.csv", "External_ID,DEVICE_ID\nu1,\n,d1\n")
+        assert _match(path).users == (ExternalId("u1"), DeviceId("d1"))
+
+    def test_alias_and_device_columns(self, tmp_path: Path) -> None:
+        """Each identifier column can be named."""
+        path = _write(tmp_path, "m.csv", "mail,kind,dev\na@x.io,email,\n,,d9\n")
+        records = read_records(
+            path, alias_name_column="MAIL", alias_label_column="kind", device_id_column="dev"
+        )
+        assert MATCHER.match(records).users == (UserAlias("a@x.io", "email"), DeviceId("d9"))
+
+    def test_a_named_column_that_is_missing(self, tmp_path: Path) -> None:
+        """A column the caller named must exist: the error names it and shows the header."""
+        path = _write(tmp_path, "m.csv", "external_id,x\nu1,2\n")
+        with pytest.raises(bc.InputError, match=r"no column 'uid' \(for external_id\)"):
+            read_records(path, external_id_column="uid")
+
+    def test_clash_and_ambiguity_are_refused(self, tmp_path: Path) -> None:
+        """A mapped column beside one already named like the target, or two case-twins."""
+        clash = _write(tmp_path, "a.csv", "user_id,external_id\nu1,u2\n")
+        with pytest.raises(bc.InputError, match="clashes"):
+            read_records(clash, external_id_column="user_id")
+        twins = _write(tmp_path, "b.csv", "Email,email\na,b\n")
+        with pytest.raises(bc.InputError, match="2 columns match"):
+            read_records(twins, alias_name_column="EMAIL", alias_label_column="label")
+
+    def test_json_keys_are_mapped_per_record(self, tmp_path: Path) -> None:
+        """JSON Lines objects are renamed the same way, whatever their keys' order."""
+        path = _write(
+            tmp_path, "m.jsonl", '{"UserId": "u1", "x": 1}\n{"x": 2, "userid": "u2"}\n{"x": 3}\n'
+        )
+        records = list(read_records(path, external_id_column="userid"))
+        assert records == [
+            {"external_id": "u1", "x": 1},
+            {"x": 2, "external_id": "u2"},
+            {"x": 3},
+        ]
+
+    def test_bad_column_names(self) -> None:
+        """An empty column name is a configuration error."""
+        with pytest.raises(bc.ConfigurationError, match="external_id_column"):
+            read_records("m.csv", external_id_column=" ")
+
+
+class TestParquet:
+    def test_external_id_only_yields_plain_strings(self, tmp_path: Path) -> None:
+        """A Parquet file with only an id column (any case) yields str ids, ints in decimal."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        path = tmp_path / "m.parquet"
+        table = pa.table({"External_Id": ["u1", None, "u3"], "score": [1, 2, 3]})
+        pq.write_table(table, path, row_group_size=2)
+        records = list(read_records(path))
+        assert records == ["u1", {"external_id": None}, "u3"]
+        ints = tmp_path / "i.parquet"
+        pq.write_table(pa.table({"external_id": pa.array([10, 20], pa.int64())}), ints)
+        assert list(read_records(ints)) == ["10", "20"]
+
+    def test_alias_columns_yield_dicts(self, tmp_path: Path) -> None:
+        """With several identifier columns each row is a dict of every column."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        path = tmp_path / "m.parquet"
+        pq.write_table(
+            pa.table({"email": ["a@x.io", None], "label": ["email", None], "id": [None, 7]}), path
+        )
+        records = list(
+            read_records(
+                path,
+                external_id_column="ID",
+                alias_name_column="email",
+                alias_label_column="label",
+            )
+        )
+        assert records == [
+            {"alias_name": "a@x.io", "alias_label": "email", "external_id": None},
+            {"alias_name": None, "alias_label": None, "external_id": 7},
+        ]
+        assert MATCHER.match(records).users == (UserAlias("a@x.io", "email"), ExternalId("7"))
+
+    def test_not_parquet_and_no_id_column(self, tmp_path: Path) -> None:
+        """A file that is not Parquet, or has no identifier column, fails at once."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        with pytest.raises(bc.InputError, match="not a readable Parquet file"):
+            read_records(_write(tmp_path, "m.parquet", "external_id\nu1\n"))
+        path = tmp_path / "n.parquet"
+        pq.write_table(pa.table({"user": ["u1"]}), path)
+        with pytest.raises(bc.InputError, match="none of the identifier columns"):
+            read_records(path)
+
+    def test_without_pyarrow_names_the_extra(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Without pyarrow the error says what to install."""
+        monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+        path = _write(tmp_path, "m.parquet", b"PAR1")
+        with pytest.raises(bc.InputError, match=r"braze-cohorts\[parquet\]"):
+            read_records(path)
