@@ -187,10 +187,9 @@ _values = st.one_of(
                                                                     "arrow-table"]))  # fmt: skip
 def test_fast_path_matches_like_row_dicts(values: list[Any], kind: str) -> None:
     """The plain-str fast path gives exactly what the matcher makes of row dicts."""
-    if kind != "pandas-object":
-        # Typed columns: keep one type per column (strings, or ints with nulls).
-        if any(isinstance(v, int) for v in values):
-            values = [v if isinstance(v, int) or v is None else None for v in values]
+    # Typed columns: keep one type per column (strings, or ints with nulls).
+    if kind != "pandas-object" and any(isinstance(v, int) for v in values):
+        values = [v if isinstance(v, int) or v is None else None for v in values]
     frame = BUILDERS[kind]({"external_id": values})
     fast = MATCHER.match(bc.frame_records(frame, chunk_rows=7))
     slow = MATCHER.match([{"external_id": v} for v in values])
@@ -215,8 +214,8 @@ def test_sync_a_dataframe_against_the_emulator(
     braze_emulator.add_users(5, prefix="u")
     with bc.SQLiteStore(tmp_path / "state.db") as store:
         sync = bc.CohortSync(braze_client, store)
-        first = sync.sync("c1", "Frame", bc.frame_records(pl.DataFrame({"external_id":
-                                                                        ["u0", "u1", "u2"]})))  # fmt: skip
+        frame = pl.DataFrame({"external_id": ["u0", "u1", "u2"]})
+        first = sync.sync("c1", "Frame", bc.frame_records(frame))
         assert (first.result, first.added) == ("succeeded", 3)
         second = sync.sync(
             "c1", "Frame", bc.frame_records(pd.DataFrame({"EXTERNAL_ID": ["u1", "u2", "u3"]}))
