@@ -428,3 +428,12 @@ class TestSyncFromAQuery:
             assert failed.result == "failed"
             assert "division by zero" in (failed.error or "")
         assert {m[1] for m in braze_emulator.members("c1")} == {f"u{n}" for n in range(20)}
+
+
+def test_docs_sources_examples_run(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/sources.md's examples run, the PostgreSQL ones against the throwaway server."""
+    from doc_examples import run_doc_examples
+
+    monkeypatch.setenv("WAREHOUSE_DSN", pg_url)
+    monkeypatch.setenv("WAREHOUSE_URL", pg_url.replace("postgresql://", "postgresql+psycopg://"))
+    assert run_doc_examples("sources.md") > 30

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from braze_cohorts._columns import EXTERNAL_ID, Columns, Resolved, columns
+from braze_cohorts._identifiers import _is_nan
 from braze_cohorts.exceptions import ConfigurationError, InputError, SourceError
 
 __all__ = ["as_records", "external_ids", "frame_kind", "frame_records", "parquet_records"]
@@ -197,9 +198,10 @@ def columnar_records(resolved: Resolved, chunks: _Chunks) -> Iterator[object]:
 def external_ids(values: list[object]) -> Iterable[object]:
     """One chunk of external id values as records: ``str`` where possible.
 
-    ``int`` values (not ``bool``) are written in decimal, as the matcher would; an empty
-    string, a missing value or a value of another type becomes ``{"external_id": value}`` so
-    that the matcher rejects it with the same reason as from a file.
+    ``int`` values (not ``bool``) are written in decimal, as the matcher would; a missing value
+    (``None``, NaN, ``pd.NA``) becomes ``{"external_id": None}``, and an empty string or a value
+    of another type ``{"external_id": value}``, so that the matcher rejects it with the same
+    reason as from a file.
     """
     if set(map(type, values)) == {str} and "" not in values:
         return values
@@ -211,6 +213,8 @@ def external_ids(values: list[object]) -> Iterable[object]:
             append(value)
         elif kind is int:
             append(str(value))
+        elif value is None or _is_nan(value):
+            append({EXTERNAL_ID: None})  # NaN, pd.NA, NaT: one spelling of "missing"
         else:
             append({EXTERNAL_ID: value})
     return out
