@@ -327,10 +327,13 @@ class TestArguments:
             connection.execute(sa.text("INSERT INTO m VALUES ('u1'), ('u2')"))
         table = sa.table("m", sa.column("external_id"))
         with engine.connect() as connection:
+            before = dict(connection.get_execution_options())
             assert list(bc.query_records(connection, sa.select(table.c.external_id))) == [
                 "u1",
                 "u2",
             ]
+            # Streaming was asked for this statement only: the caller's connection is unchanged.
+            assert dict(connection.get_execution_options()) == before
         engine.dispose()
 
 

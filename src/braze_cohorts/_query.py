@@ -207,11 +207,9 @@ def _execute(
     if kind == "engine":
         db = stack.enter_context(db.connect())
     statement = sqlalchemy.text(sql) if isinstance(sql, str) else sql
-    connection = db.execution_options(stream_results=True, yield_per=chunk_rows)
-    if params is None:
-        result = connection.execute(statement)
-    else:
-        result = connection.execute(statement, params)
+    # Options for this statement only: a caller's Connection keeps its own.
+    options = {"stream_results": True, "yield_per": chunk_rows}
+    result = db.execute(statement, params, execution_options=options)
     stack.callback(result.close)
     if not result.returns_rows:
         raise InputError("the query returned no rows to read (is it a SELECT?)")
