@@ -712,3 +712,39 @@ class TestParquet:
         path = _write(tmp_path, "m.parquet", b"PAR1")
         with pytest.raises(bc.InputError, match=r"braze-cohorts\[parquet\]"):
             read_records(path)
+
+
+class TestHostileBytes:
+    @settings(max_examples=150, deadline=None)
+    @given(
+        content=st.one_of(
+            st.binary(max_size=200),
+            st.lists(
+                st.sampled_from([b"external_id", b",", b";", b"\t", b'"', b"\r", b"\n", b"\xff",
+                                 b"\xef\xbb\xbf", b"u1", b"{", b"}", b"[", b"]", b"\x00",
+                                 b'"external_id"', b":", b"\xe2\x80\x8b"]),
+                max_size=40,
+            ).map(b"".join),
+        ),
+        suffix=st.sampled_from([".csv", ".tsv", ".jsonl", ".json", ".csv.gz", ".json.xz"]),
+        cut=st.booleans(),
+        encoding=st.sampled_from([None, "utf-16", "latin-1"]),
+    )  # fmt: skip
+    def test_any_bytes_read_or_fail_with_an_input_error(
+        self, content: bytes, suffix: str, cut: bool, encoding: str | None
+    ) -> None:
+        """Whatever the bytes (and a compressed file cut short): records or InputError, never
+        another exception; the matcher then rejects or accepts each record without raising."""
+        if suffix.endswith(".gz"):
+            content = gzip.compress(content)
+        elif suffix.endswith(".xz"):
+            content = lzma.compress(content)
+        if cut:
+            content = content[: len(content) // 2]
+        source = io.BytesIO(content)
+        try:
+            records = list(read_records(source, format=suffix.lstrip("."), encoding=encoding))
+        except bc.InputError:
+            return
+        for item in MATCHER.iter_match(records):
+            assert isinstance(item, (Rejection, ExternalId, UserAlias, DeviceId))

@@ -338,10 +338,11 @@ class _Text:
                     line = next(iterator)
                 except StopIteration:
                     return
-                except UnicodeDecodeError as exc:
+                except UnicodeError as exc:  # UnicodeDecodeError, or UTF-16 without a BOM
+                    reason = getattr(exc, "reason", None) or _why(exc)
                     raise SourceError(
                         f"{self.name}: line {number + 1} is not valid {self.encoding} "
-                        f"({exc.reason}); nothing after line {number} was read"
+                        f"({reason}); nothing after line {number} was read"
                     ) from exc
                 except (*_COMPRESSION_ERRORS, OSError) as exc:
                     raise SourceError(
