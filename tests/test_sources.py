@@ -648,6 +648,15 @@ class TestColumnMapping:
             {"x": 3},
         ]
 
+    def test_a_json_record_with_both_the_mapped_key_and_the_field(self, tmp_path: Path) -> None:
+        """As for a CSV header, a record holding both is ambiguous: that record is malformed."""
+        path = _write(tmp_path, "m.jsonl", '{"uid": "u1", "external_id": "x"}\n{"uid": "u2"}\n')
+        result = MATCHER.match(read_records(path, external_id_column="uid"))
+        assert result.users == (ExternalId("u2"),)
+        [rejection] = result.rejected
+        assert (rejection.line, rejection.reason.value) == (1, "malformed_row")
+        assert "'uid' (mapped to external_id)" in rejection.detail
+
     def test_bad_column_names(self) -> None:
         """An empty column name is a configuration error."""
         with pytest.raises(bc.ConfigurationError, match="external_id_column"):

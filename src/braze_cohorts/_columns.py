@@ -133,10 +133,14 @@ class Columns:
             only = names.index(EXTERNAL_ID)
         return Resolved(names=tuple(names), found=frozenset(found), external_id_only=only)
 
-    def rename(self, keys: Iterable[str]) -> dict[str, str]:
+    def rename(self, keys: Iterable[str]) -> tuple[dict[str, str], str | None]:
         """The renames (``{source key: output field}``) for one record's keys, e.g. a JSON object.
 
         No error for a missing column: a record without identifiers is the matcher's to reject.
+
+        Returns:
+            The renames, and what is ambiguous about these keys (``None`` when nothing is): a
+            key mapped to a field the record also has under the field's own name.
         """
         keys = list(keys)
         exact = set(keys)
@@ -144,9 +148,12 @@ class Columns:
         renames: dict[str, str] = {}
         for field, column in self.targets.items():
             key = column if column in exact else folded.get(column.casefold())
-            if key is not None and key != field and field not in exact:
-                renames[key] = field
-        return renames
+            if key is None or key == field:
+                continue
+            if field in exact:
+                return {}, f"both {key!r} (mapped to {field}) and {field!r} are present"
+            renames[key] = field
+        return renames, None
 
 
 def columns(

@@ -568,18 +568,20 @@ class _Renamer:
 
     def __init__(self, cols: Columns) -> None:
         self.cols = cols
-        self.cache: dict[tuple[str, ...], dict[str, str]] = {}
+        self.cache: dict[tuple[str, ...], tuple[dict[str, str], str | None]] = {}
 
-    def record(self, value: dict[str, object], line: int | None) -> _SourceRecord:
+    def record(self, value: dict[str, object], line: int | None, where: str) -> Record:
         keys = tuple(value)
-        renames = self.cache.get(keys)
-        if renames is None:
-            renames = self.cols.rename(keys)
+        found = self.cache.get(keys)
+        if found is None:
+            found = self.cols.rename(keys)
             if len(self.cache) < 1024:
-                self.cache[keys] = renames
+                self.cache[keys] = found
+        renames, problem = found
+        if problem is not None:
+            return MalformedRecord(line, f"{where}: {problem}", value)
         if renames:
-            items = ((renames.get(key, key), item) for key, item in value.items())
-            record = _SourceRecord(items)
+            record = _SourceRecord((renames.get(key, key), item) for key, item in value.items())
         else:
             record = _SourceRecord(value)
         record.source_line = line
@@ -637,7 +639,7 @@ def _jsonl_body(
                 )
                 continue
             rows += 1
-            yield renamer.record(value, line)
+            yield renamer.record(value, line, f"line {line}")
     log.debug("read %d rows and %d malformed rows from a JSON Lines file", rows, malformed)
 
 
@@ -680,7 +682,7 @@ def _json_items(items: list[object], cols: Columns) -> Iterator[Record]:
         if isinstance(item, str):
             yield item  # a plain string is an external id
         elif isinstance(item, dict):
-            yield renamer.record(item, None)
+            yield renamer.record(item, None, f"item {position}")
         else:
             yield MalformedRecord(
                 None,
