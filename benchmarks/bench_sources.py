@@ -13,6 +13,11 @@ N ids (default 10,000,000, ``user-<i>``) are read from each source into a consum
   (the server sends one per row) and not decoded: the practical ceiling of moving ids out of
   PostgreSQL with psycopg.
 
+With ``--refresh``, each source instead feeds a dry-run refresh through ``CohortSync.sync(...,
+dry_run=True)`` (a null client; the state holds a first import of the N ids ``user-0 ..``, the
+source the same N shifted by 1 %: 1 % churn), beside the same refresh fed by the generator. The
+``copy`` case is left out (it yields no records).
+
 Wall time covers the loop only (a frame is built before the clock starts: it is what the
 caller already holds). Peak RSS is the child's high-water mark, reset (``/proc/self/clear_refs``)
 just before the loop, so it is what reading adds on top of what the process held (the frame);
@@ -20,6 +25,7 @@ just before the loop, so it is what reading adds on top of what the process held
 
     .venv/bin/python benchmarks/bench_sources.py                # 10M ids
     .venv/bin/python benchmarks/bench_sources.py --ids 1000000 --repeat 3
+    .venv/bin/python benchmarks/bench_sources.py --refresh --ids 1000000
 
 Needs the dev extra (pyarrow, pandas, polars, psycopg) and the PostgreSQL server binaries.
 """
@@ -42,6 +48,29 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = ("generator", "parquet", "pandas", "polars", "postgres", "copy")
+COHORT = "bench-cohort"
+
+
+class NullClient:
+    """Acknowledges every request at once: the benchmark measures the library, not a network."""
+
+    def name_cohort(self, cohort_id: str, name: str, created_at: object = None) -> object:
+        from braze_cohorts import CohortResponse
+
+        return CohortResponse(status_code=201, message="success")
+
+    def update_members(self, cohort_id: str, add: Any = (), remove: Any = ()) -> object:
+        from braze_cohorts import CohortResponse
+
+        return CohortResponse(status_code=201, message="success")
+
+
+def _make_sync(db: str) -> Any:
+    from braze_cohorts import BatchUploader, CohortSync, SQLiteStore
+
+    client = NullClient()
+    uploader = BatchUploader(client, concurrency=4, requests_per_hour=1e12)  # type: ignore[arg-type]
+    return CohortSync(client, SQLiteStore(db), uploader=uploader)  # type: ignore[arg-type]
 
 
 def _rss_kib(field: str) -> int:
@@ -55,13 +84,14 @@ def _reset_peak() -> None:
     Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
 
 
-def child(case: str, ids: int, parquet: str, url: str) -> dict[str, Any]:
+def child(case: str, ids: int, parquet: str, url: str, state: str | None) -> dict[str, Any]:
     import braze_cohorts as bc
 
     holder: Any = None
     count = 0
+    shift = ids // 100 if state else 0
     if case == "generator":
-        records: Any = (f"user-{i}" for i in range(ids))
+        records: Any = (f"user-{i}" for i in range(shift, ids + shift))
     elif case == "parquet":
         records = bc.read_records(parquet)
     elif case == "pandas":
@@ -82,7 +112,13 @@ def child(case: str, ids: int, parquet: str, url: str) -> dict[str, Any]:
     held = _rss_kib("VmRSS")
     _reset_peak()
     start = time.perf_counter()
-    if case == "copy":
+    if state is not None:
+        run = _make_sync(state).sync(COHORT, "Benchmark", records, dry_run=True)
+        assert (run.result, run.users, run.added, run.removed) == ("dry_run", ids, shift, shift), (
+            run
+        )
+        count = run.users
+    elif case == "copy":
         with (
             connection.cursor() as cursor,
             cursor.copy("COPY (SELECT id FROM ids) TO STDOUT") as copy,
@@ -103,12 +139,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ids", type=int, default=10_000_000)
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--refresh", action="store_true", help="a dry-run refresh per source")
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--state", help=argparse.SUPPRESS)
     parser.add_argument("--parquet", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(args.child, args.ids, args.parquet, args.url)))
+        print(json.dumps(child(args.child, args.ids, args.parquet, args.url, args.state)))
         return
 
     sys.path.insert(0, str(ROOT / "tests"))
@@ -121,22 +159,32 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="bench-sources-"))
     try:
         parquet = folder / "ids.parquet"
-        ids = pa.array([f"user-{i}" for i in range(args.ids)], pa.string())
+        shift = args.ids // 100 if args.refresh else 0
+        state = str(folder / "state.db") if args.refresh else None
+        if state is not None:
+            first = _make_sync(state).sync(COHORT, "Benchmark", (f"user-{i}" for i in
+                                                                 range(args.ids)))  # fmt: skip
+            assert (first.result, first.users) == ("succeeded", args.ids), first
+        ids = pa.array([f"user-{i}" for i in range(shift, args.ids + shift)], pa.string())
         pq.write_table(pa.table({"external_id": ids}), parquet)
         del ids
         with postgres_server() as url:
             with psycopg.connect(url, autocommit=True) as connection:
                 connection.execute(
-                    "CREATE TABLE ids AS SELECT 'user-' || (i - 1) AS id "
-                    f"FROM generate_series(1, {args.ids}) AS i"
+                    "CREATE TABLE ids AS SELECT 'user-' || i AS id "
+                    f"FROM generate_series({shift}, {args.ids + shift - 1}) AS i"
                 )
                 connection.execute("VACUUM ANALYZE ids")
             results: dict[str, list[dict[str, Any]]] = {case: [] for case in CASES}
+            if args.refresh:
+                del results["copy"]
+            cases = [c for c in CASES if not (args.refresh and c == "copy")]
             for _ in range(args.repeat):
-                for case in CASES:
+                for case in cases:
+                    extra = ["--state", state] if state is not None else []
                     out = subprocess.run(
                         [sys.executable, __file__, "--child", case, "--ids", str(args.ids),
-                         "--parquet", str(parquet), "--url", url],
+                         "--parquet", str(parquet), "--url", url, *extra],
                         check=True, capture_output=True, text=True,
                     )  # fmt: skip
                     results[case].append(json.loads(out.stdout))
@@ -144,10 +192,11 @@ def main() -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
     base = statistics.median(r["seconds"] for r in results["generator"])
-    print(f"{args.ids:,} ids, median of {args.repeat} run(s), consuming loop")
+    what = "dry-run refresh, 1 % churn" if args.refresh else "consuming loop"
+    print(f"{args.ids:,} ids, median of {args.repeat} run(s), {what}")
     header = ("source", "seconds", "x gen", "ids/s", "held MB", "+read MB")
     print("{:<10} {:>8} {:>6} {:>12} {:>8} {:>8}".format(*header))
-    for case in CASES:
+    for case in results:
         seconds = statistics.median(r["seconds"] for r in results[case])
         held = statistics.median(r["held_mb"] for r in results[case])
         peak = statistics.median(r["peak_mb"] - r["held_mb"] for r in results[case])
