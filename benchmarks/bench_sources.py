@@ -194,15 +194,17 @@ def main() -> None:
     base = statistics.median(r["seconds"] for r in results["generator"])
     what = "dry-run refresh, 1 % churn" if args.refresh else "consuming loop"
     print(f"{args.ids:,} ids, median of {args.repeat} run(s), {what}")
-    header = ("source", "seconds", "x gen", "ids/s", "held MB", "+read MB")
-    print("{:<10} {:>8} {:>6} {:>12} {:>8} {:>8}".format(*header))
+    header = ("source", "seconds", "min-max", "x gen", "ids/s", "held MB", "+read MB")
+    print("{:<10} {:>8} {:>13} {:>6} {:>12} {:>8} {:>8}".format(*header))
     for case in results:
-        seconds = statistics.median(r["seconds"] for r in results[case])
+        runs = [r["seconds"] for r in results[case]]
+        seconds = statistics.median(runs)
         held = statistics.median(r["held_mb"] for r in results[case])
         peak = statistics.median(r["peak_mb"] - r["held_mb"] for r in results[case])
+        spread = f"{min(runs):.2f}-{max(runs):.2f}"
         print(
-            f"{case:<10} {seconds:>8.2f} {seconds / base:>6.2f} {args.ids / seconds:>12,.0f} "
-            f"{held:>8.0f} {peak:>8.0f}"
+            f"{case:<10} {seconds:>8.2f} {spread:>13} {seconds / base:>6.2f} "
+            f"{args.ids / seconds:>12,.0f} {held:>8.0f} {peak:>8.0f}"
         )
     print(f"(python {sys.version.split()[0]}, {os.cpu_count()} CPUs)")
 
