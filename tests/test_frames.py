@@ -222,3 +222,25 @@ def test_sync_a_dataframe_against_the_emulator(
         )
         assert (second.added, second.removed) == (1, 1)
     assert {m[1] for m in braze_emulator.members("c1")} == {"u1", "u2", "u3"}
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda ids: pd.DataFrame({"external_id": ids}),
+        lambda ids: pl.DataFrame({"external_id": ids}),
+        lambda ids: pa.table({"external_id": ids}),
+    ],
+    ids=["pandas", "polars", "arrow"],
+)
+def test_a_frame_given_as_members_is_read_by_column(make: Callable[[list[str]], object]) -> None:
+    """sync() and sync_delta() take a frame as members directly (not its column names)."""
+    from braze_cohorts.testing import FakeClient, MemoryStore
+
+    client = FakeClient()
+    sync = bc.CohortSync(client, MemoryStore(), resend_window=None)
+    run = sync.sync("c1", "Frame", make(["u1", "u2", "u3"]))  # type: ignore[arg-type]
+    assert (run.result, run.added, run.rejected_total) == ("succeeded", 3, 0)
+    delta = sync.sync_delta("c1", "Frame", entered=make(["u4"]), left=make(["u1"]))  # type: ignore[arg-type]
+    assert (delta.added, delta.removed) == (1, 1)
+    assert client.members("c1") == {"e:u2", "e:u3", "e:u4"}

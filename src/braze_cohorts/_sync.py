@@ -38,6 +38,7 @@ import attrs
 
 from braze_cohorts import _metrics
 from braze_cohorts._delta import Delta
+from braze_cohorts._frames import as_records
 from braze_cohorts._identifiers import (
     DeviceId,
     ExternalId,
@@ -554,7 +555,9 @@ class CohortSync:
             cohort_id: The partner's cohort id.
             name: The cohort's name in Braze; the cohort is (re-)named when Braze has not
                 acknowledged this name yet, before any member is sent.
-            members: Records or identifiers (a plain ``str`` is an external id) of every member.
+            members: Records or identifiers (a plain ``str`` is an external id) of every member,
+                or a pandas/polars DataFrame or pyarrow Table (read by column, see
+                :func:`~braze_cohorts.frame_records`).
             matcher: How records become identifiers, for this call.
             dry_run: Compute and report the delta (``added``/``removed`` are then what would
                 be sent) without sending anything or changing the state; recorded as
@@ -582,6 +585,7 @@ class CohortSync:
             StoreError: If the store cannot be read before the run is recorded.
         """
         _check_args(cohort_id, name, trigger)
+        members = as_records(members)  # a DataFrame or Arrow table is read by column
         _check_records("members", members)
         store = self._store
         now = self._now()
@@ -672,6 +676,7 @@ class CohortSync:
             ImportInProgressError: If another import of the cohort is running.
         """
         _check_args(cohort_id, name, trigger)
+        entered, left = as_records(entered), as_records(left)
         _check_records("entered", entered)
         _check_records("left", left)
         workspace = self._workspace()
