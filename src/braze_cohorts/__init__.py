@@ -38,15 +38,18 @@ from braze_cohorts._models import (
     UploadReport,
 )
 from braze_cohorts._notify import SmtpNotifier, WebhookFormat, WebhookNotifier
+from braze_cohorts._profiles import ConnectionProfile
 from braze_cohorts._schedule import (
+    RESYNC_OFF,
     NotifyOn,
     NotifyRule,
     Schedule,
     ScheduledImport,
     ScheduleKind,
     ScheduleState,
+    parse_period,
 )
-from braze_cohorts._scheduler import Scheduler
+from braze_cohorts._scheduler import ProfileSyncs, Scheduler
 from braze_cohorts._sources import QuerySource, frame_records, query_records, read_records
 from braze_cohorts._store import LockInfo, SQLiteStore
 from braze_cohorts._sync import (
@@ -114,6 +117,7 @@ __all__ = [
     "CohortResponse",
     "CohortSync",
     "ConfigurationError",
+    "ConnectionProfile",
     "DEFAULT_BREAKER",
     "DEFAULT_MAX_REJECT_FRACTION",
     "DEFAULT_MAX_REMOVE_FRACTION",
@@ -146,7 +150,9 @@ __all__ = [
     "NotifyOn",
     "NotifyRule",
     "PhaseProgress",
+    "ProfileSyncs",
     "QuerySource",
+    "RESYNC_OFF",
     "RateLimitInfo",
     "RateLimitedError",
     "RateLimiter",
@@ -187,6 +193,7 @@ __all__ = [
     "as_ref",
     "frame_records",
     "key_of",
+    "parse_period",
     "query_records",
     "read_records",
     "ref_from_key",

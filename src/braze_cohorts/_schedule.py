@@ -39,6 +39,7 @@ __all__ = [
     "FAILURE_RESULTS",
     "NOTIFY_ALWAYS",
     "PAUSED_BY_USER",
+    "RESYNC_OFF",
     "NotifyOn",
     "NotifyRule",
     "Schedule",
@@ -46,6 +47,8 @@ __all__ = [
     "ScheduleState",
     "ScheduledImport",
     "WebhookFormat",
+    "format_period",
+    "parse_period",
 ]
 
 #: The kinds of schedule, as they appear in ``to_dict()["kind"]`` and the text form.
@@ -835,6 +838,80 @@ def _source_text(value: str | os.PathLike[str] | None) -> str | None:
     return os.path.abspath(text)
 
 
+#: A schedule's ``resync_every`` that turns periodic full resyncs off for its cohort.
+RESYNC_OFF: Literal["off"] = "off"
+
+_PERIOD = re.compile(r"([0-9]+)\s*([mhdw])")
+_PERIOD_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_period(text: str) -> dt.timedelta | Literal["off"]:
+    """Read a full-resync period: ``"12h"``, ``"7d"``, ``"2w"``, ``"90m"`` or ``"off"``.
+
+    Example:
+        >>> parse_period("7d")
+        datetime.timedelta(days=7)
+        >>> parse_period("off")
+        'off'
+
+    Raises:
+        ConfigurationError: If the text is not a positive period or ``"off"``.
+    """
+    if not isinstance(text, str):
+        raise ConfigurationError(f"a period must be a str such as '7d', not {type(text).__name__}")
+    low = text.strip().lower()
+    if low in ("off", "never", "none"):
+        return RESYNC_OFF
+    match = _PERIOD.fullmatch(low)
+    if match is None or int(match[1]) == 0:
+        raise ConfigurationError(
+            f"invalid period {text!r}: expected a positive number and a unit (m, h, d, w), "
+            "e.g. '12h' or '7d', or 'off'"
+        )
+    return dt.timedelta(**{_PERIOD_UNITS[match[2]]: int(match[1])})
+
+
+def format_period(value: dt.timedelta | Literal["off"] | None) -> str:
+    """The text :func:`parse_period` reads: ``"7d"``, ``"12h"``, ``"off"`` (``None``: ``"-"``)."""
+    if value is None:
+        return "-"
+    if value == RESYNC_OFF:
+        return RESYNC_OFF
+    assert isinstance(value, dt.timedelta)
+    minutes = int(value.total_seconds() // 60)
+    for unit, size in (("w", 7 * 24 * 60), ("d", 24 * 60), ("h", 60)):
+        if minutes % size == 0:
+            return f"{minutes // size}{unit}"
+    return f"{minutes}m"
+
+
+def _resync_every(
+    value: dt.timedelta | str | None,
+) -> dt.timedelta | Literal["off"] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return parse_period(value)
+    if (
+        not isinstance(value, dt.timedelta)
+        or value <= dt.timedelta(0)
+        or value % dt.timedelta(minutes=1)
+    ):
+        raise ConfigurationError(
+            f"resync_every must be a positive whole number of minutes (timedelta), 'off' or "
+            f"None, not {value!r}"
+        )
+    return value
+
+
+def _profile_name(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip() or value != value.strip():
+        raise ConfigurationError(f"profile must be a profile's name, not {value!r}")
+    return value
+
+
 @attrs.frozen(slots=True, kw_only=True)
 class ScheduledImport:
     """A cohort's live schedule as the store keeps it.
@@ -855,6 +932,11 @@ class ScheduledImport:
         webhook_env: The *name* of the environment variable that holds the URL of a webhook
             told after each announced import (never the URL itself), or ``None``.
         webhook_format: ``"json"`` (the run) or ``"slack"`` (a ``{"text": ...}`` message).
+        profile: The name of the :class:`~braze_cohorts.ConnectionProfile` whose workspace the
+            import goes to, or ``None`` for the scheduler's own sync engine.
+        resync_every: This cohort's full-resync period: a ``timedelta``, :data:`RESYNC_OFF`
+            (``"off"``: only on request or when the workspace changed), or ``None`` for the
+            sync engine's setting. A text form (``"7d"``, ``"12h"``, ``"off"``) is parsed.
 
     Raises:
         ConfigurationError: If a field is invalid (empty id or name, bad address, naive time,
@@ -873,6 +955,10 @@ class ScheduledImport:
     notify_when: NotifyRule = attrs.field(default=NOTIFY_ALWAYS, converter=_notify_rule)
     webhook_env: str | None = attrs.field(default=None, converter=_webhook_env)
     webhook_format: WebhookFormat = attrs.field(default="json", validator=_webhook_format)
+    profile: str | None = attrs.field(default=None, converter=_profile_name)
+    resync_every: dt.timedelta | Literal["off"] | None = attrs.field(
+        default=None, converter=_resync_every
+    )
 
     def __attrs_post_init__(self) -> None:
         if self.state not in _STATES:

@@ -36,20 +36,27 @@ import logging
 import math
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import cast
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, cast
 
+import attrs
+
+from braze_cohorts._client import CohortClient
 from braze_cohorts._models import ImportRun, Trigger
 from braze_cohorts._notify import WebhookFormat, WebhookNotifier, combine, deliver
+from braze_cohorts._profiles import ConnectionProfile
 from braze_cohorts._schedule import (
     NOTIFY_ALWAYS,
     PAUSED_BY_USER,
+    RESYNC_OFF,
     NotifyRule,
     Schedule,
     ScheduledImport,
     _aware,
     _check_id,
 )
+from braze_cohorts._sync import CohortSync
+from braze_cohorts._uploader import BatchUploader, RateLimiter
 from braze_cohorts.exceptions import (
     AuthenticationError,
     ConfigurationError,
@@ -59,9 +66,24 @@ from braze_cohorts.exceptions import (
     StoreError,
     _describe_error,
 )
-from braze_cohorts.typing import Importer, MemberSource, Notifier, RecipientNotifier, ScheduleStore
+from braze_cohorts.typing import (
+    Importer,
+    MemberSource,
+    Notifier,
+    RecipientNotifier,
+    RequestLimiter,
+    ScheduleStore,
+    StateStore,
+)
 
-__all__ = ["DEFAULT_RECHECK", "MAX_STORE_FAILURES", "Scheduler", "WebhookFactory"]
+__all__ = [
+    "DEFAULT_RECHECK",
+    "MAX_STORE_FAILURES",
+    "ProfileSyncs",
+    "Scheduler",
+    "SyncForProfile",
+    "WebhookFactory",
+]
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +98,12 @@ _MIN_WAIT = 1.0
 
 #: Builds the webhook notifier a schedule names: ``(variable name, format) -> notifier``.
 WebhookFactory = Callable[[str, WebhookFormat], "Notifier | RecipientNotifier"]
+
+#: Makes the sync engine of a connection profile (:class:`ProfileSyncs` is one).
+SyncForProfile = Callable[[ConnectionProfile], Importer]
+
+#: Braze's documented limit: requests an hour to the cohort endpoints, per workspace.
+_BRAZE_REQUESTS_PER_HOUR = 250_000
 
 
 def _utcnow() -> dt.datetime:
@@ -106,6 +134,12 @@ class Scheduler:
         read_file: Turns a file source into records (default: ``braze_cohorts.read_records``).
         webhook: Builds the notifier for a schedule's webhook from the variable's name and the
             format (default: :class:`~braze_cohorts.WebhookNotifier` with its defaults).
+        sync_for_profile: Makes the sync engine of a schedule that names a
+            :class:`~braze_cohorts.ConnectionProfile` (:class:`ProfileSyncs`, or any function
+            of the profile). The profile is read from the store (a
+            :class:`~braze_cohorts.typing.ProfileStore`) at each run. A profile that is
+            missing, or whose keys cannot be read, fails that schedule's run only (recorded,
+            with the error); the others still run. Without it, such schedules fail the same way.
 
     Example:
         >>> import braze_cohorts as bc
@@ -128,9 +162,13 @@ class Scheduler:
         clock: Callable[[], dt.datetime] = _utcnow,
         read_file: Callable[[str], Iterable[object]] | None = None,
         webhook: WebhookFactory = _webhook,
+        sync_for_profile: SyncForProfile | None = None,
     ) -> None:
         if sync is not None and not callable(getattr(sync, "sync", None)):
             raise ConfigurationError("sync must be a CohortSync (or have its sync method)")
+        if sync_for_profile is not None and not callable(sync_for_profile):
+            raise ConfigurationError("sync_for_profile must be callable (e.g. ProfileSyncs)")
+        self._sync_for_profile = sync_for_profile
         self._store = store
         self._sync = sync
         self._notifier: Notifier | RecipientNotifier | None = (
@@ -186,6 +224,8 @@ class Scheduler:
         notify_when: NotifyRule | str = NOTIFY_ALWAYS,
         webhook_env: str | None = None,
         webhook_format: WebhookFormat = "json",
+        profile: str | None = None,
+        resync_every: dt.timedelta | str | None = None,
     ) -> ScheduledImport:
         """Give a cohort its one live schedule.
 
@@ -207,6 +247,11 @@ class Scheduler:
                 webhook to tell (the URL itself is refused: it is a secret). The variable is
                 read in the scheduler's process at each announcement.
             webhook_format: ``"json"`` (the run's fields) or ``"slack"`` (``{"text": ...}``).
+            profile: The name of the :class:`~braze_cohorts.ConnectionProfile` whose workspace
+                the imports go to (it must be in the store), or ``None`` for this scheduler's
+                own sync engine.
+            resync_every: The cohort's full-resync period: a ``timedelta``, its text
+                (``"12h"``, ``"7d"``), ``"off"``, or ``None`` for the sync engine's setting.
 
         Returns:
             The stored schedule.
@@ -214,10 +259,12 @@ class Scheduler:
         Raises:
             ScheduleConflictError: If the cohort already has a schedule and ``replace`` is false.
             ScheduleError: If the schedule text is invalid, or a one-time schedule is past.
-            ConfigurationError: If an address, the id, the name, the rule or the webhook
-                variable's name is invalid.
+            ConfigurationError: If an address, the id, the name, the rule, the webhook
+                variable's name or the period is invalid, or the profile is not in the store.
         """
         spec = Schedule.parse(schedule) if isinstance(schedule, str) else schedule
+        if profile is not None:
+            self._profile(profile)
         now = self.now() if now is None else _aware(now, "now")
         next_due = spec.next_run(now)
         if next_due is None:
@@ -233,6 +280,8 @@ class Scheduler:
             notify_when=notify_when,
             webhook_env=webhook_env,
             webhook_format=webhook_format,
+            profile=profile,
+            resync_every=resync_every,
         )
         self._store.put_schedule(entry, replace=replace)
         if callable(source):
@@ -375,7 +424,7 @@ class Scheduler:
             StoreError: If the store failed :data:`MAX_STORE_FAILURES` rounds in a row (a
                 single failure is logged and retried after ``recheck`` seconds).
         """
-        if self._sync is None:
+        if self._sync is None and self._sync_for_profile is None:
             raise ConfigurationError("this Scheduler was made without a sync engine to run imports")
         if (
             isinstance(recheck, bool)
@@ -435,6 +484,72 @@ class Scheduler:
         assert run is not None
         return run
 
+    def _profile(self, name: str) -> ConnectionProfile:
+        """The stored profile called ``name``.
+
+        Raises:
+            ConfigurationError: If the store keeps no profiles or has none of that name.
+        """
+        get_profile = getattr(self._store, "get_profile", None)
+        if not callable(get_profile):
+            raise ConfigurationError("this store keeps no connection profiles")
+        profile = get_profile(name)
+        if not isinstance(profile, ConnectionProfile):
+            raise ConfigurationError(
+                f"no connection profile called {name!r}: add it with `braze-cohorts profile "
+                "add` (or store.put_profile)"
+            )
+        return profile
+
+    def _importer(self, entry: ScheduledImport) -> Importer:
+        """The sync engine that runs ``entry``'s import.
+
+        Raises:
+            _UnconnectedError: If there is none (no default engine, no profile, a key unreadable).
+        """
+        try:
+            if entry.profile is None:
+                if self._sync is None:
+                    raise ConfigurationError(
+                        "this schedule names no connection profile and the scheduler has no "
+                        "default Braze connection: give it one with `schedule set --profile`"
+                    )
+                return self._sync
+            profile = self._profile(entry.profile)
+            if self._sync_for_profile is None:
+                raise ConfigurationError(
+                    f"this scheduler cannot run schedules of profile {entry.profile!r}: it was "
+                    "made without sync_for_profile"
+                )
+            return self._sync_for_profile(profile)
+        except ConfigurationError as exc:
+            raise _UnconnectedError(exc) from exc
+
+    def _record_unstarted(
+        self, entry: ScheduledImport, trigger: Trigger, started: dt.datetime, exc: Exception
+    ) -> ImportRun:
+        """Record, in the history when the store keeps one, a run that could not start."""
+        run = ImportRun(
+            cohort_id=entry.cohort_id,
+            name=entry.name,
+            trigger=trigger,
+            started_at=started,
+            finished_at=self.now(),
+            result="failed",
+            error=_describe_error(exc),
+            error_kind=type(exc).__name__,
+        )
+        start_run = getattr(self._store, "start_run", None)
+        finish_run = getattr(self._store, "finish_run", None)
+        if not (callable(start_run) and callable(finish_run)):
+            return run
+        try:
+            opened = start_run(attrs.evolve(run, result="running", finished_at=None))
+            recorded = finish_run(attrs.evolve(run, id=opened.id))
+        except ImportInProgressError:
+            return run  # another import of the cohort is running: it holds the history
+        return recorded if isinstance(recorded, ImportRun) else run
+
     def _members(self, entry: ScheduledImport) -> Iterator[object]:
         """The members of a run, read lazily so a failing source fails inside the import."""
         if entry.source is not None:
@@ -457,14 +572,28 @@ class Scheduler:
     def _run(
         self, entry: ScheduledImport, trigger: Trigger, *, raise_busy: bool = False
     ) -> ImportRun | None:
-        if self._sync is None:
+        if self._sync is None and self._sync_for_profile is None:
             raise ConfigurationError("this Scheduler was made without a sync engine to run imports")
         started = self.now()
         log.debug("%s import of cohort %s starting", trigger, entry.cohort_id)
         try:
-            run = self._sync.sync(
-                entry.cohort_id, entry.name, self._members(entry), trigger=trigger, notify=False
+            importer = self._importer(entry)
+            options: dict[str, Any] = {}
+            if entry.resync_every is not None:
+                options["resync_every"] = (
+                    None if entry.resync_every == RESYNC_OFF else entry.resync_every
+                )
+            run = importer.sync(
+                entry.cohort_id,
+                entry.name,
+                self._members(entry),
+                trigger=trigger,
+                notify=False,
+                **options,
             )
+        except _UnconnectedError as exc:  # no engine for this schedule: nothing was sent
+            log.error("%s import of cohort %s not started: %s", trigger, entry.cohort_id, exc.error)
+            run = self._record_unstarted(entry, trigger, started, exc.error)
         except ImportInProgressError:
             if raise_busy:
                 raise
@@ -557,6 +686,14 @@ class Scheduler:
             log.exception("could not report the interrupted import of cohort %s", entry.cohort_id)
 
 
+class _UnconnectedError(Exception):
+    """A schedule's import has no sync engine (carries the ConfigurationError saying why)."""
+
+    def __init__(self, error: ConfigurationError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 def _log_run(trigger: Trigger, run: ImportRun) -> None:
     """The one line logged per run (WARNING unless it succeeded), with ids as ``extra``."""
     took = (
@@ -597,3 +734,105 @@ _CAUSES = {
 def _pause_reason(run: ImportRun) -> str:
     what = _CAUSES.get(run.error_cause or "", "Braze refused the credentials")
     return f"authentication failed: {what}"
+
+
+class ProfileSyncs:
+    """Makes the :class:`~braze_cohorts.CohortSync` of a profile: ``Scheduler(sync_for_profile=)``.
+
+    Each call reads the profile's keys afresh (:meth:`ConnectionProfile.client`), so a rotated
+    key or a variable set later is picked up. The sync engine is kept while the profile and its
+    workspace fingerprint (:attr:`CohortClient.workspace
+    <braze_cohorts.CohortClient.workspace>`) stay the same, and every workspace gets its own
+    rate budget, shared by every profile that reaches it: imports of one customer never spend
+    another's requests, and two profiles of one workspace never exceed Braze's limit together.
+    The state binding follows the workspace too, since the sync engine binds each cohort to its
+    client's fingerprint.
+
+    Args:
+        store: The state store every sync engine uses (usually the scheduler's).
+        requests_per_hour: The rate budget of each workspace (default: Braze's 250,000).
+        concurrency: Requests in flight at most, per import.
+        limiter: Wraps each workspace's :class:`~braze_cohorts.RateLimiter` (e.g.
+            :class:`~braze_cohorts.MeteredLimiter`); default: none.
+        notifier: Passed to each :class:`~braze_cohorts.CohortSync`.
+        client_options: Passed to :meth:`ConnectionProfile.client`.
+        **sync_options: Passed to each :class:`~braze_cohorts.CohortSync` (``resync_every``,
+            ``max_remove_fraction``, ``clock``, …).
+
+    Example:
+        >>> import braze_cohorts as bc
+        >>> store = bc.SQLiteStore("state.db")  # doctest: +SKIP
+        >>> syncs = bc.ProfileSyncs(store)  # doctest: +SKIP
+        >>> scheduler = bc.Scheduler(store, sync_for_profile=syncs)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        store: StateStore,
+        *,
+        requests_per_hour: float = _BRAZE_REQUESTS_PER_HOUR,
+        concurrency: int = 16,
+        limiter: Callable[[RequestLimiter], RequestLimiter] | None = None,
+        notifier: Notifier | None = None,
+        client_options: Mapping[str, Any] | None = None,
+        **sync_options: Any,
+    ) -> None:
+        self._store = store
+        self._requests_per_hour = requests_per_hour
+        self._concurrency = concurrency
+        self._wrap = limiter
+        self._notifier = notifier
+        self._client_options = dict(client_options or {})
+        self._sync_options = sync_options
+        self._limiters: dict[str, RequestLimiter] = {}
+        self._syncs: dict[str, tuple[ConnectionProfile, str, CohortSync, CohortClient]] = {}
+        self._lock = threading.Lock()
+        RateLimiter(requests_per_hour)  # fail now on a bad budget, not at the first import
+
+    def __repr__(self) -> str:
+        return f"ProfileSyncs(store={self._store!r}, profiles={sorted(self._syncs)!r})"
+
+    def __call__(self, profile: ConnectionProfile) -> CohortSync:
+        """The sync engine for ``profile``, its keys read now.
+
+        Raises:
+            ConfigurationError: If a key cannot be read (see :meth:`ConnectionProfile.client`).
+        """
+        client = profile.client(**self._client_options)
+        workspace = client.workspace
+        with self._lock:
+            kept = self._syncs.get(profile.name)
+            if kept is not None and kept[0] == profile and kept[1] == workspace:
+                client.close()
+                return kept[2]
+            limiter = self._limiters.get(workspace)
+            if limiter is None:
+                base: RequestLimiter = RateLimiter(self._requests_per_hour)
+                limiter = base if self._wrap is None else self._wrap(base)
+                self._limiters[workspace] = limiter
+            uploader = BatchUploader(client, concurrency=self._concurrency, limiter=limiter)
+            sync = CohortSync(
+                client,
+                self._store,
+                uploader=uploader,
+                notifier=self._notifier,
+                **self._sync_options,
+            )
+            if kept is not None:
+                kept[3].close()
+            self._syncs[profile.name] = (profile, workspace, sync, client)
+            return sync
+
+    def close(self) -> None:
+        """Close every client made so far."""
+        with self._lock:
+            kept = list(self._syncs.values())
+            self._syncs.clear()
+        for entry in kept:
+            entry[3].close()
+
+    def __enter__(self) -> ProfileSyncs:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -5,7 +5,7 @@ hold), the *pending* ids (sent in a request whose outcome is unknown, or about t
 import history and a lock that lets one import of a cohort run at a time across threads and
 processes.
 
-Layout (schema version 5, ``PRAGMA user_version``; ``docs/store.md`` has every column)::
+Layout (schema version 6, ``PRAGMA user_version``; ``docs/store.md`` has every column)::
 
     cohorts  (id INTEGER PK, cohort_id TEXT UNIQUE, name, named_at, members, created_at,
               workspace, full_resync_at)
@@ -15,7 +15,10 @@ Layout (schema version 5, ``PRAGMA user_version``; ``docs/store.md`` has every c
     locks    (cohort_id PK, owner, pid, host, acquired_at, run_id)
     schedules (cohort_id PK, name, spec JSON, source, recipients JSON, state, paused_reason,
                next_due, last_run_id, updated_at,         (see braze_cohorts._scheduler)
-               notify_when JSON, webhook_env, webhook_format)          (version 5)
+               notify_when JSON, webhook_env, webhook_format,          (version 5)
+               profile, resync_every)                                  (version 6)
+    profiles (name PK, endpoint, partner, partner_api_key_env, partner_api_key_file,
+              data_import_key_env, data_import_key_file, updated_at)   (version 6)
 
 ``entered`` stamps a member that entered recently (UTC epoch seconds), while it is recent; the
 sync engine re-sends such members (``diff(resend_since=)``).
@@ -44,21 +47,24 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import attrs
 
 from braze_cohorts import _delta
 from braze_cohorts._delta import Delta, bucket, bucket_rows, chunks, part_buckets
 from braze_cohorts._models import FullResyncReason, ImportRun, RunResult, Trigger
+from braze_cohorts._profiles import ConnectionProfile
 from braze_cohorts._schedule import (
     NOTIFY_ALWAYS,
+    RESYNC_OFF,
     NotifyRule,
     Schedule,
     ScheduledImport,
     ScheduleState,
 )
 from braze_cohorts.exceptions import (
+    ConfigurationError,
     ImportInProgressError,
     InputError,
     ScheduleConflictError,
@@ -70,7 +76,7 @@ __all__ = ["Delta", "LockInfo", "SQLiteStore"]
 log = logging.getLogger(__name__)
 
 #: The schema version this module writes; older files are migrated on open.
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 #: Rows written per transaction when marking a large delta pending.
 _PENDING_TX_ROWS = 200_000
@@ -162,6 +168,24 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE schedules ADD COLUMN notify_when TEXT",
         "ALTER TABLE schedules ADD COLUMN webhook_env TEXT",
         "ALTER TABLE schedules ADD COLUMN webhook_format TEXT NOT NULL DEFAULT 'json'",
+    ),
+    (
+        # Named connection profiles: where each workspace's keys are found (a variable's name
+        # or a file's path), never a key. Schedules refer to one by name (NULL: the scheduler's
+        # own connection) and may set their cohort's full-resync period (minutes; 0: off;
+        # NULL: the sync engine's setting).
+        """CREATE TABLE profiles (
+            name TEXT PRIMARY KEY,
+            endpoint TEXT NOT NULL,
+            partner TEXT NOT NULL,
+            partner_api_key_env TEXT,
+            partner_api_key_file TEXT,
+            data_import_key_env TEXT,
+            data_import_key_file TEXT,
+            updated_at TEXT NOT NULL
+        )""",
+        "ALTER TABLE schedules ADD COLUMN profile TEXT",
+        "ALTER TABLE schedules ADD COLUMN resync_every INTEGER",
     ),
 )
 
@@ -283,8 +307,28 @@ def _run_values(run: ImportRun) -> tuple[Any, ...]:
 
 _SCHEDULE_COLUMNS = (
     "cohort_id, name, spec, source, recipients, state, paused_reason, next_due, last_run_id,"
-    " notify_when, webhook_env, webhook_format"
+    " notify_when, webhook_env, webhook_format, profile, resync_every"
 )
+
+_PROFILE_COLUMNS = (
+    "name, endpoint, partner, partner_api_key_env, partner_api_key_file, data_import_key_env,"
+    " data_import_key_file"
+)
+
+
+def _period_minutes(value: dt.timedelta | str | None) -> int | None:
+    """A schedule's ``resync_every`` as stored: minutes, 0 for off, NULL for the engine's."""
+    if value is None:
+        return None
+    if isinstance(value, str):  # RESYNC_OFF
+        return 0
+    return int(value.total_seconds() // 60)
+
+
+def _period_value(minutes: int | None) -> dt.timedelta | Literal["off"] | None:
+    if minutes is None:
+        return None
+    return RESYNC_OFF if minutes == 0 else dt.timedelta(minutes=minutes)
 
 
 def _due(moment: dt.datetime | None) -> str | None:
@@ -311,6 +355,14 @@ def _schedule_from_row(row: Sequence[Any]) -> ScheduledImport:
         notify_when=NOTIFY_ALWAYS if row[9] is None else NotifyRule.from_dict(json.loads(row[9])),
         webhook_env=row[10],
         webhook_format=row[11],
+        profile=row[12],
+        resync_every=_period_value(row[13]),
+    )
+
+
+def _profile_exists(name: str) -> str:
+    return (
+        f"a profile called {name!r} exists already; replace it with replace=True (CLI: --replace)"
     )
 
 
@@ -759,15 +811,16 @@ class SQLiteStore:
             cur = conn.execute(
                 "INSERT INTO schedules (cohort_id, name, spec, source, recipients, state,"
                 " paused_reason, next_due, last_run_id, updated_at, notify_when, webhook_env,"
-                " webhook_format)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " webhook_format, profile, resync_every)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (cohort_id) DO UPDATE SET name = excluded.name,"
                 " spec = excluded.spec, source = excluded.source,"
                 " recipients = excluded.recipients, state = excluded.state,"
                 " paused_reason = excluded.paused_reason, next_due = excluded.next_due,"
                 " last_run_id = excluded.last_run_id, updated_at = excluded.updated_at,"
                 " notify_when = excluded.notify_when, webhook_env = excluded.webhook_env,"
-                " webhook_format = excluded.webhook_format"
+                " webhook_format = excluded.webhook_format, profile = excluded.profile,"
+                " resync_every = excluded.resync_every"
                 " WHERE ? OR schedules.state = 'done'",
                 (
                     entry.cohort_id,
@@ -783,6 +836,8 @@ class SQLiteStore:
                     json.dumps(entry.notify_when.to_dict(), sort_keys=True),
                     entry.webhook_env,
                     entry.webhook_format,
+                    entry.profile,
+                    _period_minutes(entry.resync_every),
                     int(replace),
                 ),
             )
@@ -880,6 +935,65 @@ class SQLiteStore:
             conn.execute(
                 "UPDATE schedules SET last_run_id = ? WHERE cohort_id = ?", (run_id, cohort_id)
             )
+
+    # -- connection profiles (see braze_cohorts._profiles) -----------------------------------
+
+    def put_profile(self, profile: ConnectionProfile, *, replace: bool = False) -> None:
+        """Store a connection profile (names and paths only; a profile holds no key).
+
+        Raises:
+            ConfigurationError: If a profile of that name exists and ``replace`` is false.
+            StoreError: If the store fails.
+        """
+        with self._tx() as conn:
+            cur = conn.execute(
+                f"INSERT INTO profiles ({_PROFILE_COLUMNS}, updated_at)"  # noqa: S608
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET endpoint = excluded.endpoint,"
+                " partner = excluded.partner,"
+                " partner_api_key_env = excluded.partner_api_key_env,"
+                " partner_api_key_file = excluded.partner_api_key_file,"
+                " data_import_key_env = excluded.data_import_key_env,"
+                " data_import_key_file = excluded.data_import_key_file,"
+                " updated_at = excluded.updated_at WHERE ?",
+                (
+                    profile.name,
+                    profile.endpoint,
+                    profile.partner,
+                    profile.partner_api_key_env,
+                    profile.partner_api_key_file,
+                    profile.data_import_key_env,
+                    profile.data_import_key_file,
+                    _iso(self._clock()),
+                    int(replace),
+                ),
+            )
+            if cur.rowcount == 0:
+                raise ConfigurationError(_profile_exists(profile.name))
+
+    def _profiles(self, where: str, params: Sequence[object]) -> list[ConnectionProfile]:
+        with self._read() as conn:
+            rows = conn.execute(
+                f"SELECT {_PROFILE_COLUMNS} FROM profiles {where}",  # noqa: S608
+                params,
+            ).fetchall()
+        names = _PROFILE_COLUMNS.replace(" ", "").split(",")
+        return [ConnectionProfile(**dict(zip(names, row, strict=True))) for row in rows]
+
+    def get_profile(self, name: str) -> ConnectionProfile | None:
+        """The profile called ``name``, or ``None``."""
+        found = self._profiles("WHERE name = ?", (name,))
+        return found[0] if found else None
+
+    def list_profiles(self) -> list[ConnectionProfile]:
+        """Every profile, by name."""
+        return self._profiles("ORDER BY name", ())
+
+    def delete_profile(self, name: str) -> bool:
+        """Delete the profile called ``name``; ``False`` if there is none."""
+        with self._tx() as conn:
+            cur = conn.execute("DELETE FROM profiles WHERE name = ?", (name,))
+            return cur.rowcount > 0
 
     # -- names, workspace, resyncs ----------------------------------------------------------
 

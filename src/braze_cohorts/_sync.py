@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
+import enum
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -99,9 +100,11 @@ __all__ = [
     "DEFAULT_MAX_REMOVE_FRACTION",
     "DEFAULT_RESEND_WINDOW",
     "DEFAULT_RESYNC_EVERY",
+    "ENGINE_DEFAULT",
     "PLAN_HEADER",
     "REJECTS_HEADER",
     "CohortSync",
+    "EngineDefault",
     "PhaseHook",
     "PhaseProgress",
 ]
@@ -109,6 +112,16 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 ProgressHook = Callable[[UploadProgress], object]
+
+
+class EngineDefault(enum.Enum):
+    """The type of :data:`ENGINE_DEFAULT`: "the sync engine's own setting" for an option."""
+
+    ENGINE_DEFAULT = "the engine's setting"
+
+
+#: A per-call option left to the sync engine's setting (``CohortSync.sync(resync_every=)``).
+ENGINE_DEFAULT = EngineDefault.ENGINE_DEFAULT
 
 
 # -- the read/diff progress hook (``on_phase``) ------------------------------------------------
@@ -531,6 +544,7 @@ class CohortSync:
         progress: ProgressHook | None = None,
         notify: bool = True,
         on_phase: PhaseHook | None = None,
+        resync_every: dt.timedelta | EngineDefault | None = ENGINE_DEFAULT,
     ) -> ImportRun:
         """Make the Braze cohort hold exactly ``members``, sending only what changed.
 
@@ -575,6 +589,8 @@ class CohortSync:
             on_phase: Called with a :class:`~braze_cohorts.PhaseProgress` while the records
                 are read and diffed, and when the upload starts (``None``: never; costs
                 nothing then).
+            resync_every: The full-resync period for this call (``None``: no periodic full
+                resync); by default the engine's ``resync_every``.
 
         Returns:
             The run as recorded.
@@ -601,9 +617,11 @@ class CohortSync:
             last = store.last_full_resync(cohort_id)
             if last is None and store.member_count(cohort_id) == 0:
                 reason = "first_import"
-            elif self._resync_every is not None and (
-                last is None or now - last >= self._resync_every
-            ):
+            elif (
+                period := self._resync_every
+                if isinstance(resync_every, EngineDefault)
+                else _period(resync_every, "resync_every")
+            ) is not None and (last is None or now - last >= period):
                 reason = "period_elapsed"
         since = None if self._resend_window is None or reason else now - self._resend_window
         # A first import cannot tell who just entered from who was a member for years: stamping

@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # type-only imports: this module imports nothing of the packa
     from braze_cohorts._delta import Delta
     from braze_cohorts._identifiers import UserRef
     from braze_cohorts._models import CohortResponse, ImportRun, RateLimitInfo, Trigger
+    from braze_cohorts._profiles import ConnectionProfile
     from braze_cohorts._schedule import ScheduledImport, ScheduleState
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "MemberSource",
     "MembersClient",
     "Notifier",
+    "ProfileStore",
     "RecipientNotifier",
     "RequestLimiter",
     "ScheduleStore",
@@ -146,7 +148,9 @@ class Importer(Protocol):
 
     ``sync`` records every import it starts and returns the recorded run, failed or not; it
     raises only before a run is recorded (for example
-    :class:`~braze_cohorts.ImportInProgressError`).
+    :class:`~braze_cohorts.ImportInProgressError`). For a schedule that sets its own
+    full-resync period, the scheduler also passes ``resync_every=`` (a ``timedelta``, or
+    ``None`` for off), as :meth:`CohortSync.sync <braze_cohorts.CohortSync.sync>` takes it.
     """
 
     def sync(
@@ -340,4 +344,27 @@ class ScheduleStore(Protocol):
 
     def record_notification_error(self, run_id: int, error: str) -> None:
         """Record on a run in the history that its notification failed."""
+        ...
+
+
+class ProfileStore(Protocol):
+    """Where named connection profiles live. :class:`~braze_cohorts.SQLiteStore` implements it.
+
+    A profile holds names and paths only (where the keys are found), never a key.
+    """
+
+    def put_profile(self, profile: ConnectionProfile, *, replace: bool = False) -> None:
+        """Store ``profile``; ConfigurationError if its name is taken and not ``replace``."""
+        ...
+
+    def get_profile(self, name: str) -> ConnectionProfile | None:
+        """The profile called ``name``, or ``None``."""
+        ...
+
+    def list_profiles(self) -> list[ConnectionProfile]:
+        """Every stored profile, by name."""
+        ...
+
+    def delete_profile(self, name: str) -> bool:
+        """Remove the profile called ``name``; ``False`` if there is none."""
         ...

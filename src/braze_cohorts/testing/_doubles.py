@@ -27,6 +27,7 @@ import attrs
 
 from braze_cohorts import (
     CohortResponse,
+    ConnectionProfile,
     Delta,
     ImportRun,
     LockInfo,
@@ -52,7 +53,7 @@ from braze_cohorts.exceptions import (
 )
 
 if TYPE_CHECKING:
-    from braze_cohorts.typing import Clock, ScheduleStore, StateStore, SyncClient
+    from braze_cohorts.typing import Clock, ProfileStore, ScheduleStore, StateStore, SyncClient
 
 __all__ = ["FakeCall", "FakeClient", "MemoryStore", "SettableClock"]
 
@@ -589,6 +590,7 @@ class MemoryStore:
         self._runs: dict[int, ImportRun] = {}
         self._locks: dict[str, _Lock] = {}
         self._schedules: dict[str, ScheduledImport] = {}
+        self._profiles: dict[str, ConnectionProfile] = {}
         self._host = socket.gethostname()
 
     def __repr__(self) -> str:
@@ -918,6 +920,37 @@ class MemoryStore:
 
     # -- schedules -----------------------------------------------------------------------------
 
+    def put_profile(self, profile: ConnectionProfile, *, replace: bool = False) -> None:
+        """Store a connection profile.
+
+        Raises:
+            ConfigurationError: If a profile of that name exists and not ``replace``.
+        """
+        if not isinstance(profile, ConnectionProfile):
+            raise ConfigurationError("put_profile needs a ConnectionProfile")
+        with self._mutex:
+            if profile.name in self._profiles and not replace:
+                raise ConfigurationError(
+                    f"a profile called {profile.name!r} exists already; replace it with "
+                    "replace=True (CLI: --replace)"
+                )
+            self._profiles[profile.name] = profile
+
+    def get_profile(self, name: str) -> ConnectionProfile | None:
+        """The profile called ``name``, or ``None``."""
+        with self._mutex:
+            return self._profiles.get(name)
+
+    def list_profiles(self) -> list[ConnectionProfile]:
+        """Every profile, by name."""
+        with self._mutex:
+            return [self._profiles[k] for k in sorted(self._profiles)]
+
+    def delete_profile(self, name: str) -> bool:
+        """Delete the profile called ``name``; ``False`` if there is none."""
+        with self._mutex:
+            return self._profiles.pop(name, None) is not None
+
     def put_schedule(self, entry: ScheduledImport, *, replace: bool = False) -> None:
         """Store a cohort's schedule (one live schedule per cohort; a done one may be replaced).
 
@@ -1008,6 +1041,9 @@ class MemoryStore:
 if TYPE_CHECKING:
 
     def _memory_store_is_a_state_store(store: MemoryStore) -> StateStore:
+        return store
+
+    def _memory_store_is_a_profile_store(store: MemoryStore) -> ProfileStore:
         return store
 
     def _memory_store_is_a_schedule_store(store: MemoryStore) -> ScheduleStore:
