@@ -47,6 +47,7 @@ from braze_cohorts._schedule import (
     ScheduledImport,
     ScheduleKind,
     ScheduleState,
+    format_period,
     parse_period,
 )
 from braze_cohorts._scheduler import ProfileSyncs, Scheduler
@@ -191,6 +192,7 @@ __all__ = [
     "WorkspaceChangedError",
     "__version__",
     "as_ref",
+    "format_period",
     "frame_records",
     "key_of",
     "parse_period",

@@ -24,6 +24,7 @@ _COMMAND_MODULES = (
     "braze_cohorts._cli.sync",
     "braze_cohorts._cli.check",
     "braze_cohorts._cli.schedule",
+    "braze_cohorts._cli.profile",
     "braze_cohorts._cli.scheduler",
     "braze_cohorts._cli.emulator",
     "braze_cohorts._cli.demo",

@@ -8,6 +8,7 @@ the Braze settings, and mail the schedule's recipients when an SMTP host is conf
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -105,6 +106,36 @@ def register(subparsers: Any) -> None:
         default=[],
         metavar="ADDR",
         help="email these addresses after each import (repeatable)",
+    )
+    set_.add_argument(
+        "--notify-when",
+        metavar="RULE",
+        help="when to tell the recipients and the webhook: always (default), on_failure, "
+        "rejected>N, rejected>P%%, joined with commas (on_failure,rejected>5%%)",
+    )
+    set_.add_argument(
+        "--webhook-env",
+        metavar="VAR",
+        help="also tell the webhook whose URL is in environment variable VAR (the name, never "
+        "the URL; read by the process that runs the import)",
+    )
+    set_.add_argument(
+        "--webhook-format",
+        choices=("json", "slack"),
+        default="json",
+        help="the body the webhook gets: the run as JSON, or a Slack message (default json)",
+    )
+    set_.add_argument(
+        "--profile",
+        metavar="NAME",
+        help="import into the workspace of this connection profile (see `profile add`); "
+        "default: the Braze settings of the process that runs it",
+    )
+    set_.add_argument(
+        "--resync-every",
+        metavar="PERIOD",
+        help="make an import a full resync when the cohort's last one is older than PERIOD "
+        "(12h, 7d, 2w) or never (off); default: the sync engine's (7d)",
     )
     set_.add_argument(
         "--replace", action="store_true", help="replace the cohort's existing schedule"
@@ -313,6 +344,13 @@ def _schedule_json(entry: bc.ScheduledImport) -> dict[str, object]:
         "paused_reason": entry.paused_reason,
         "next_due": entry.next_due.isoformat() if entry.next_due else None,
         "last_run_id": entry.last_run_id,
+        "notify_when": str(entry.notify_when),
+        "webhook_env": entry.webhook_env,
+        "webhook_format": entry.webhook_format,
+        "profile": entry.profile,
+        "resync_every": None
+        if entry.resync_every is None
+        else bc.format_period(entry.resync_every),
     }
 
 
@@ -334,6 +372,11 @@ def _run_set(args: argparse.Namespace) -> int:
                 source=str(source),
                 recipients=args.notify,
                 replace=args.replace,
+                notify_when=bc.NotifyRule() if args.notify_when is None else args.notify_when,
+                webhook_env=args.webhook_env,
+                webhook_format=args.webhook_format,
+                profile=args.profile,
+                resync_every=args.resync_every,
             )
         finally:
             store.close()
@@ -431,6 +474,22 @@ def _run_show(args: argparse.Namespace) -> int:
         f"next run:   {_format_due(entry.next_due)}",
         f"source:     {entry.source or '(a registered Python function)'}",
         f"notify:     {', '.join(entry.recipients) or '-'}",
+        f"notify when: {entry.notify_when}",
+        "webhook:    "
+        + (
+            "-"
+            if entry.webhook_env is None
+            else f"URL from ${entry.webhook_env} ({entry.webhook_format})"
+        ),
+        f"profile:    {entry.profile or '(the Braze settings of the process running it)'}",
+        "resync:     "
+        + (
+            "every " + bc.format_period(entry.resync_every)
+            if isinstance(entry.resync_every, dt.timedelta)
+            else "off (only on request or when the workspace changes)"
+            if entry.resync_every is not None
+            else "the sync engine's period"
+        ),
     ]
     if last is not None:
         lines.append(
@@ -509,28 +568,70 @@ def _report(runs: list[bc.ImportRun], *, as_json: bool = False) -> int:
     return 0 if all(r.result == "succeeded" for r in runs) else 1
 
 
+def default_credentials(
+    args: argparse.Namespace, entries: list[bc.ScheduledImport]
+) -> dict[str, str] | None:
+    """The default Braze settings, required only when a schedule names no profile.
+
+    Raises:
+        ConfigurationError: If settings are missing and one of ``entries`` needs them.
+    """
+    try:
+        return credentials(args)
+    except bc.ConfigurationError:
+        if any(e.profile is None for e in entries):
+            raise
+        return None
+
+
+def open_running_store(args: argparse.Namespace) -> bc.SQLiteStore:
+    """Open the state database of a command that runs imports.
+
+    Raises:
+        ConfigurationError: If it cannot be opened; when the Braze settings are missing too,
+            the error names them (the usual first mistake), not the database.
+    """
+    try:
+        return open_store(args, write=True)
+    except bc.ConfigurationError:
+        credentials(args)  # raises the missing settings' error, if any
+        raise
+
+
 def _running(args: argparse.Namespace, cohort_id: str | None) -> int:
     try:
-        creds = credentials(args)
         notifier = _notifier(args)
-        store = open_store(args, write=True)
+        store = open_running_store(args)
         try:
-            with bc.CohortClient(
-                creds["endpoint"],
-                partner=creds["partner"],
-                partner_api_key=creds["partner_api_key"],
-                data_import_key=creds["data_import_key"],
-            ) as client:
-                # Metered: rate-limit waits reach the metrics when OpenTelemetry is installed.
-                limiter = bc.MeteredLimiter(bc.RateLimiter(250_000))  # Braze's limit
-                uploader = bc.BatchUploader(client, limiter=limiter)
-                syncer = bc.CohortSync(client, store, uploader=uploader, notifier=notifier)
-                scheduler = bc.Scheduler(store, syncer, notifier=notifier)
-                # Only warn when mail would be sent: the schedules about to run have recipients.
-                about_to_run = (
-                    store.due_schedules(scheduler.now())
-                    if cohort_id is None
-                    else [scheduler.get_schedule(cohort_id)]
+            probe = bc.Scheduler(store)
+            # Only warn when mail would be sent: the schedules about to run have recipients.
+            about_to_run = (
+                store.due_schedules(probe.now())
+                if cohort_id is None
+                else [probe.get_schedule(cohort_id)]
+            )
+            creds = default_credentials(args, about_to_run)
+            with contextlib.ExitStack() as stack:
+                syncer: bc.CohortSync | None = None
+                if creds is not None:
+                    client = stack.enter_context(
+                        bc.CohortClient(
+                            creds["endpoint"],
+                            partner=creds["partner"],
+                            partner_api_key=creds["partner_api_key"],
+                            data_import_key=creds["data_import_key"],
+                        )
+                    )
+                    # Metered: rate-limit waits reach the metrics when OpenTelemetry is installed.
+                    limiter = bc.MeteredLimiter(bc.RateLimiter(250_000))  # Braze's limit
+                    uploader = bc.BatchUploader(client, limiter=limiter)
+                    syncer = bc.CohortSync(client, store, uploader=uploader, notifier=notifier)
+                # Each profile's workspace gets its own client and rate budget.
+                profiles = stack.enter_context(
+                    bc.ProfileSyncs(store, limiter=bc.MeteredLimiter, notifier=notifier)
+                )
+                scheduler = bc.Scheduler(
+                    store, syncer, notifier=notifier, sync_for_profile=profiles
                 )
                 if notifier is None and any(e.recipients for e in about_to_run):
                     print(

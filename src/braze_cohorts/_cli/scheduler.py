@@ -45,11 +45,15 @@ from braze_cohorts._cli.common import (
     EXIT_USAGE,
     add_credential_args,
     add_state_arg,
-    credentials,
     fail,
-    open_store,
 )
-from braze_cohorts._cli.schedule import ENV_SMTP_HOST, _add_smtp_args, _notifier
+from braze_cohorts._cli.schedule import (
+    ENV_SMTP_HOST,
+    _add_smtp_args,
+    _notifier,
+    default_credentials,
+    open_running_store,
+)
 
 __all__ = ["EXIT_STORE_FAILED", "JsonFormatter", "register"]
 
@@ -259,6 +263,7 @@ class _Interruptible:
         *,
         trigger: bc.Trigger = "manual",
         notify: bool = True,
+        **options: Any,
     ) -> bc.ImportRun:
         return self._sync.sync(
             cohort_id,
@@ -267,6 +272,7 @@ class _Interruptible:
             trigger=trigger,
             notify=notify,
             progress=self._check,
+            **options,
         )
 
 
@@ -297,7 +303,6 @@ def _run_scheduler(args: argparse.Namespace) -> int:
             raise bc.ConfigurationError("--recheck must be a positive number of seconds")
         if args.grace is not None and not 0 <= args.grace < math.inf:
             raise bc.ConfigurationError("--grace must be a number of seconds, 0 or more")
-        creds = credentials(args)
         smtp = _notifier(args)
         webhook = (
             None
@@ -308,7 +313,13 @@ def _run_scheduler(args: argparse.Namespace) -> int:
             log.warning(
                 "--webhook-env %s: the variable is not set; the webhook will fail", webhook.url_env
             )
-        store = open_store(args, write=True)  # must exist: set a schedule first
+        store = open_running_store(args)  # must exist: set a schedule first
+        try:
+            live = [e for e in store.list_schedules() if e.state != "done"]
+            creds = default_credentials(args, live)
+        except BaseException:
+            store.close()
+            raise
     except (bc.ConfigurationError, bc.InputError) as exc:
         return fail(str(exc), EXIT_USAGE)
     except bc.BrazeCohortsError as exc:
@@ -316,25 +327,46 @@ def _run_scheduler(args: argparse.Namespace) -> int:
     stop = threading.Event()
     shutdown = _Shutdown(stop, args.grace)
     try:
-        with bc.CohortClient(
-            creds["endpoint"],
-            partner=creds["partner"],
-            partner_api_key=creds["partner_api_key"],
-            data_import_key=creds["data_import_key"],
-        ) as client:
-            # Metered: rate-limit waits reach the metrics when OpenTelemetry is installed.
-            limiter = bc.MeteredLimiter(bc.RateLimiter(args.requests_per_hour))
-            uploader = bc.BatchUploader(
-                client,
-                concurrency=args.concurrency,
-                requests_per_hour=args.requests_per_hour,
-                limiter=limiter,
+        with contextlib.ExitStack() as stack:
+            default: _Interruptible | None = None
+            if creds is not None:
+                client = stack.enter_context(
+                    bc.CohortClient(
+                        creds["endpoint"],
+                        partner=creds["partner"],
+                        partner_api_key=creds["partner_api_key"],
+                        data_import_key=creds["data_import_key"],
+                    )
+                )
+                # Metered: rate-limit waits reach the metrics when OpenTelemetry is installed.
+                limiter = bc.MeteredLimiter(bc.RateLimiter(args.requests_per_hour))
+                uploader = bc.BatchUploader(
+                    client,
+                    concurrency=args.concurrency,
+                    requests_per_hour=args.requests_per_hour,
+                    limiter=limiter,
+                )
+                syncer = bc.CohortSync(client, store, uploader=uploader)
+                default = _Interruptible(syncer, shutdown.interrupt)
+            # Each profile's workspace gets its own client and rate budget; keys are read at
+            # each import, so a missing one fails only that profile's imports.
+            profiles = stack.enter_context(
+                bc.ProfileSyncs(
+                    store,
+                    requests_per_hour=args.requests_per_hour,
+                    concurrency=args.concurrency,
+                    limiter=bc.MeteredLimiter,
+                )
             )
-            syncer = bc.CohortSync(client, store, uploader=uploader)
+
+            def for_profile(profile: bc.ConnectionProfile) -> _Interruptible:
+                return _Interruptible(profiles(profile), shutdown.interrupt)
+
             scheduler = bc.Scheduler(
                 store,
-                _Interruptible(syncer, shutdown.interrupt),
+                default,
                 notifier=[n for n in (smtp, webhook) if n is not None],
+                sync_for_profile=for_profile,
             )
             _warn_unconfigured(store, smtp)
             with shutdown.installed():
