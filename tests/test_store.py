@@ -4,6 +4,7 @@ files and cross-process lock."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import multiprocessing
 import os
 import sqlite3
@@ -19,6 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import braze_cohorts as bc
 from braze_cohorts import ImportInProgressError, ImportRun, InputError, StoreError, _delta, _store
 from braze_cohorts._delta import Delta
 from braze_cohorts._store import SQLiteStore
@@ -118,7 +120,7 @@ class TestSchema:
             assert second.member_count("c1") == 2
             assert [r.result for r in second.history("c1")] == ["succeeded"]
 
-    @pytest.mark.parametrize("version", [1, 2, 3, 4])
+    @pytest.mark.parametrize("version", range(1, len(_store._MIGRATIONS)))
     def test_older_file_is_migrated_and_keeps_its_runs_and_members(
         self, tmp_path: Path, version: int
     ) -> None:
@@ -168,6 +170,27 @@ class TestSchema:
             assert conn.execute("PRAGMA user_version").fetchone()[0] == _store.SCHEMA_VERSION
         finally:
             conn.close()
+
+    @pytest.mark.parametrize("version", [2, 5])
+    def test_older_schedules_are_migrated_with_no_profile_and_the_engines_period(
+        self, tmp_path: Path, version: int
+    ) -> None:
+        """A schedule stored before profiles reads back with profile and resync_every None."""
+        path = tmp_path / "state.db"
+        _old_schema_file(path, version)
+        conn = sqlite3.connect(path)
+        conn.execute(
+            "INSERT INTO schedules (cohort_id, name, spec, state, next_due, updated_at)"
+            " VALUES ('c1', 'Old', ?, 'active', '2026-01-05T10:00:00.000000Z', ?)",
+            (json.dumps(bc.Schedule.hourly(0).to_dict()), T0.isoformat()),
+        )
+        conn.commit()
+        conn.close()
+        with SQLiteStore(path) as store:
+            entry = store.get_schedule("c1")
+            assert entry is not None
+            assert (entry.profile, entry.resync_every) == (None, None)
+            assert store.list_profiles() == []
 
     def test_newer_schema_is_refused(self, tmp_path: Path) -> None:
         """A file written by a newer version is refused instead of being misread."""
@@ -568,6 +591,65 @@ class TestDiffChanges:
             store.diff_changes("c1", entered=["e:a", "e:b"], left=["e:b"])
         with store.diff_changes("c1", entered=["e:a", "e:a"], left=[]) as d:
             assert list(d.iter_adds()) == ["e:a"]
+
+
+def _connection(name: str = "acme", **changes: object) -> bc.ConnectionProfile:
+    fields: dict[str, object] = {
+        "name": name,
+        "endpoint": "EU-01",
+        "partner": "kubit",
+        "partner_api_key_env": "KUBIT_KEY",
+        "data_import_key_file": f"/run/secrets/{name}",
+    }
+    fields.update(changes)
+    return bc.ConnectionProfile(**fields)  # type: ignore[arg-type]
+
+
+class TestProfiles:
+    """The ProfileStore contract: named connections, by name, never a key."""
+
+    def test_put_get_list_delete(self, store: Store) -> None:
+        """Profiles are stored, listed by name, replaced only when asked, and deleted."""
+        assert store.list_profiles() == []
+        assert store.get_profile("acme") is None
+        store.put_profile(_connection("globex"))
+        store.put_profile(_connection("acme"))
+        assert [p.name for p in store.list_profiles()] == ["acme", "globex"]
+        assert store.get_profile("acme") == _connection("acme")
+        with pytest.raises(bc.ConfigurationError, match="exists already"):
+            store.put_profile(_connection("acme", endpoint="US-01"))
+        assert store.get_profile("acme") == _connection("acme")
+        changed = _connection(
+            "acme", endpoint="US-01", data_import_key_file=None, data_import_key_env="ACME_KEY"
+        )
+        store.put_profile(changed, replace=True)
+        assert store.get_profile("acme") == changed
+        assert store.delete_profile("acme")
+        assert not store.delete_profile("acme")
+        assert [p.name for p in store.list_profiles()] == ["globex"]
+
+    def test_schedules_keep_their_profile_and_period(self, store: Store) -> None:
+        """A schedule's profile and full-resync period (a period, off, or none) round-trip."""
+        periods: tuple[tuple[str, dt.timedelta | str | None], ...] = (
+            ("a", dt.timedelta(hours=12)),
+            ("b", "off"),
+            ("c", None),
+        )
+        for cohort_id, period in periods:
+            entry = bc.ScheduledImport(
+                cohort_id=cohort_id,
+                name="N",
+                schedule=bc.Schedule.hourly(5),
+                next_due=T0,
+                profile="acme",
+                resync_every=period,
+            )
+            store.put_schedule(entry)
+            assert store.get_schedule(cohort_id) == entry
+        store.put_schedule(attrs.evolve(entry, profile=None, resync_every="7d"), replace=True)
+        assert store.get_schedule("c") == attrs.evolve(
+            entry, profile=None, resync_every=dt.timedelta(days=7)
+        )
 
 
 class TestDocs:
