@@ -445,3 +445,96 @@ class TestDocs:
     def test_operations_page_examples_run(self) -> None:
         """The run_forever example in docs/operations.md runs as shown."""
         assert run_doc_examples("operations.md", section="operations") >= 8
+
+
+class TestResyncPeriodPerSchedule:
+    """A schedule's ``resync_every`` overrides the sync engine's period for its cohort."""
+
+    def _daily_runs(self, rig: Rig, cohort_id: str, days: int) -> list[bc.ImportRun]:
+        runs: list[bc.ImportRun] = []
+        for _ in range(days):
+            rig.clock.advance(days=1)
+            runs += rig.scheduler.run_due()
+        return [r for r in runs if r.cohort_id == cohort_id]
+
+    def test_a_short_period_resyncs_each_time_it_elapses(self, rig: Rig) -> None:
+        """With 2d on the schedule (engine: 7d), every second daily run is a full resync."""
+        rig.scheduler.set_schedule(
+            "c", "C", "daily 08:00", source=_members("u1", "u2"), resync_every="2d"
+        )
+        runs = self._daily_runs(rig, "c", 5)
+        assert [r.full_resync_reason for r in runs] == [
+            "first_import",
+            None,
+            "period_elapsed",
+            None,
+            "period_elapsed",
+        ]
+        assert runs[2].added == 2  # a full resync re-sends every member
+
+    def test_off_never_resyncs_where_the_engine_would(self, rig: Rig) -> None:
+        """With 'off', no run is a periodic full resync, though the engine's 1d has elapsed."""
+        sync = bc.CohortSync(
+            rig.client, rig.store, clock=rig.clock, resync_every=dt.timedelta(days=1)
+        )
+        scheduler = bc.Scheduler(rig.store, sync, clock=rig.clock)
+        scheduler.set_schedule(
+            "off", "Off", "daily 08:00", source=_members("u1"), resync_every="off"
+        )
+        scheduler.set_schedule("eng", "Eng", "daily 08:00", source=_members("u1"))
+        runs: list[bc.ImportRun] = []
+        for _ in range(3):
+            rig.clock.advance(days=1)
+            runs += scheduler.run_due()
+        reasons = {
+            cid: [r.full_resync_reason for r in runs if r.cohort_id == cid]
+            for cid in ("off", "eng")
+        }
+        assert reasons["off"] == ["first_import", None, None]
+        assert reasons["eng"] == ["first_import", "period_elapsed", "period_elapsed"]
+
+    def test_a_custom_importer_without_the_option_still_runs_other_schedules(
+        self, rig: Rig
+    ) -> None:
+        """resync_every reaches the importer only when the schedule sets it."""
+        seen: list[dict[str, Any]] = []
+
+        class Importer:
+            def sync(self, cohort_id: str, name: str, members: Any, **options: Any) -> bc.ImportRun:
+                seen.append(options)
+                return bc.ImportRun(
+                    cohort_id=cohort_id,
+                    name=name,
+                    trigger="scheduled",
+                    started_at=T0,
+                    finished_at=T0,
+                    result="succeeded",
+                )
+
+        scheduler = bc.Scheduler(rig.store, Importer(), clock=rig.clock)
+        scheduler.set_schedule("a", "A", "hourly 00", source=_members("u"))
+        scheduler.set_schedule("b", "B", "hourly 00", source=_members("u"), resync_every="12h")
+        scheduler.run_due(T0 + dt.timedelta(hours=1))
+        assert [o.get("resync_every", "unset") for o in seen] == ["unset", dt.timedelta(hours=12)]
+
+
+class TestPeriodText:
+    @given(st.integers(min_value=1, max_value=10_000), st.sampled_from("mhdw"))
+    def test_parse_and_format_round_trip(self, n: int, unit: str) -> None:
+        """Every period text reads back to the same timedelta through its formatted form."""
+        period = bc.parse_period(f"{n}{unit}")
+        assert isinstance(period, dt.timedelta)
+        assert bc.parse_period(bc.format_period(period)) == period
+
+    def test_invalid_periods_are_refused(self) -> None:
+        """Zero, negative, unit-less and unknown-unit periods are configuration errors."""
+        for text in ("0d", "-1d", "7", "7y", "", "d"):
+            with pytest.raises(bc.ConfigurationError):
+                bc.parse_period(text)
+        with pytest.raises(bc.ConfigurationError):
+            bc.ScheduledImport(
+                cohort_id="c",
+                name="C",
+                schedule=bc.Schedule.hourly(0),
+                resync_every=dt.timedelta(seconds=30),
+            )
