@@ -22,7 +22,14 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 import braze_cohorts as bc
-from braze_cohorts._notify import deliver, render_message, run_to_dict, validate_recipients
+from braze_cohorts._notify import (
+    EMAIL_WARNINGS,
+    deliver,
+    render_body,
+    render_message,
+    run_to_dict,
+    validate_recipients,
+)
 from doc_examples import run_doc_examples
 from hook_server import HookServer
 
@@ -152,6 +159,65 @@ class TestRenderMessage:
         assert "Requests:  3 (1 retries)" in body
         assert "Error" not in body
         assert "PAUSED" not in body
+
+    def test_body_says_what_users_counts(self) -> None:
+        """The users figure says it counts members Braze acknowledged, not users Braze holds."""
+        body = render_body(_run())
+        assert "members acknowledged by Braze" in body
+        assert "Braze ignores ids it does not know" in body
+
+    def test_body_says_a_delta_is_a_delta(self) -> None:
+        """An ordinary import is shown as a delta, never as a full resync."""
+        body = render_body(_run())
+        assert "Kind:      delta" in body
+        assert "FULL RESYNC" not in body
+
+    @pytest.mark.parametrize(
+        ("reason", "text"),
+        [
+            ("requested", "asked for"),
+            ("period_elapsed", "older than its resync period"),
+            ("workspace_changed", "another Braze workspace"),
+            ("first_import", "first import of this cohort"),
+        ],
+    )
+    def test_body_says_why_a_run_was_a_full_resync(self, reason: str, text: str) -> None:
+        """A full resync is named as such, with its reason in words."""
+        body = render_body(_run(full_resync=True, full_resync_reason=reason))
+        assert "Kind:      FULL RESYNC (every member re-sent): " in body
+        assert text in body.split("Kind:", 1)[1].splitlines()[0]
+
+    def test_body_lists_brazes_warnings_bounded(self) -> None:
+        """Braze's warnings are listed (at most EMAIL_WARNINGS), the rest counted."""
+        warnings = tuple(f"bad id in batch {i}" for i in range(EMAIL_WARNINGS + 3))
+        body = render_body(_run(warnings=warnings))
+        assert f"Warnings from Braze ({EMAIL_WARNINGS + 3};" in body
+        assert "re-sent at the next import" in body
+        for shown in warnings[:EMAIL_WARNINGS]:
+            assert f"  - {shown}\n" in body
+        assert warnings[EMAIL_WARNINGS] not in body
+        assert "… and 3 more (braze-cohorts history churn-risk --json)" in body
+
+    def test_first_import_note_is_not_called_a_braze_warning(self) -> None:
+        """The engine's first-import note is shown as a note; Braze's warnings follow it."""
+        run = _run(
+            full_resync=True,
+            full_resync_reason="first_import",
+            warnings=("first import of this cohort with this state: ...", "user not found"),
+        )
+        body = render_body(run)
+        note, _, rest = body.partition("Warnings from Braze (1;")
+        assert "Note:\n  first import of this cohort with this state" in note
+        assert "  - user not found" in rest
+
+    def test_no_warnings_no_section(self) -> None:
+        """A run without warnings has no warnings section."""
+        assert "Warnings" not in render_body(_run())
+
+    def test_warnings_cannot_inject_lines(self) -> None:
+        """Control characters in a warning become spaces: one warning, one line."""
+        body = render_body(_run(warnings=("evil\nSubject: x\r\nmore",)))
+        assert "  - evil Subject: x more" in body
 
     def test_times_are_shown_in_utc(self) -> None:
         """A run recorded in another zone is shown in UTC."""

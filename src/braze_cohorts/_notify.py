@@ -42,6 +42,7 @@ from braze_cohorts.typing import Notifier, RecipientNotifier
 
 __all__ = [
     "DEFAULT_WEBHOOK_ENV",
+    "EMAIL_WARNINGS",
     "SUBJECT_PREFIX",
     "WEBHOOK_FORMATS",
     "SmtpNotifier",
@@ -133,6 +134,45 @@ def _subject(run: ImportRun, paused_reason: str | None) -> str:
     return _plain(f"{SUBJECT_PREFIX} {name}: {run.result}{suffix}")
 
 
+#: Why a run was a full resync, as the email says it.
+_RESYNC_REASONS = {
+    "requested": "asked for (full_resync=True / --full-resync)",
+    "period_elapsed": "the cohort's last full resync is older than its resync period",
+    "workspace_changed": "the state described another Braze workspace (endpoint, partner or "
+    "data import key changed)",
+    "first_import": "first import of this cohort with this state",
+}
+#: The most warnings an email lists (the history keeps them all).
+EMAIL_WARNINGS = 5
+
+
+def _kind_lines(run: ImportRun) -> list[str]:
+    if not run.full_resync:
+        return ["Kind:      delta (only changes and uncertain ids sent)"]
+    reason = _RESYNC_REASONS.get(run.full_resync_reason or "", "unknown reason")
+    return [f"Kind:      FULL RESYNC (every member re-sent): {reason}"]
+
+
+def _warning_lines(run: ImportRun) -> list[str]:
+    warnings = list(run.warnings)
+    lines: list[str] = []
+    if run.full_resync_reason == "first_import" and warnings:
+        lines += ["", "Note:", f"  {_plain(warnings.pop(0))}"]
+    if warnings:
+        lines += [
+            "",
+            f"Warnings from Braze ({len(warnings)}; errors in answers that reported success - "
+            "the ids of those requests are re-sent at the next import):",
+        ]
+        lines += [f"  - {_plain(w)}" for w in warnings[:EMAIL_WARNINGS]]
+        if len(warnings) > EMAIL_WARNINGS:
+            lines.append(
+                f"  … and {len(warnings) - EMAIL_WARNINGS} more (braze-cohorts history "
+                f"{run.cohort_id} --json)"
+            )
+    return lines
+
+
 def render_body(run: ImportRun, *, paused_reason: str | None = None) -> str:
     """The plain-text body of the email about ``run`` (see :func:`render_message`)."""
     lines = [
@@ -144,9 +184,12 @@ def render_body(run: ImportRun, *, paused_reason: str | None = None) -> str:
     if run.finished_at is not None:
         took = (run.finished_at - run.started_at).total_seconds()
         lines.append(f"Finished:  {_utc(run.finished_at)} (took {_duration(max(took, 0.0))})")
+    lines += _kind_lines(run)
     lines += [
         "",
         f"Users in the cohort: {run.users:,}",
+        "  (members acknowledged by Braze; Braze ignores ids it does not know,",
+        "  so the segment may hold fewer)",
         f"Added:     {run.added:,}",
         f"Removed:   {run.removed:,}",
         f"Rejected:  {run.rejected_total:,}",
@@ -157,6 +200,7 @@ def render_body(run: ImportRun, *, paused_reason: str | None = None) -> str:
     lines.append(f"Requests:  {run.requests:,}{retries}")
     if run.error:
         lines += ["", "Error:", f"  {run.error}"]
+    lines += _warning_lines(run)
     if paused_reason is not None:
         lines += [
             "",
@@ -182,8 +226,10 @@ def render_message(
 
     The subject reads ``"[braze-cohorts] <cohort name>: <result>"`` (with ``", schedule paused"``
     appended when the import paused its schedule). The plain-text body gives the cohort's name and
-    id, the result and trigger, when it ran (UTC) and how long it took, the users in the cohort,
-    added, removed and rejected users (by reason), the requests sent, and the error if any.
+    id, the result and trigger, when it ran (UTC) and how long it took, whether it was a full
+    resync and why, the users in the cohort (members acknowledged by Braze: Braze ignores ids it
+    does not know), added, removed and rejected users (by reason), the requests sent, the error
+    if any, and Braze's warnings (at most :data:`EMAIL_WARNINGS`; the history keeps them all).
 
     Args:
         run: The finished import.
