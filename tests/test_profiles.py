@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 import braze_cohorts as bc
 from braze_cohorts.cli import main
 from braze_cohorts.testing import BrazeEmulator, SettableClock
+from doc_examples import run_doc_examples
 
 UTC = dt.timezone.utc
 T0 = dt.datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
@@ -384,3 +385,9 @@ class TestProfileSyncs:
         """A rate budget that is not positive is refused before any import."""
         with bc.SQLiteStore(tmp_path / "s.db") as store, pytest.raises(bc.ConfigurationError):
             bc.ProfileSyncs(store, requests_per_hour=0)
+
+
+class TestDocs:
+    def test_profiles_section_of_the_schedules_page_runs(self) -> None:
+        """The examples in the profiles section of docs/schedules.md run as shown."""
+        assert run_doc_examples("schedules.md", section="profiles") > 8
