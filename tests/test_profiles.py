@@ -391,3 +391,27 @@ class TestDocs:
     def test_profiles_section_of_the_schedules_page_runs(self) -> None:
         """The examples in the profiles section of docs/schedules.md run as shown."""
         assert run_doc_examples("schedules.md", section="profiles") > 8
+
+
+class TestSchedulerStartWarning:
+    def test_unset_profile_variables_are_named_at_start(
+        self,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        """`braze-cohorts scheduler` warns at start about a profile's unset variable (no value)."""
+        from braze_cohorts._cli.scheduler import _warn_unconfigured
+
+        monkeypatch.delenv("ACME_IMPORT_KEY", raising=False)
+        monkeypatch.setenv("ACME_PARTNER_KEY", SECRET)
+        with bc.SQLiteStore(tmp_path / "s.db") as store:
+            store.put_profile(_profile())
+            bc.Scheduler(store).set_schedule(
+                "c", "C", "hourly 00", source=_write_csv(tmp_path / "c.csv", ["u"]), profile="acme"
+            )
+            with caplog.at_level(logging.WARNING):
+                _warn_unconfigured(store, None)
+        assert "profile acme: $ACME_IMPORT_KEY not found" in caplog.text
+        assert "ACME_PARTNER_KEY" not in caplog.text
+        assert SECRET not in caplog.text

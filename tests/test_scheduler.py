@@ -538,3 +538,27 @@ class TestPeriodText:
                 schedule=bc.Schedule.hourly(0),
                 resync_every=dt.timedelta(seconds=30),
             )
+
+
+class TestSyncResyncOverride:
+    """``CohortSync.sync(resync_every=)``: the period for one call, the engine's by default."""
+
+    def test_per_call_period_overrides_the_engines(self, rig: Rig) -> None:
+        """None turns the period off for the call; a shorter period makes it elapse sooner."""
+        sync = bc.CohortSync(rig.client, rig.store, clock=rig.clock)  # engine: 7 days
+        assert sync.sync("c", "C", ["u1"]).full_resync_reason == "first_import"
+        rig.clock.advance(days=2)
+        assert sync.sync("c", "C", ["u1"]).full_resync_reason is None
+        run = sync.sync("c", "C", ["u1"], resync_every=dt.timedelta(days=1))
+        assert run.full_resync_reason == "period_elapsed"
+        rig.clock.advance(days=30)
+        assert sync.sync("c", "C", ["u1"], resync_every=None).full_resync_reason is None
+        assert sync.sync("c", "C", ["u1"]).full_resync_reason == "period_elapsed"
+
+    def test_an_invalid_period_is_refused_before_anything_is_recorded(self, rig: Rig) -> None:
+        """A period that is not a positive timedelta fails at once, even on a first import."""
+        sync = bc.CohortSync(rig.client, rig.store, clock=rig.clock)
+        for bad in (dt.timedelta(0), "7d", 7):
+            with pytest.raises(bc.ConfigurationError, match="resync_every"):
+                sync.sync("c", "C", ["u1"], resync_every=bad)  # type: ignore[arg-type]
+        assert rig.store.history("c") == []

@@ -603,6 +603,11 @@ class CohortSync:
         _check_args(cohort_id, name, trigger)
         members = as_records(members)  # a DataFrame or Arrow table is read by column
         _check_records("members", members)
+        period = (
+            self._resync_every
+            if isinstance(resync_every, EngineDefault)
+            else _period(resync_every, "resync_every")
+        )
         store = self._store
         now = self._now()
         workspace = self._workspace()
@@ -617,11 +622,7 @@ class CohortSync:
             last = store.last_full_resync(cohort_id)
             if last is None and store.member_count(cohort_id) == 0:
                 reason = "first_import"
-            elif (
-                period := self._resync_every
-                if isinstance(resync_every, EngineDefault)
-                else _period(resync_every, "resync_every")
-            ) is not None and (last is None or now - last >= period):
+            elif period is not None and (last is None or now - last >= period):
                 reason = "period_elapsed"
         since = None if self._resend_window is None or reason else now - self._resend_window
         # A first import cannot tell who just entered from who was a member for years: stamping

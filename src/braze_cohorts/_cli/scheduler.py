@@ -294,6 +294,26 @@ def _warn_unconfigured(store: bc.SQLiteStore, notifier: object) -> None:
             "email is sent",
             ENV_SMTP_HOST,
         )
+    for name in sorted({e.profile for e in entries if e.profile is not None}):
+        profile = store.get_profile(name)
+        if profile is None:
+            log.warning("schedules name profile %s, which does not exist; they will fail", name)
+            continue
+        missing = [
+            f"${var}"
+            for var in (profile.partner_api_key_env, profile.data_import_key_env)
+            if var is not None and not os.environ.get(var, "").strip()
+        ] + [
+            path
+            for path in (profile.partner_api_key_file, profile.data_import_key_file)
+            if path is not None and not os.path.isfile(path)
+        ]
+        if missing:
+            log.warning(
+                "profile %s: %s not found in this process; its schedules will fail until they are",
+                name,
+                ", ".join(missing),
+            )
 
 
 def _run_scheduler(args: argparse.Namespace) -> int:
