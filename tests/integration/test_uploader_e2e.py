@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,17 +35,22 @@ QUICK_RETRY = RetryPolicy(attempts=4, initial_backoff=0.001, max_backoff=0.001, 
 NO_LIMIT = 1e9
 
 
-def timed_uploader(client: CohortClient, fake_time: Any, retry: RetryPolicy) -> BatchUploader:
-    """One request at a time, no rate limit, ``retry`` waits on ``fake_time`` (no real sleep)."""
-    return BatchUploader(
-        client,
-        concurrency=1,
-        requests_per_hour=NO_LIMIT,
-        retry=retry,
-        clock=fake_time,
-        sleep=fake_time.sleep,
-        wall_clock=fake_time,
-    )
+def timed_uploader(
+    client: CohortClient, fake_time: Any, retry: RetryPolicy = QUICK_RETRY, **options: Any
+) -> BatchUploader:
+    """One request at a time, no rate limit, ``retry`` waits on ``fake_time`` (no real sleep).
+
+    ``options`` override any of those settings or add others (e.g. ``breaker=None``).
+    """
+    settings: dict[str, Any] = {
+        "concurrency": 1,
+        "requests_per_hour": NO_LIMIT,
+        "retry": retry,
+        "clock": fake_time,
+        "sleep": fake_time.sleep,
+        "wall_clock": fake_time,
+    }
+    return BatchUploader(client, **{**settings, **options})
 
 
 def make_client(emulator: BrazeEmulator, **options: Any) -> CohortClient:
@@ -55,6 +61,20 @@ def make_client(emulator: BrazeEmulator, **options: Any) -> CohortClient:
         data_import_key=emulator.data_import_key,
         **options,
     )
+
+
+@contextmanager
+def served(
+    fake_time: Any = None, *, timeout: Any = None, **emulator_options: Any
+) -> Iterator[tuple[BrazeEmulator, CohortClient]]:
+    """A running emulator and a client of it, both on ``fake_time`` when it is given."""
+    clocked = {} if fake_time is None else {"clock": fake_time}
+    client_options = {**clocked, **({} if timeout is None else {"timeout": timeout})}
+    with (
+        BrazeEmulator(**clocked, **emulator_options) as emulator,
+        make_client(emulator, **client_options) as client,
+    ):
+        yield emulator, client
 
 
 def user_requests(emulator: BrazeEmulator) -> list[RequestRecord]:
@@ -141,7 +161,7 @@ class TestUpload:
 
     def test_keys_only_in_bodies_during_a_concurrent_upload(self) -> None:
         """Across a concurrent upload no key shows in any request line or header."""
-        with BrazeEmulator(record_raw=True) as emulator, make_client(emulator) as client:
+        with served(record_raw=True) as (emulator, client):
             BatchUploader(client, concurrency=4, requests_per_hour=NO_LIMIT).upload(
                 "c1", add=(f"u{i}" for i in range(3_500))
             )
@@ -156,13 +176,10 @@ class TestUpload:
 class TestRetries:
     def test_429_waits_what_the_server_says(self, fake_time: Any) -> None:
         """Two 429s with Retry-After: 3 mean two waits of 3 s, then success."""
-        with (
-            BrazeEmulator(clock=fake_time) as emulator,
-            make_client(emulator, clock=fake_time) as client,
-        ):
+        with served(fake_time) as (emulator, client):
             emulator.add_user("u1")
             emulator.fail_next(2, 429, retry_after=3)
-            uploader = timed_uploader(client, fake_time, QUICK_RETRY)
+            uploader = timed_uploader(client, fake_time)
             report = uploader.upload("c1", add=["u1"])
             assert emulator.members("c1") == {("external_id", "u1")}
         assert (report.ok, report.requests, report.retries) == (True, 3, 2)
@@ -170,12 +187,9 @@ class TestRetries:
 
     def test_429_with_only_a_reset_header(self, fake_time: Any) -> None:
         """Without Retry-After the wait comes from X-RateLimit-Reset."""
-        with (
-            BrazeEmulator(clock=fake_time) as emulator,
-            make_client(emulator, clock=fake_time) as client,
-        ):
+        with served(fake_time) as (emulator, client):
             emulator.fail_next(1, 429, retry_after=5, headers={"Retry-After": None})
-            uploader = timed_uploader(client, fake_time, QUICK_RETRY)
+            uploader = timed_uploader(client, fake_time)
             report = uploader.upload("c1", add=["u1"])
         assert report.ok
         long_waits = [w for w in fake_time.sleeps if w >= 0.5]
@@ -185,7 +199,7 @@ class TestRetries:
     def test_5xx_and_423_are_retried_with_capped_backoff(self, fake_time: Any) -> None:
         """Server errors and locks are retried with exponential backoff capped by the policy."""
         policy = RetryPolicy(attempts=5, initial_backoff=1, max_backoff=2, jitter="none")
-        with BrazeEmulator() as emulator, make_client(emulator) as client:
+        with served() as (emulator, client):
             emulator.add_user("u1")
             emulator.fail_next(1, 503)
             emulator.fail_next(1, 423)
@@ -204,7 +218,7 @@ class TestRetries:
         """A 400 fails its batch at once and the other batches still go."""
         emulator.add_users(1_500, prefix="u")
         emulator.fail_next(1, 400, body={"message": "cohort_changes has the wrong shape"})
-        uploader = timed_uploader(client, fake_time, QUICK_RETRY)
+        uploader = timed_uploader(client, fake_time)
         report = uploader.upload("c1", add=[f"u{i}" for i in range(1_500)])
         assert (report.requests, report.retries) == (2, 0)
         [failed] = report.failed_batches
@@ -232,7 +246,7 @@ class TestRetries:
         """A change applied but never acknowledged is sent again and acknowledged."""
         emulator.add_user("u1")
         emulator.drop_next(1, when="after_apply")
-        uploader = timed_uploader(client, fake_time, QUICK_RETRY)
+        uploader = timed_uploader(client, fake_time)
         report = uploader.upload("c1", add=["u1"])
         assert (report.ok, report.retries) == (True, 1)
         assert [r.fault for r in emulator.request_log] == ["drop_after_apply", None]
@@ -275,23 +289,11 @@ class TestRateLimitPacing:
     def make_uploader(
         self, client: CohortClient, fake_time: Any, requests_per_hour: float
     ) -> BatchUploader:
-        return BatchUploader(
-            client,
-            concurrency=1,
-            requests_per_hour=requests_per_hour,
-            batch_size=10,
-            retry=QUICK_RETRY,
-            clock=fake_time,
-            sleep=fake_time.sleep,
-            wall_clock=fake_time,
-        )
+        return timed_uploader(client, fake_time, requests_per_hour=requests_per_hour, batch_size=10)
 
     def test_zero_429s_when_the_limits_match(self, fake_time: Any) -> None:
         """Client and server both at 20 requests/hour: 60 requests over 3 hours, never a 429."""
-        with (
-            BrazeEmulator(requests_per_hour=20, clock=fake_time) as emulator,
-            make_client(emulator, clock=fake_time) as client,
-        ):
+        with served(fake_time, requests_per_hour=20) as (emulator, client):
             report = self.make_uploader(client, fake_time, 20).upload(
                 "c1", add=(f"u{i}" for i in range(600))
             )
@@ -305,10 +307,7 @@ class TestRateLimitPacing:
 
     def test_server_headers_pause_a_client_set_too_high(self, fake_time: Any) -> None:
         """A client allowed twice the server's rate gets no 429: X-RateLimit-Remaining pauses it."""
-        with (
-            BrazeEmulator(requests_per_hour=20, rate_limit_window=60, clock=fake_time) as emulator,
-            make_client(emulator, clock=fake_time) as client,
-        ):
+        with served(fake_time, requests_per_hour=20, rate_limit_window=60) as (emulator, client):
             report = self.make_uploader(client, fake_time, 2 * 20 * 60).upload(
                 "c1", add=(f"u{i}" for i in range(600))
             )
@@ -319,10 +318,7 @@ class TestRateLimitPacing:
 
     def test_a_client_without_pacing_would_be_refused(self, fake_time: Any) -> None:
         """Control: the same server refuses a burst, so the tests above can fail."""
-        with (
-            BrazeEmulator(requests_per_hour=20, clock=fake_time) as emulator,
-            make_client(emulator, clock=fake_time) as client,
-        ):
+        with served(fake_time, requests_per_hour=20) as (emulator, client):
             for i in range(21):
                 try:
                     client.update_members("c1", add=[f"u{i}"])
@@ -344,15 +340,7 @@ class TestStoppingEarly:
     ) -> None:
         """All-503 over HTTP: the breaker stops after three failed batches; the rest is reported."""
         emulator.fail_next(10**6, 503, path="/cohorts/users")
-        uploader = BatchUploader(
-            client,
-            concurrency=4,
-            requests_per_hour=NO_LIMIT,
-            retry=QUICK_RETRY,
-            clock=fake_time,
-            sleep=fake_time.sleep,
-            wall_clock=fake_time,
-        )
+        uploader = timed_uploader(client, fake_time, concurrency=4)
         report = uploader.upload("c1", add=(f"u{i}" for i in range(20_000)))
         assert report.stopped_reason == "circuit_open"
         records = user_requests(emulator)
@@ -370,24 +358,15 @@ class TestStoppingEarly:
 
         # Control: without the breaker the same upload tries every batch to the end.
         emulator.reset_log()
-        unbroken = BatchUploader(
-            client,
-            concurrency=4,
-            requests_per_hour=NO_LIMIT,
-            retry=QUICK_RETRY,
-            clock=fake_time,
-            sleep=fake_time.sleep,
-            breaker=None,
-        ).upload("c1", add=(f"u{i}" for i in range(20_000)))
+        unbroken = timed_uploader(client, fake_time, concurrency=4, breaker=None).upload(
+            "c1", add=(f"u{i}" for i in range(20_000))
+        )
         assert unbroken.stopped_reason is None
         assert len(user_requests(emulator)) == 20 * QUICK_RETRY.attempts
 
     def test_a_hanging_braze_is_left_at_the_deadline(self, fake_time: Any) -> None:
         """Against a Braze that never answers, nothing starts after the deadline."""
-        with (
-            BrazeEmulator(latency=HANG, record_raw=True) as emulator,
-            make_client(emulator, timeout=SHORT_TIMEOUT) as client,
-        ):
+        with served(timeout=SHORT_TIMEOUT, latency=HANG, record_raw=True) as (emulator, client):
             uploader = BatchUploader(
                 client,
                 concurrency=2,
@@ -413,18 +392,8 @@ class TestStoppingEarly:
 
     def test_a_hanging_braze_trips_the_default_breaker(self, fake_time: Any) -> None:
         """With no deadline, timeouts count as an outage and the default breaker stops it."""
-        with (
-            BrazeEmulator(latency=HANG, record_raw=True) as emulator,
-            make_client(emulator, timeout=SHORT_TIMEOUT) as client,
-        ):
-            uploader = BatchUploader(
-                client,
-                concurrency=2,
-                requests_per_hour=NO_LIMIT,
-                retry=QUICK_RETRY,
-                clock=fake_time,
-                sleep=fake_time.sleep,
-            )
+        with served(timeout=SHORT_TIMEOUT, latency=HANG, record_raw=True) as (emulator, client):
+            uploader = timed_uploader(client, fake_time, concurrency=2)
             report = uploader.upload("c1", add=(f"u{i}" for i in range(50_000)))
             assert len(emulator.raw_requests) == report.requests
         assert report.stopped_reason == "circuit_open"
@@ -439,21 +408,9 @@ class TestStoppingEarly:
         self, tmp_path: Path, fake_time: Any
     ) -> None:
         """A sync cut short by an outage leaves its ids uncertain; the next run is exact."""
-        with (
-            BrazeEmulator() as emulator,
-            make_client(emulator) as client,
-            SQLiteStore(tmp_path / "state.db") as store,
-        ):
+        with served() as (emulator, client), SQLiteStore(tmp_path / "state.db") as store:
             emulator.add_users(10_000, prefix="u")
-            uploader = BatchUploader(
-                client,
-                concurrency=1,
-                requests_per_hour=NO_LIMIT,
-                retry=QUICK_RETRY,
-                clock=fake_time,
-                sleep=fake_time.sleep,
-                wall_clock=fake_time,
-            )
+            uploader = timed_uploader(client, fake_time)
             sync = CohortSync(client, store, uploader=uploader)
             first = [f"u{i}" for i in range(6_000)]
             assert sync.sync("c1", "Power users", first).result == "succeeded"
