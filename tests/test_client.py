@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
-import http.server
 import json
 import logging
 import math
@@ -45,6 +44,7 @@ from braze_cohorts import (
     resolve_endpoint,
 )
 from doc_examples import run_doc_examples
+from loopback import JSONHandler, serving
 
 BASE = "https://rest.iad-03.braze.com"
 NAME_URL = f"{BASE}/partners/kubit/cohorts"
@@ -1145,10 +1145,9 @@ class TestTransportErrors:
         assert "/partners/kubit/cohorts/users" in str(info.value)
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
+class _Handler(JSONHandler):
     """Answers each POST with its own cohort_id and id count, after recording the request."""
 
-    protocol_version = "HTTP/1.1"
     records: ClassVar[list[tuple[str, dict[str, str], Any]]] = []
     lock = threading.Lock()
 
@@ -1158,31 +1157,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         with self.lock:
             self.records.append((self.path, dict(self.headers), body))
         count = sum(len(c.get("user_ids", [])) for c in body.get("cohort_changes", []))
-        reply = json.dumps({"message": f"{body['cohort_id']}:{count}"}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(reply)))
-        self.send_header("X-RateLimit-Remaining", "99")
-        self.end_headers()
-        self.wfile.write(reply)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+        message = f"{body['cohort_id']}:{count}"
+        self.reply(200, {"message": message}, {"X-RateLimit-Remaining": "99"})
 
 
 @pytest.fixture
 def loopback_server() -> Iterator[str]:
     _Handler.records = []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with serving(_Handler) as url:
+        yield url
 
 
 class TestOverRealSockets:

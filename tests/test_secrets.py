@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import http.server
 import inspect
 import json
 import logging
 import pickle
-import threading
 import traceback
 from collections.abc import Iterator
 from typing import Any
@@ -18,6 +16,7 @@ import responses
 import urllib3.exceptions
 
 from braze_cohorts import BrazeCohortsError, CohortClient, TransportError
+from loopback import JSONHandler, serving
 
 PARTNER_KEY = "PK-9f8e7d6c5b4a-partner"
 IMPORT_KEY = "DK-1a2b3c4d5e6f-import"
@@ -324,36 +323,17 @@ class TestSecretsNeverLeak:
             pickle.dumps(client)
 
 
-class _Server(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
+class _Server(JSONHandler):
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers["Content-Length"]))
         status = 401 if self.path.endswith("/users") else 200
-        reply = json.dumps({"message": "Invalid client secret" if status == 401 else "ok"})
-        data = reply.encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+        self.reply(status, {"message": "Invalid client secret" if status == 401 else "ok"})
 
 
 @pytest.fixture
 def server_url() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Server)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with serving(_Server) as url:
+        yield url
 
 
 class TestSecretsOverRealSockets:
