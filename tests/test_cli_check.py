@@ -4,37 +4,26 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from braze_cohorts import CohortClient
 from braze_cohorts import cli as cli_module
 from braze_cohorts.cli import main
 from braze_cohorts.testing import BrazeEmulator
+from helpers import braze_environ, emulator_client, run_cli
 
 
 @pytest.fixture
-def env(braze_emulator: BrazeEmulator, monkeypatch: pytest.MonkeyPatch) -> BrazeEmulator:
+def env(braze_env: BrazeEmulator) -> BrazeEmulator:
     """Point the CLI at the emulator through the environment, as ``sync`` reads it."""
-    monkeypatch.setenv("BRAZE_REST_ENDPOINT", braze_emulator.url)
-    monkeypatch.setenv("BRAZE_PARTNER", braze_emulator.partner)
-    monkeypatch.setenv("BRAZE_PARTNER_API_KEY", braze_emulator.partner_api_key)
-    monkeypatch.setenv("BRAZE_DATA_IMPORT_KEY", braze_emulator.data_import_key)
-    return braze_emulator
+    return braze_env
 
 
 def seed_cohort(emulator: BrazeEmulator) -> None:
     """A real cohort with members, to prove that check changes none."""
     emulator.add_users(3, prefix="u")
-    with CohortClient(
-        emulator.url,
-        partner=emulator.partner,
-        partner_api_key=emulator.partner_api_key,
-        data_import_key=emulator.data_import_key,
-    ) as client:
+    with emulator_client(emulator) as client:
         client.name_cohort("real", "Real")
         client.update_members("real", add=["u0", "u1", "u2"])
 
@@ -179,25 +168,11 @@ class TestCheckCommand:
 
     def test_runs_as_a_process(self, braze_emulator: BrazeEmulator, tmp_path: Path) -> None:
         """``braze-cohorts check`` as a real process: exit 0 with good keys, 1 with a bad one."""
-        base = {
-            **os.environ,
-            "BRAZE_REST_ENDPOINT": braze_emulator.url,
-            "BRAZE_PARTNER": braze_emulator.partner,
-            "BRAZE_PARTNER_API_KEY": braze_emulator.partner_api_key,
-            "BRAZE_DATA_IMPORT_KEY": braze_emulator.data_import_key,
-        }
-        command = [sys.executable, "-m", "braze_cohorts.cli", "check"]
-        good = subprocess.run(
-            command, env=base, capture_output=True, text=True, timeout=60, cwd=tmp_path
-        )
+        base = {**os.environ, **braze_environ(braze_emulator)}
+        good = run_cli("check", env=base, cwd=tmp_path, timeout=60)
         assert (good.returncode, good.stderr) == (0, "")
-        bad = subprocess.run(
-            command,
-            env={**base, "BRAZE_DATA_IMPORT_KEY": "nope"},
-            capture_output=True,
-            text=True,
-            timeout=60,
-            cwd=tmp_path,
+        bad = run_cli(
+            "check", env={**base, "BRAZE_DATA_IMPORT_KEY": "nope"}, cwd=tmp_path, timeout=60
         )
         assert bad.returncode == 1
         assert "refused the data import key" in one_error_line(bad.stderr)

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +13,7 @@ import pytest
 import braze_cohorts as bc
 from braze_cohorts.cli import main
 from braze_cohorts.testing import BrazeEmulator
+from helpers import run_cli
 
 UTC = dt.timezone.utc
 #: Every field of ImportRun, and what run_to_json adds.
@@ -23,18 +21,11 @@ RUN_KEYS = {f.name for f in attrs.fields(bc.ImportRun)} | {"rejected_total", "se
 
 
 @pytest.fixture
-def env(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, braze_emulator: BrazeEmulator
-) -> BrazeEmulator:
+def env(monkeypatch: pytest.MonkeyPatch, braze_env: BrazeEmulator) -> BrazeEmulator:
     """Braze settings and the state path in the environment, pointing at the emulator."""
     monkeypatch.delenv("BRAZE_COHORTS_SMTP_HOST", raising=False)
-    monkeypatch.setenv("BRAZE_REST_ENDPOINT", braze_emulator.url)
-    monkeypatch.setenv("BRAZE_PARTNER", braze_emulator.partner)
-    monkeypatch.setenv("BRAZE_PARTNER_API_KEY", braze_emulator.partner_api_key)
-    monkeypatch.setenv("BRAZE_DATA_IMPORT_KEY", braze_emulator.data_import_key)
-    monkeypatch.setenv("BRAZE_COHORTS_STATE", str(tmp_path / "state.db"))
-    braze_emulator.add_users(10, prefix="u")
-    return braze_emulator
+    braze_env.add_users(10, prefix="u")
+    return braze_env
 
 
 def _csv(path: Path, *ids: str) -> Path:
@@ -146,14 +137,7 @@ class TestSyncJson:
     def test_as_a_real_process(self, env: BrazeEmulator, tmp_path: Path) -> None:
         """Run as a process with -v: stdout is exactly one JSON line; the logs are on stderr."""
         src = _csv(tmp_path / "m.csv", "u0", "u1", "u2")
-        done = subprocess.run(
-            [sys.executable, "-m", "braze_cohorts.cli", "-v", *_sync(src)],
-            env=os.environ.copy(),
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        done = run_cli("-v", *_sync(src))
         assert done.returncode == 0, done.stderr
         [run] = _lines(done.stdout)
         assert (run["cohort_id"], run["result"], run["added"]) == ("c", "succeeded", 3)
@@ -230,14 +214,7 @@ class TestScheduledJson:
         """run-due --json in a process: stdout parses as JSON Lines, exit code 0."""
         self._set("a", _csv(tmp_path / "a.csv", "u0"))
         _make_due(tmp_path / "state.db", "a")
-        done = subprocess.run(
-            [sys.executable, "-m", "braze_cohorts.cli", "run-due", "--json"],
-            env=os.environ.copy(),
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        done = run_cli("run-due", "--json")
         assert done.returncode == 0, done.stderr
         [run] = _lines(done.stdout)
         assert (run["cohort_id"], run["result"]) == ("a", "succeeded")

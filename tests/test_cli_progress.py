@@ -180,23 +180,15 @@ class TestHelpers:
 class TestSyncCommand:
     def test_terminal_gets_the_bar_and_the_summary(
         self,
-        braze_emulator: BrazeEmulator,
+        braze_env: BrazeEmulator,
         tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str],
     ) -> None:
         """sync on a terminal draws reading and sending and ends with the phase summary."""
-        ids = braze_emulator.add_users(3_000, prefix="u")
+        ids = braze_env.add_users(3_000, prefix="u")
         src = tmp_path / "m.csv"
         src.write_text("external_id\n" + "".join(f"{i}\n" for i in ids), encoding="utf-8")
-        for name, value in (
-            ("BRAZE_REST_ENDPOINT", braze_emulator.url),
-            ("BRAZE_PARTNER", braze_emulator.partner),
-            ("BRAZE_PARTNER_API_KEY", braze_emulator.partner_api_key),
-            ("BRAZE_DATA_IMPORT_KEY", braze_emulator.data_import_key),
-            ("BRAZE_COHORTS_STATE", str(tmp_path / "state.db")),
-        ):
-            monkeypatch.setenv(name, value)
         tty = Terminal()
         monkeypatch.setattr(sys, "stderr", tty)
         assert main(["sync", str(src), "--cohort-id", "c", "--name", "C", "--json"]) == 0

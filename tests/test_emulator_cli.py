@@ -26,6 +26,7 @@ from braze_cohorts import (
 from braze_cohorts.cli import main
 from braze_cohorts.testing import BrazeEmulator
 from braze_cohorts.testing._wire import connect_host, url_for
+from helpers import emulator_client
 
 
 class Served:
@@ -237,10 +238,5 @@ class TestPrintedUrl:
         emulator = BrazeEmulator(host=bind, port=8080)
         assert connect_host(bind) in emulator.url
         assert emulator.host == bind
-        with CohortClient(
-            emulator.url,
-            partner=emulator.partner,
-            partner_api_key=emulator.partner_api_key,
-            data_import_key=emulator.data_import_key,
-        ) as client:
+        with emulator_client(emulator) as client:
             assert repr(client)

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 import braze_cohorts as bc
 from braze_cohorts import BatchUploader, CohortClient, CohortSync, RetryPolicy, SQLiteStore
 from braze_cohorts.testing import BrazeEmulator
+from helpers import emulator_client
 
 T0 = dt.datetime(2026, 12, 1, 8, 0, tzinfo=dt.timezone.utc)
 
@@ -37,12 +38,7 @@ class Clock:
 
 
 def client_for(emulator: BrazeEmulator, data_import_key: str | None = None) -> CohortClient:
-    return CohortClient(
-        emulator.url,
-        partner=emulator.partner,
-        partner_api_key=emulator.partner_api_key,
-        data_import_key=data_import_key or emulator.data_import_key,
-    )
+    return emulator_client(emulator, data_import_key=data_import_key or emulator.data_import_key)
 
 
 def sync_for(

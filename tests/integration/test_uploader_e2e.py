@@ -28,6 +28,7 @@ from braze_cohorts import (
     UserAlias,
 )
 from braze_cohorts.testing import BrazeEmulator, RequestRecord
+from helpers import emulator_client
 
 #: Retries that wait (almost) nothing of their own, so the server's waits are what shows.
 QUICK_RETRY = RetryPolicy(attempts=4, initial_backoff=0.001, max_backoff=0.001, jitter="none")
@@ -53,16 +54,6 @@ def timed_uploader(
     return BatchUploader(client, **{**settings, **options})
 
 
-def make_client(emulator: BrazeEmulator, **options: Any) -> CohortClient:
-    return CohortClient(
-        emulator.url,
-        partner=emulator.partner,
-        partner_api_key=emulator.partner_api_key,
-        data_import_key=emulator.data_import_key,
-        **options,
-    )
-
-
 @contextmanager
 def served(
     fake_time: Any = None, *, timeout: Any = None, **emulator_options: Any
@@ -72,7 +63,7 @@ def served(
     client_options = {**clocked, **({} if timeout is None else {"timeout": timeout})}
     with (
         BrazeEmulator(**clocked, **emulator_options) as emulator,
-        make_client(emulator, **client_options) as client,
+        emulator_client(emulator, **client_options) as client,
     ):
         yield emulator, client
 
@@ -100,7 +91,7 @@ def emulator(braze_emulator: BrazeEmulator) -> BrazeEmulator:
 
 @pytest.fixture
 def client(emulator: BrazeEmulator) -> Iterator[CohortClient]:
-    with make_client(emulator) as c:
+    with emulator_client(emulator) as c:
         yield c
 
 
