@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,7 @@ import pytest
 from braze_cohorts import cli as cli_module
 from braze_cohorts.cli import main
 from braze_cohorts.testing import BrazeEmulator
-from helpers import braze_environ, emulator_client, run_cli
+from helpers import braze_environ, emulator_client, free_port, run_cli
 
 
 @pytest.fixture
@@ -146,10 +145,7 @@ class TestCheckCommand:
         capsys: pytest.CaptureFixture[str],
     ) -> None:
         """Nothing listening: exit 1, 'could not reach'."""
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        monkeypatch.setenv("BRAZE_REST_ENDPOINT", f"http://127.0.0.1:{port}")
+        monkeypatch.setenv("BRAZE_REST_ENDPOINT", f"http://127.0.0.1:{free_port()}")
         assert main(["check"]) == 1
         assert "could not reach the endpoint" in one_error_line(capsys.readouterr().err)
 

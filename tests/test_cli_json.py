@@ -145,16 +145,9 @@ class TestSyncJson:
 
 
 def _make_due(state: Path, cohort_id: str) -> None:
-    store = bc.SQLiteStore(state)
-    try:
-        store.update_schedule(
-            cohort_id,
-            state="active",
-            paused_reason=None,
-            next_due=dt.datetime.now(UTC) - dt.timedelta(minutes=1),
-        )
-    finally:
-        store.close()
+    due = dt.datetime.now(UTC) - dt.timedelta(minutes=1)
+    with bc.SQLiteStore(state) as store:
+        store.update_schedule(cohort_id, state="active", paused_reason=None, next_due=due)
 
 
 class TestScheduledJson:

@@ -8,7 +8,6 @@ import email.policy
 import json
 import shutil
 import smtplib
-import socket
 import ssl
 import subprocess
 from collections.abc import Iterator
@@ -31,6 +30,7 @@ from braze_cohorts._notify import (
     validate_recipients,
 )
 from doc_examples import run_doc_examples
+from helpers import free_port
 from hook_server import HookServer
 
 UTC = dt.timezone.utc
@@ -41,13 +41,6 @@ def hook() -> Iterator[HookServer]:
     """A webhook server on loopback, stopped after the test."""
     with HookServer() as server:
         yield server
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class _Sink:
@@ -68,7 +61,7 @@ class _Sink:
 @pytest.fixture
 def smtp_server() -> Iterator[tuple[_Sink, int]]:
     sink = _Sink()
-    port = _free_port()
+    port = free_port()
     controller = Controller(sink, hostname="127.0.0.1", port=port)
     controller.start()
     try:
@@ -354,7 +347,7 @@ class TestSmtpNotifierDelivery:
 
     def test_dead_port_raises_notification_error(self) -> None:
         """A server that is not there is a NotificationError, never an OSError."""
-        notifier = bc.SmtpNotifier("127.0.0.1", _free_port(), sender="b@example.com", timeout=2)
+        notifier = bc.SmtpNotifier("127.0.0.1", free_port(), sender="b@example.com", timeout=2)
         with pytest.raises(bc.NotificationError, match="could not send") as info:
             notifier.notify_recipients(_run(), ["a@example.com"])
         assert isinstance(info.value.__cause__, OSError)
@@ -372,7 +365,7 @@ class TestSmtpNotifierDelivery:
                 return "250 OK"
 
         sink = Picky()
-        port = _free_port()
+        port = free_port()
         controller = Controller(sink, hostname="127.0.0.1", port=port)
         controller.start()
         try:
@@ -422,7 +415,7 @@ class TestSmtpNotifierLogin:
             return AuthResult(success=data.password == b"pw-123", handled=False)
 
         sink = _Sink()
-        port = _free_port()
+        port = free_port()
         controller = Controller(
             sink,
             hostname="127.0.0.1",
@@ -623,7 +616,7 @@ class TestWebhookNotifierDelivery:
         self, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """Nothing listening: each attempt fails to connect; the error names the kind only."""
-        monkeypatch.setenv(HOOK_ENV, f"http://127.0.0.1:{_free_port()}{SECRET_PATH}")
+        monkeypatch.setenv(HOOK_ENV, f"http://127.0.0.1:{free_port()}{SECRET_PATH}")
         sleeps = _Sleeps()
         with pytest.raises(bc.NotificationError, match="connection failed") as info:
             bc.WebhookNotifier(HOOK_ENV, retries=2, sleep=sleeps).notify(_run())
