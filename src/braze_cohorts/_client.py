@@ -84,6 +84,12 @@ _ECHOED_SECRET: Final = re.compile(
     r"(secret[\"']?\s*[:=]\s*[\"']?)[^\s\"',;)}\]*][^\s\"',;)}\]]*", re.IGNORECASE
 )
 _SNIPPET_CHARS: Final = 120
+#: The errors of the statuses whose error takes nothing more than the status, path and errors
+#: (401, 429 and 5XX have their own; any other status is unexpected).
+_STATUS_ERRORS: Final[dict[int, type[APIError]]] = {
+    400: InvalidRequestError,
+    423: ResourceLockedError,
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -758,31 +764,16 @@ class CohortClient:
                 elapsed=elapsed,
             )
         message = reply.message or reply.reason or f"HTTP {status}"
+        about: dict[str, Any] = {"status_code": status, "path": path, "errors": errors}
         error: APIError
-        if status == 400:
-            error = InvalidRequestError(message, status_code=status, path=path, errors=errors)
-        elif status == 401:
-            error = AuthenticationError(
-                message,
-                status_code=status,
-                path=path,
-                errors=errors,
-                cause=_authentication_cause(message),
-            )
-        elif status == 423:
-            error = ResourceLockedError(message, status_code=status, path=path, errors=errors)
+        if status == 401:
+            error = AuthenticationError(message, **about, cause=_authentication_cause(message))
         elif status == 429:
-            error = RateLimitedError(
-                message,
-                status_code=status,
-                path=path,
-                errors=errors,
-                retry_after=reply.retry_after,
-            )
+            error = RateLimitedError(message, **about, retry_after=reply.retry_after)
         elif 500 <= status < 600:
-            error = ServerError(message, status_code=status, path=path, errors=errors)
+            error = ServerError(message, **about)
         else:
-            error = UnexpectedResponseError(message, status_code=status, path=path, errors=errors)
+            error = _STATUS_ERRORS.get(status, UnexpectedResponseError)(message, **about)
         raise error
 
     def _parse_body(

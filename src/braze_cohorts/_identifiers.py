@@ -13,7 +13,7 @@ import logging
 import numbers
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, TypeVar, Union
+from typing import Any, ClassVar, TypeVar, Union
 
 import attrs
 
@@ -93,27 +93,36 @@ def _validate(kind: str) -> Callable[[object, attrs.Attribute[str], str], None]:
     return validator
 
 
-@attrs.frozen(slots=True)
-class ExternalId:
-    """A Braze ``external_id`` (case-sensitive, sent unchanged).
+class _OneValue:
+    """What the identifiers that are one string share: their key is that string, prefixed."""
 
-    Args:
-        value: The external id.
-
-    Raises:
-        InvalidIdentifierError: If the value is empty, padded with whitespace, or has control
-            characters.
-    """
-
-    value: str = attrs.field(validator=_validate("external id"))
+    __slots__ = ()
+    _PREFIX: ClassVar[str]
+    value: str
 
     @property
     def key(self) -> str:
         """The canonical key: unique across identifier kinds."""
-        return _EXTERNAL + self.value
+        return self._PREFIX + self.value
 
     def __str__(self) -> str:
         return self.value
+
+
+@attrs.frozen(slots=True)
+class ExternalId(_OneValue):
+    """A Braze ``external_id`` (case-sensitive, sent unchanged): the id of an identified user.
+
+    Args:
+        value: The external id: not empty, not padded with whitespace, no control or invisible
+            format characters.
+
+    Raises:
+        InvalidIdentifierError: If ``value`` is not such a string.
+    """
+
+    _PREFIX: ClassVar[str] = _EXTERNAL
+    value: str = attrs.field(validator=_validate("external id"))
 
 
 @attrs.frozen(slots=True)
@@ -141,26 +150,21 @@ class UserAlias:
 
 
 @attrs.frozen(slots=True)
-class DeviceId:
+class DeviceId(_OneValue):
     """A device id: how Braze matches anonymous users.
 
+    Braze ignores the device id of a user who has since been identified: send such a user by
+    :class:`ExternalId` or :class:`UserAlias`.
+
     Args:
-        value: The device id.
+        value: The device id, held to the same rules as an :class:`ExternalId`'s value.
 
     Raises:
-        InvalidIdentifierError: If the value is empty, padded with whitespace, or has control
-            characters.
+        InvalidIdentifierError: If ``value`` breaks them.
     """
 
+    _PREFIX: ClassVar[str] = _DEVICE
     value: str = attrs.field(validator=_validate("device id"))
-
-    @property
-    def key(self) -> str:
-        """The canonical key: unique across identifier kinds."""
-        return _DEVICE + self.value
-
-    def __str__(self) -> str:
-        return self.value
 
 
 #: One user as Braze can match them.
