@@ -52,34 +52,30 @@ class _Instruments:
 
     def __init__(self, provider: Any) -> None:
         meter = provider.get_meter(METER_NAME, __version__)
-        self.runs = meter.create_counter(
-            "braze_cohorts.runs", unit="{run}", description="Finished imports."
-        )
+
+        def counter(name: str, unit: str, description: str) -> Any:
+            return meter.create_counter(name, unit=unit, description=description)
+
+        self.runs = counter("braze_cohorts.runs", "{run}", "Finished imports.")
         self.duration = meter.create_histogram(
             "braze_cohorts.run.duration", unit="s", description="How long imports took."
         )
-        self.requests = meter.create_counter(
-            "braze_cohorts.requests",
-            unit="{request}",
-            description="HTTP requests sent to Braze, retries included.",
+        self.requests = counter(
+            "braze_cohorts.requests", "{request}", "HTTP requests sent to Braze, retries included."
         )
-        self.retries = meter.create_counter(
+        self.retries = counter(
             "braze_cohorts.retries",
-            unit="{request}",
-            description="Requests that were retries of an earlier attempt.",
+            "{request}",
+            "Requests that were retries of an earlier attempt.",
         )
-        self.ids_sent = meter.create_counter(
-            "braze_cohorts.ids_sent", unit="{id}", description="Ids acknowledged by Braze."
+        self.ids_sent = counter("braze_cohorts.ids_sent", "{id}", "Ids acknowledged by Braze.")
+        self.rejected = counter(
+            "braze_cohorts.rejected", "{record}", "Records that could not be matched to a user."
         )
-        self.rejected = meter.create_counter(
-            "braze_cohorts.rejected",
-            unit="{record}",
-            description="Records that could not be matched to a user.",
-        )
-        self.rate_limit_wait = meter.create_counter(
+        self.rate_limit_wait = counter(
             "braze_cohorts.rate_limit.wait",
-            unit="s",
-            description="Seconds request starts were asked to wait by the rate limiter.",
+            "s",
+            "Seconds request starts were asked to wait by the rate limiter.",
         )
 
 
@@ -95,6 +91,15 @@ def _instruments(provider: Any) -> _Instruments:
     return cached[1]
 
 
+def _instruments_of(meter_provider: Any) -> _Instruments | None:
+    """The instruments of ``meter_provider`` (else the global one); ``None`` without the API."""
+    if _otel_metrics is None:
+        return None
+    if meter_provider is None:
+        meter_provider = _otel_metrics.get_meter_provider()
+    return _instruments(meter_provider)
+
+
 def record_run(run: ImportRun, *, meter_provider: Any = None) -> None:
     """Add a finished run's counts and duration to the instruments; never raises.
 
@@ -102,13 +107,10 @@ def record_run(run: ImportRun, *, meter_provider: Any = None) -> None:
         run: The run as recorded at its end.
         meter_provider: Record there instead of the global meter provider (tests).
     """
-    if _otel_metrics is None:
-        return
     try:
-        provider = meter_provider
-        if provider is None:
-            provider = _otel_metrics.get_meter_provider()
-        _record(_instruments(provider), run)
+        ins = _instruments_of(meter_provider)
+        if ins is not None:
+            _record(ins, run)
     except Exception as exc:  # a broken exporter must never fail an import
         log.warning("could not record the metrics of a run: %s", type(exc).__name__)
 
@@ -178,12 +180,9 @@ class MeteredLimiter:
 
 
 def _record_wait(seconds: float, meter_provider: Any) -> None:
-    if _otel_metrics is None:
-        return
     try:
-        provider = meter_provider
-        if provider is None:
-            provider = _otel_metrics.get_meter_provider()
-        _instruments(provider).rate_limit_wait.add(seconds)
+        ins = _instruments_of(meter_provider)
+        if ins is not None:
+            ins.rate_limit_wait.add(seconds)
     except Exception as exc:  # a broken exporter must never fail an upload
         log.warning("could not record a rate-limit wait: %s", type(exc).__name__)
