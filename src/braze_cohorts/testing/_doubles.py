@@ -649,8 +649,11 @@ class MemoryStore:
             self._locks[run.cohort_id] = _Lock(os.getpid(), self._host, started, run_id)
         return attrs.evolve(run, id=run_id)
 
-    def _update(self, run: ImportRun) -> None:
-        if run.id is None or run.id not in self._runs:
+    def _update(self, run: ImportRun, method: str) -> None:
+        """Store ``run`` over its earlier record; the caller holds the mutex."""
+        if run.id is None:
+            raise StoreError(f"{method}() needs a run returned by start_run()")
+        if run.id not in self._runs:
             raise StoreError(f"no run {run.id} in the state store")
         self._runs[run.id] = _stored_run(run, run.id)
 
@@ -660,10 +663,8 @@ class MemoryStore:
         Raises:
             StoreError: If the run is unknown.
         """
-        if run.id is None:
-            raise StoreError("update_run() needs a run returned by start_run()")
         with self._mutex:
-            self._update(run)
+            self._update(run, "update_run")
 
     def finish_run(self, run: ImportRun) -> ImportRun:
         """Record ``run``'s final state and release the cohort's lock it holds.
@@ -671,10 +672,8 @@ class MemoryStore:
         Raises:
             StoreError: If the run is unknown.
         """
-        if run.id is None:
-            raise StoreError("finish_run() needs a run returned by start_run()")
         with self._mutex:
-            self._update(run)
+            self._update(run, "finish_run")
             held = self._locks.get(run.cohort_id)
             if held is not None and held.run_id == run.id:
                 del self._locks[run.cohort_id]
