@@ -452,10 +452,7 @@ class World:
         if partner is not None and (not isinstance(partner, str) or not partner):
             raise ValueError("partner must be a non-empty name")
         key = key or f"pak-{region.lower()}-{secrets.token_urlsafe(18)}"
-        with self.lock:
-            self._check_new_key(key)
-            self._keys[key] = PartnerKey(partner or self.partners[0], region)
-        return key
+        return self._add_key(key, PartnerKey(partner or self.partners[0], region))
 
     def revoke_partner_key(self, key: str) -> bool:
         """Invalidate a partner API key; return whether it existed."""
@@ -495,10 +492,7 @@ class World:
     def create_data_import_key(self, workspace: Workspace, *, key: str | None = None) -> str:
         """Create a data import key (random if not given) selecting ``workspace``."""
         key = key or f"dik-{secrets.token_urlsafe(18)}"
-        with self.lock:
-            self._check_new_key(key)
-            self._keys[key] = workspace
-        return key
+        return self._add_key(key, workspace)
 
     def revoke_data_import_key(self, key: str) -> bool:
         """Invalidate a data import key; return whether it existed."""
@@ -530,11 +524,15 @@ class World:
             del self._keys[key]
             return True
 
-    def _check_new_key(self, key: object) -> None:
+    def _add_key(self, key: object, selects: PartnerKey | Workspace) -> str:
+        """Register the new ``key`` for what it ``selects``; return it."""
         if not isinstance(key, str) or not key.strip():
             raise ValueError("a key must be a non-empty string")
-        if key in self._keys:
-            raise ValueError("this key already exists")
+        with self.lock:
+            if key in self._keys:
+                raise ValueError("this key already exists")
+            self._keys[key] = selects
+        return key
 
 
 def _check_region(region: str) -> None:
