@@ -87,6 +87,11 @@ def users_body(changes: list[dict[str, Any]], cohort_id: str = "c1") -> dict[str
     }
 
 
+def expect_users_post(mocked: responses.RequestsMock, body: dict[str, Any]) -> None:
+    """Answer success to a POST of the users endpoint only if its JSON body is exactly ``body``."""
+    mocked.post(USERS_URL, json={"message": "success"}, match=[matchers.json_params_matcher(body)])
+
+
 def sent_json(rsps: responses.RequestsMock, index: int = 0) -> Any:
     body = rsps.calls[index].request.body
     assert isinstance(body, bytes)
@@ -600,11 +605,7 @@ class TestUpdateMembers:
         self, client: CohortClient, mocked: responses.RequestsMock
     ) -> None:
         """Plain str and ExternalId both go out as user_ids, in order, in one add object."""
-        mocked.post(
-            USERS_URL,
-            json={"message": "success"},
-            match=[matchers.json_params_matcher(users_body([{"user_ids": ["u1", "U1", "u2"]}]))],
-        )
+        expect_users_post(mocked, users_body([{"user_ids": ["u1", "U1", "u2"]}]))
         result = client.update_members("c1", add=["u1", ExternalId("U1"), "u2"])
         assert result is not None
         assert result.message == "success"
@@ -623,11 +624,7 @@ class TestUpdateMembers:
                 {"device_ids": ["d2"], "should_remove": True},
             ]
         )
-        mocked.post(
-            USERS_URL,
-            json={"message": "success"},
-            match=[matchers.json_params_matcher(expected)],
-        )
+        expect_users_post(mocked, expected)
         client.update_members(
             "c1",
             add=[DeviceId("d1"), "u1", UserAlias(alias_name="a@x.io", alias_label="email")],
@@ -637,15 +634,7 @@ class TestUpdateMembers:
 
     def test_only_removes(self, client: CohortClient, mocked: responses.RequestsMock) -> None:
         """With nothing to add, the body has just the remove object."""
-        mocked.post(
-            USERS_URL,
-            json={"message": "success"},
-            match=[
-                matchers.json_params_matcher(
-                    users_body([{"user_ids": ["u9"], "should_remove": True}])
-                )
-            ],
-        )
+        expect_users_post(mocked, users_body([{"user_ids": ["u9"], "should_remove": True}]))
         client.update_members("c1", remove=iter(["u9"]))
 
     def test_nothing_to_send_makes_no_request(
@@ -1339,24 +1328,13 @@ class TestCheck:
         self, client: CohortClient, mocked: responses.RequestsMock
     ) -> None:
         """check() posts one well-formed update that removes a user who cannot exist."""
-        mocked.post(
-            USERS_URL,
-            json={"message": "success"},
-            match=[
-                matchers.json_params_matcher(
-                    {
-                        "partner_api_key": PK,
-                        "client_secret": DK,
-                        "cohort_id": "braze-cohorts-credential-check",
-                        "cohort_changes": [
-                            {
-                                "user_ids": ["braze-cohorts-credential-check-no-such-user"],
-                                "should_remove": True,
-                            }
-                        ],
-                    }
-                )
-            ],
+        probe_user = "braze-cohorts-credential-check-no-such-user"
+        expect_users_post(
+            mocked,
+            users_body(
+                [{"user_ids": [probe_user], "should_remove": True}],
+                cohort_id="braze-cohorts-credential-check",
+            ),
         )
         result = client.check()
         assert result == bc.CheckResult(
