@@ -74,9 +74,9 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def client(braze_emulator: BrazeEmulator) -> Iterator[CohortClient]:
-    with client_for(braze_emulator) as c:
-        yield c
+def client(braze_client: CohortClient) -> CohortClient:
+    """The pytest plugin's client of ``braze_emulator``."""
+    return braze_client
 
 
 class TestUsersBrazeIgnored:

@@ -90,9 +90,9 @@ def emulator(braze_emulator: BrazeEmulator) -> BrazeEmulator:
 
 
 @pytest.fixture
-def client(emulator: BrazeEmulator) -> Iterator[CohortClient]:
-    with emulator_client(emulator) as c:
-        yield c
+def client(braze_client: CohortClient) -> CohortClient:
+    """The pytest plugin's client of ``braze_emulator``."""
+    return braze_client
 
 
 class TestUpload:
