@@ -14,13 +14,17 @@ from braze_cohorts.testing import BrazeEmulator
 
 
 def emulator_client(emulator: BrazeEmulator, **options: Any) -> CohortClient:
-    """A client of ``emulator`` with its default partner and keys; ``options`` go to the client."""
+    """A client of ``emulator`` with its default partner and keys.
+
+    ``options`` override those (``endpoint`` too) or add other settings of the client.
+    """
     settings: dict[str, Any] = {
         "partner": emulator.partner,
         "partner_api_key": emulator.partner_api_key,
         "data_import_key": emulator.data_import_key,
+        **options,
     }
-    return CohortClient(emulator.url, **{**settings, **options})
+    return CohortClient(settings.pop("endpoint", emulator.url), **settings)
 
 
 def braze_environ(emulator: BrazeEmulator) -> dict[str, str]:

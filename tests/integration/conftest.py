@@ -6,6 +6,9 @@ import threading
 
 import pytest
 
+from braze_cohorts import CohortClient
+from braze_cohorts.testing import BrazeEmulator
+
 
 class FakeTime:
     """A clock and a sleep that advance together, so waits cost no real time.
@@ -36,3 +39,15 @@ class FakeTime:
 @pytest.fixture
 def fake_time() -> FakeTime:
     return FakeTime()
+
+
+@pytest.fixture
+def emulator(braze_emulator: BrazeEmulator) -> BrazeEmulator:
+    """The pytest plugin's emulator, under a shorter name."""
+    return braze_emulator
+
+
+@pytest.fixture
+def client(braze_client: CohortClient) -> CohortClient:
+    """The pytest plugin's client of that emulator, under a shorter name."""
+    return braze_client

@@ -73,12 +73,6 @@ def clock() -> Clock:
     return Clock()
 
 
-@pytest.fixture
-def client(braze_client: CohortClient) -> CohortClient:
-    """The pytest plugin's client of ``braze_emulator``."""
-    return braze_client
-
-
 class TestUsersBrazeIgnored:
     def test_the_issue_example_heals_at_the_next_full_resync(
         self, braze_emulator: BrazeEmulator, client: CohortClient, store: SQLiteStore, clock: Clock

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from typing import Any
 
 import pytest
 import requests
@@ -25,27 +24,7 @@ from braze_cohorts import (
     UserAlias,
 )
 from braze_cohorts.testing import BrazeEmulator
-
-
-def make_client(emulator: BrazeEmulator, **options: Any) -> CohortClient:
-    settings: dict[str, Any] = {
-        "partner": emulator.partner,
-        "partner_api_key": emulator.partner_api_key,
-        "data_import_key": emulator.data_import_key,
-        **options,
-    }
-    endpoint = settings.pop("endpoint", emulator.url)
-    return CohortClient(endpoint, **settings)
-
-
-@pytest.fixture
-def emulator(braze_emulator: BrazeEmulator) -> BrazeEmulator:
-    return braze_emulator
-
-
-@pytest.fixture
-def client(braze_client: CohortClient) -> CohortClient:
-    return braze_client
+from helpers import emulator_client
 
 
 class TestPluginFixtures:
@@ -101,7 +80,7 @@ class TestSuccess:
 
     def test_rate_limit_headers_are_parsed(self) -> None:
         """With a server-side limit the response carries the limit, what remains and the reset."""
-        with BrazeEmulator(requests_per_hour=50) as emulator, make_client(emulator) as client:
+        with BrazeEmulator(requests_per_hour=50) as emulator, emulator_client(emulator) as client:
             client.name_cohort("c1", "n")
             response = client.name_cohort("c1", "n")
             first = emulator.request_log[0].received_at
@@ -124,7 +103,7 @@ class TestErrorMapping:
     ) -> None:
         """A wrong key is an AuthenticationError naming which key."""
         with (
-            make_client(emulator, **{key: value}) as client,
+            emulator_client(emulator, **{key: value}) as client,
             pytest.raises(AuthenticationError) as info,
         ):
             client.name_cohort("c1", "n")
@@ -147,7 +126,7 @@ class TestErrorMapping:
         """Braze's "Partner not enabled ... client secret: <key>" names the integration, masked."""
         key = emulator.create_data_import_key(emulator.create_workspace("w", partners=()))
         with (
-            make_client(emulator, data_import_key=key) as client,
+            emulator_client(emulator, data_import_key=key) as client,
             pytest.raises(AuthenticationError) as info,
         ):
             client.name_cohort("c1", "n")
@@ -174,7 +153,7 @@ class TestErrorMapping:
     def test_401_unauthorized_access(self, emulator: BrazeEmulator) -> None:
         """Using the key under another partner's path is unauthorized, cause unknown."""
         with (
-            make_client(emulator, partner="someone-else") as client,
+            emulator_client(emulator, partner="someone-else") as client,
             pytest.raises(AuthenticationError) as info,
         ):
             client.name_cohort("c1", "n")
@@ -218,7 +197,7 @@ class TestErrorMapping:
         now = 1_800_000_000.0
         with (
             BrazeEmulator(clock=lambda: now) as fake_emulator,
-            make_client(fake_emulator, clock=lambda: now) as client,
+            emulator_client(fake_emulator, clock=lambda: now) as client,
         ):
             fake_emulator.fail_next(1, 429, retry_after=42, headers={"Retry-After": None})
             with pytest.raises(RateLimitedError) as info:
@@ -248,7 +227,7 @@ class TestErrorMapping:
     def test_unknown_path_is_unexpected(self, emulator: BrazeEmulator) -> None:
         """A base URL with a path the server does not serve gives UnexpectedResponseError (404)."""
         with (
-            make_client(emulator, endpoint=emulator.url + "/proxy") as client,
+            emulator_client(emulator, endpoint=emulator.url + "/proxy") as client,
             pytest.raises(UnexpectedResponseError) as info,
         ):
             client.name_cohort("c1", "n")
@@ -258,7 +237,10 @@ class TestErrorMapping:
         """A 307 is an error, and the redirect target never receives the request (or the keys)."""
         with BrazeEmulator(record_raw=True) as target:
             emulator.redirect_next(1, target.url + "/partners/kubit/cohorts")
-            with make_client(emulator) as client, pytest.raises(UnexpectedResponseError) as info:
+            with (
+                emulator_client(emulator) as client,
+                pytest.raises(UnexpectedResponseError) as info,
+            ):
                 client.name_cohort("c1", "n")
             assert info.value.status_code == 307
             assert "redirect" in str(info.value)
@@ -293,7 +275,10 @@ class TestTransport:
         emulator = BrazeEmulator().start()
         url = emulator.url
         emulator.stop()
-        with make_client(emulator, endpoint=url) as client, pytest.raises(TransportError) as info:
+        with (
+            emulator_client(emulator, endpoint=url) as client,
+            pytest.raises(TransportError) as info,
+        ):
             client.name_cohort("c1", "n")
         assert not info.value.outcome_unknown
 
@@ -301,7 +286,7 @@ class TestTransport:
         """A server slower than the read timeout gives an outcome-unknown TransportError."""
         emulator.set_latency(2.0)
         with (
-            make_client(emulator, timeout=(2.0, 0.05)) as client,
+            emulator_client(emulator, timeout=(2.0, 0.05)) as client,
             pytest.raises(TransportError) as info,
         ):
             client.name_cohort("c1", "n")
@@ -401,7 +386,7 @@ class TestCheck:
     def test_accepted_keys_change_no_cohort(self, emulator: BrazeEmulator) -> None:
         """check() succeeds with good settings and leaves every cohort's members as they were."""
         emulator.add_users(3, prefix="u")
-        with make_client(emulator) as client:
+        with emulator_client(emulator) as client:
             client.name_cohort("real", "Real")
             client.update_members("real", add=["u0", "u1", "u2"])
             before = {c: emulator.members(c) for c in emulator.cohorts()}
@@ -422,7 +407,7 @@ class TestCheck:
         seen: list[int] = []
         session = requests.Session()
         session.hooks["response"].append(lambda r, **kw: seen.append(r.status_code))
-        with make_client(emulator, session=session) as client:
+        with emulator_client(emulator, session=session) as client:
             client.check()
         assert seen == [200]
         session.close()
@@ -434,7 +419,7 @@ class TestCheck:
     def test_a_wrong_key_is_named(self, emulator: BrazeEmulator, setting: str, cause: str) -> None:
         """A wrong key raises AuthenticationError naming it; nothing is applied."""
         with (
-            make_client(emulator, **{setting: "wrong-key"}) as client,
+            emulator_client(emulator, **{setting: "wrong-key"}) as client,
             pytest.raises(AuthenticationError) as info,
         ):
             client.check()
@@ -444,7 +429,7 @@ class TestCheck:
     def test_a_revoked_key_is_named(self, emulator: BrazeEmulator) -> None:
         """A data import key revoked in Braze is named as the data import key."""
         emulator.revoke_data_import_key(emulator.data_import_key)
-        with make_client(emulator) as client, pytest.raises(AuthenticationError) as info:
+        with emulator_client(emulator) as client, pytest.raises(AuthenticationError) as info:
             client.check()
         assert info.value.cause == "data_import_key"
 
@@ -452,7 +437,7 @@ class TestCheck:
         """A workspace without the partner enabled gives cause partner_not_enabled."""
         workspace = emulator.create_workspace("staging", partners=())
         key = emulator.create_data_import_key(workspace)
-        with make_client(emulator, data_import_key=key) as client:
+        with emulator_client(emulator, data_import_key=key) as client:
             with pytest.raises(AuthenticationError) as info:
                 client.check()
             workspace.enable_partner(emulator.partner)
@@ -463,7 +448,7 @@ class TestCheck:
     def test_a_wrong_endpoint_is_unexpected(self, emulator: BrazeEmulator) -> None:
         """An endpoint where the API is not answers 404: UnexpectedResponseError."""
         with (
-            make_client(emulator, endpoint=f"{emulator.url}/elsewhere") as client,
+            emulator_client(emulator, endpoint=f"{emulator.url}/elsewhere") as client,
             pytest.raises(UnexpectedResponseError) as info,
         ):
             client.check()
@@ -473,7 +458,7 @@ class TestCheck:
 class TestKeysStayInTheBody:
     def test_keys_never_in_request_line_or_headers(self) -> None:
         """Over successes and every kind of failure, no key appears outside the JSON body."""
-        with BrazeEmulator(record_raw=True) as emulator, make_client(emulator) as client:
+        with BrazeEmulator(record_raw=True) as emulator, emulator_client(emulator) as client:
             client.name_cohort("c1", "n")
             client.update_members("c1", add=["u1"], remove=[DeviceId("d1")])
             for status in (400, 423, 429, 500):
@@ -501,7 +486,7 @@ class TestKeysStayInTheBody:
     ) -> None:
         """Errors and log records from real HTTP failures never show a key."""
         errors: list[BaseException] = []
-        with caplog.at_level(logging.DEBUG), make_client(emulator) as client:
+        with caplog.at_level(logging.DEBUG), emulator_client(emulator) as client:
             emulator.fail_next(1, 500, body={"message": "echo " + emulator.data_import_key})
             emulator.drop_next(1)
             for _ in range(2):

@@ -84,17 +84,6 @@ def max_in_window(times: list[float], window: float) -> int:
     return best
 
 
-@pytest.fixture
-def emulator(braze_emulator: BrazeEmulator) -> BrazeEmulator:
-    return braze_emulator
-
-
-@pytest.fixture
-def client(braze_client: CohortClient) -> CohortClient:
-    """The pytest plugin's client of ``braze_emulator``."""
-    return braze_client
-
-
 class TestUpload:
     def test_large_upload_converges_in_capped_requests(
         self, client: CohortClient, emulator: BrazeEmulator
