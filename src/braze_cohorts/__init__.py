@@ -24,6 +24,7 @@ from braze_cohorts._identifiers import (
     key_of,
     ref_from_key,
 )
+from braze_cohorts._many import sync_many
 from braze_cohorts._metrics import MeteredLimiter
 from braze_cohorts._models import (
     Batch,
@@ -200,4 +201,5 @@ __all__ = [
     "read_records",
     "ref_from_key",
     "resolve_endpoint",
+    "sync_many",
 ]
