@@ -52,7 +52,13 @@ from braze_cohorts._schedule import (
     parse_period,
 )
 from braze_cohorts._scheduler import ProfileSyncs, Scheduler
-from braze_cohorts._sources import QuerySource, frame_records, query_records, read_records
+from braze_cohorts._sources import (
+    FileSource,
+    QuerySource,
+    frame_records,
+    query_records,
+    read_records,
+)
 from braze_cohorts._store import LockInfo, SQLiteStore
 from braze_cohorts._sync import (
     DEFAULT_MAX_REJECT_FRACTION,
@@ -132,6 +138,7 @@ __all__ = [
     "DeviceId",
     "ExternalId",
     "FailedBatch",
+    "FileSource",
     "FullResyncReason",
     "IdentifierMatcher",
     "ImportFailedError",
