@@ -132,6 +132,31 @@ class TestStoredSources:
             assert scheduler.schedules() == []
 
 
+class TestFileSource:
+    def test_reads_with_its_options_and_round_trips(self, tmp_path: Path) -> None:
+        """The options reach read_records; to_dict/from_dict keep only what is set."""
+        src = tmp_path / "export.txt"
+        src.write_bytes("User;x\ncaf\u00e9;1\n".encode("latin-1"))
+        source = bc.FileSource(
+            path=src, format="csv", encoding="latin-1", delimiter=";", external_id_column="user"
+        )
+        assert list(source.records()) == [{"external_id": "caf\u00e9", "x": "1"}]
+        assert bc.FileSource.from_dict(source.to_dict()) == source
+        assert bc.FileSource(path="rel.csv").path == str(Path("rel.csv").resolve())
+
+    def test_bad_values_are_refused(self, tmp_path: Path) -> None:
+        """Standard input, empty options and unknown stored fields are configuration errors."""
+        for bad in [{"path": "-"}, {"path": ""}, {"path": "m.csv", "format": ""}]:
+            with pytest.raises(bc.ConfigurationError):
+                bc.FileSource(**bad)  # type: ignore[arg-type]
+        with pytest.raises(bc.ConfigurationError, match="unknown"):
+            bc.FileSource.from_dict({"path": "m.csv", "url": "x"})
+        with pytest.raises(bc.ConfigurationError, match="needs a path"):
+            bc.FileSource.from_dict({"format": "csv"})
+        with pytest.raises(bc.InputError):
+            bc.FileSource(path=tmp_path / "m.bin").check()
+
+
 class TestScheduledQuery:
     def test_the_query_is_re_run_at_each_due_time_and_failures_keep_the_cohort(
         self,
