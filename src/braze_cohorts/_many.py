@@ -13,7 +13,6 @@ import pickle
 import tempfile
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
 
 from braze_cohorts._frames import frame_kind, frame_records
 from braze_cohorts._identifiers import IdentifierMatcher, MalformedRecord
@@ -115,7 +114,14 @@ def sync_many(
             f"members must be an iterable of records or a DataFrame, not {type(members).__name__}"
         )
     with tempfile.TemporaryDirectory(prefix="braze-cohorts-many-", dir=spill_dir) as tmp:
-        spill = _Spill(Path(tmp))
+        # Rows holding only an external id (and the cohort columns) are spilled as plain str
+        # ids, which the sync engine matches on its fast path.
+        bare = (
+            {"external_id", cohort_column, name_column}
+            if (matcher.external_id_field == "external_id")
+            else None
+        )
+        spill = _Spill(Path(tmp), bare)
         spill.read(records, cohort_column, name_column)
         log.info("sorted %d records into %d cohorts", spill.total, len(spill.counts))  # counts only
         runs: list[ImportRun] = []
@@ -166,61 +172,83 @@ def _cohort_id(value: object, where: str) -> str:
     raise InputError(f"{where}: a cohort id must be a str or an int, not {type(value).__name__}")
 
 
+def _no_cohort(record: object, index: int, cohort_column: str) -> InputError:
+    if isinstance(record, MalformedRecord):
+        return InputError(
+            f"line {record.line}: a row that could not be parsed has no cohort ({record.detail})"
+        )
+    return InputError(
+        f"record {index + 1}: a {type(record).__name__} has no {cohort_column!r} column (a "
+        "reader whose only identifier is the external id yields plain ids: pass it "
+        f"id_columns=(*matcher.fields, {cohort_column!r}))"
+    )
+
+
 class _Spill:
     """Records sorted into one file per cohort; at most SPILL_RECORDS held in memory."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, bare: set[str | None] | None) -> None:
         self._dir = directory
+        self._bare = bare
         self._files: dict[str, Path] = {}
         self._buffers: dict[str, list[object]] = {}
-        self._buffered = 0
         self.counts: dict[str, int] = {}
         self.names: dict[str, str] = {}
         self.total = 0
 
     def read(self, records: Iterable[object], cohort_column: str, name_column: str | None) -> None:
+        # Per row: one lookup of the cohort value (str and int values are cached with their
+        # buffer), one append. Names are looked at until each cohort has one.
+        seen: dict[object, tuple[str, list[object]]] = {}
+        names, bare = self.names, self._bare
+        pending = 0
         for index, record in enumerate(records):
-            if isinstance(record, MalformedRecord):
-                raise InputError(
-                    f"line {record.line}: a row that could not be parsed has no cohort "
-                    f"({record.detail})"
-                )
-            if not isinstance(record, Mapping):
-                what = type(record).__name__
-                raise InputError(
-                    f"record {index + 1}: a {what} has no {cohort_column!r} column (a reader "
-                    "whose only identifier is the external id yields plain ids: pass it "
-                    f"id_columns=(*matcher.fields, {cohort_column!r}))"
-                )
-            line = getattr(record, "source_line", None)
-            where = f"line {line}" if line is not None else f"record {index + 1}"
-            cohort = _cohort_id(record.get(cohort_column), f"{where}, column {cohort_column!r}")
-            if name_column is not None and cohort not in self.names:
+            if type(record) is not dict and not isinstance(record, Mapping):
+                raise _no_cohort(record, index, cohort_column)
+            value = record.get(cohort_column)
+            kind = type(value)
+            entry = seen.get(value) if kind is str or kind is int else None
+            if entry is None:
+                line = getattr(record, "source_line", None)
+                where = f"line {line}" if line is not None else f"record {index + 1}"
+                cohort = _cohort_id(value, f"{where}, column {cohort_column!r}")
+                entry = (cohort, self._buffer(cohort))
+                if kind is str or kind is int:
+                    seen[value] = entry
+            cohort, buffer = entry
+            if name_column is not None and cohort not in names:
                 name = record.get(name_column)
                 if isinstance(name, str) and name.strip():
-                    self.names[cohort] = name
-            self._add(cohort, record)
+                    names[cohort] = name
+            if type(record) is not dict:
+                buffer.append(_Lined(record))
+            elif bare is not None and record.keys() <= bare:
+                external_id = record.get("external_id")
+                buffer.append(external_id if type(external_id) is str else record)
+            else:
+                buffer.append(record)
+            pending += 1
+            if pending >= SPILL_RECORDS:
+                self._flush()
+                pending = 0
         self._flush()
+        self.total = sum(self.counts.values())
 
-    def _add(self, cohort: str, record: object) -> None:
-        if cohort not in self.counts:
+    def _buffer(self, cohort: str) -> list[object]:
+        buffer = self._buffers.get(cohort)
+        if buffer is None:
+            buffer = self._buffers[cohort] = []
             self.counts[cohort] = 0
             self._files[cohort] = self._dir / f"{len(self._files)}.pickle"
-            self._buffers[cohort] = []
-        self.counts[cohort] += 1
-        self.total += 1
-        self._buffers[cohort].append(_plain(record))
-        self._buffered += 1
-        if self._buffered >= SPILL_RECORDS:
-            self._flush()
+        return buffer
 
     def _flush(self) -> None:
         for cohort, buffer in self._buffers.items():
             if buffer:
+                self.counts[cohort] += len(buffer)
                 with self._files[cohort].open("ab") as f:
                     pickle.dump(buffer, f, protocol=pickle.HIGHEST_PROTOCOL)
                 buffer.clear()
-        self._buffered = 0
 
     def records(self, cohort: str) -> Iterator[object]:
         # Our own file, written above in a private temporary directory.
@@ -231,11 +259,6 @@ class _Spill:
                 except EOFError:
                     return
                 yield from chunk
-
-
-def _plain(record: Any) -> object:
-    """The record as a plain dict (a file's line number kept under its attribute's name)."""
-    return record if type(record) is dict else _Lined(record)
 
 
 class _Lined(dict[str, object]):
