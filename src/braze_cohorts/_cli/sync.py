@@ -30,11 +30,13 @@ def register(subparsers: Any) -> None:
     """Add the ``sync`` and ``history`` subcommands."""
     sync = subparsers.add_parser(
         "sync",
-        help="import a cohort from a CSV or JSON Lines file (only the changes travel)",
+        help="import a cohort from a file, standard input or a SQL query (only the changes travel)",
         description=(
-            "Make the Braze cohort ID hold exactly the users in FILE. FILE is CSV (a header with "
-            "any of external_id, alias_name, alias_label, device_id) or JSON Lines (.jsonl). "
-            "Only users who entered or left since the last import are sent."
+            "Make the Braze cohort ID hold exactly the users in FILE (- for standard input) or "
+            "in the rows of --query / --query-file. A file is CSV/TSV (a header with any of "
+            "external_id, alias_name, alias_label, device_id), JSON Lines, JSON or Parquet. "
+            "Only users who entered or left since the last import are sent. With "
+            "--cohort-column, each cohort the source holds is imported as its own run."
         ),
     )
     sync.add_argument(
@@ -61,12 +63,11 @@ def register(subparsers: Any) -> None:
     )
     many.add_argument(
         "--remove-missing",
-        nargs="+",
-        action="extend",
+        action="append",
         default=[],
         metavar="ID",
-        help="with --cohort-column: empty these cohorts when the source holds none of their "
-        "members (never done unless asked)",
+        help="with --cohort-column: empty cohort ID when the source holds none of its "
+        "members (never done unless asked; repeatable)",
     )
     sync.add_argument("--cohort-id", help="the cohort's id (partner-chosen)")
     sync.add_argument("--name", help="the cohort's name shown in Braze")
