@@ -39,7 +39,7 @@ TIERS: tuple[tuple[str, ...], ...] = (
     # one import end to end, and the state it keeps: beside each other
     ("_sync", "_store"),
     # above the sync engine
-    ("_scheduler",),
+    ("_scheduler", "_many"),
     # the public surface re-exports everything
     ("",),
 )

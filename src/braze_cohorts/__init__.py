@@ -24,6 +24,7 @@ from braze_cohorts._identifiers import (
     key_of,
     ref_from_key,
 )
+from braze_cohorts._many import sync_many
 from braze_cohorts._metrics import MeteredLimiter
 from braze_cohorts._models import (
     Batch,
@@ -51,7 +52,13 @@ from braze_cohorts._schedule import (
     parse_period,
 )
 from braze_cohorts._scheduler import ProfileSyncs, Scheduler
-from braze_cohorts._sources import QuerySource, frame_records, query_records, read_records
+from braze_cohorts._sources import (
+    FileSource,
+    QuerySource,
+    frame_records,
+    query_records,
+    read_records,
+)
 from braze_cohorts._store import LockInfo, SQLiteStore
 from braze_cohorts._sync import (
     DEFAULT_MAX_REJECT_FRACTION,
@@ -131,6 +138,7 @@ __all__ = [
     "DeviceId",
     "ExternalId",
     "FailedBatch",
+    "FileSource",
     "FullResyncReason",
     "IdentifierMatcher",
     "ImportFailedError",
@@ -200,4 +208,5 @@ __all__ = [
     "read_records",
     "ref_from_key",
     "resolve_endpoint",
+    "sync_many",
 ]

@@ -24,16 +24,18 @@ import os
 import re
 import sys
 import zlib
-from collections.abc import Callable, Collection, Generator, Iterator
+from collections.abc import Callable, Collection, Generator, Iterator, Mapping
 from contextlib import ExitStack
 from pathlib import Path
 from typing import IO, Any, Union
+
+import attrs
 
 from braze_cohorts._columns import Columns, columns
 from braze_cohorts._identifiers import MalformedRecord
 from braze_cohorts.exceptions import ConfigurationError, InputError, SourceError
 
-__all__ = ["FORMATS", "SUFFIXES", "Record", "read_records"]
+__all__ = ["FORMATS", "SUFFIXES", "FileSource", "Record", "read_records"]
 
 log = logging.getLogger(__name__)
 
@@ -704,3 +706,103 @@ def _json_type(value: object) -> str:
     if value is None:
         return "null"
     return "a number"
+
+
+# -- a stored file source, for schedules ---------------------------------------------------
+
+
+def _optional_text(_inst: object, attr: attrs.Attribute[Any], value: object) -> None:
+    if value is not None and (not isinstance(value, str) or not value.strip()):
+        raise ConfigurationError(f"{attr.name} must be a non-empty str")
+
+
+def _absolute(value: str | os.PathLike[str]) -> str:
+    text: object = os.fspath(value) if isinstance(value, (str, os.PathLike)) else value
+    if not isinstance(text, str) or not text.strip() or text == "-":
+        raise ConfigurationError("FileSource needs the path of a file (not standard input)")
+    return os.path.abspath(text)
+
+
+_FILE_FIELDS = (
+    "format",
+    "encoding",
+    "delimiter",
+    "external_id_column",
+    "alias_name_column",
+    "alias_label_column",
+    "device_id_column",
+)
+
+
+@attrs.frozen(kw_only=True)
+class FileSource:
+    """A member file and how to read it: what a schedule stores for a file source.
+
+    The file is read again at each run with :func:`read_records` and these options; the path
+    is made absolute. (A schedule given a plain path stores just the path and reads it with
+    the defaults.)
+
+    Args:
+        path: The file.
+        format: As :func:`read_records`: for a file whose name does not tell.
+        encoding: The text encoding (default UTF-8).
+        delimiter: The CSV delimiter (default: sniffed).
+        external_id_column: The column holding the external id.
+        alias_name_column: The column holding the alias name.
+        alias_label_column: The column holding the alias label.
+        device_id_column: The column holding the device id.
+
+    Raises:
+        ConfigurationError: If the path or an option is empty or not a ``str``.
+    """
+
+    path: str = attrs.field(converter=_absolute)
+    format: str | None = attrs.field(default=None, validator=_optional_text)
+    encoding: str | None = attrs.field(default=None, validator=_optional_text)
+    delimiter: str | None = attrs.field(default=None, validator=_optional_text)
+    external_id_column: str | None = attrs.field(default=None, validator=_optional_text)
+    alias_name_column: str | None = attrs.field(default=None, validator=_optional_text)
+    alias_label_column: str | None = attrs.field(default=None, validator=_optional_text)
+    device_id_column: str | None = attrs.field(default=None, validator=_optional_text)
+
+    def records(self, *, id_columns: Collection[str] | None = None) -> Iterator[Record]:
+        """Read the file (see :func:`read_records`, whose errors it raises)."""
+        options = {name: getattr(self, name) for name in _FILE_FIELDS}
+        return read_records(self.path, id_columns=id_columns, **options)
+
+    def check(self) -> None:
+        """Check the file now: it exists, its type is known, its header names an identifier.
+
+        Raises:
+            InputError: If it cannot be read (as :func:`read_records`).
+            ConfigurationError: If an option is invalid.
+        """
+        records = self.records()
+        close = getattr(records, "close", None)
+        if close is not None:
+            close()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The source as JSON-ready data (the options that are set)."""
+        data: dict[str, Any] = {"path": self.path}
+        for name in _FILE_FIELDS:
+            value = getattr(self, name)
+            if value is not None:
+                data[name] = value
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FileSource:
+        """Rebuild a source from :meth:`to_dict`'s data.
+
+        Raises:
+            ConfigurationError: If the data is not a valid file source.
+        """
+        if not isinstance(data, Mapping):
+            raise ConfigurationError("a file source must be a mapping")
+        unknown = sorted(set(data) - {"path", *_FILE_FIELDS})
+        if unknown:
+            raise ConfigurationError(f"unknown file source fields: {unknown}")
+        if "path" not in data:
+            raise ConfigurationError("a file source needs a path")
+        return cls(**dict(data))

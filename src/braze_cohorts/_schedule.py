@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
+import json
 import math
 import operator
 import os
@@ -27,12 +28,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import attrs
 
+from braze_cohorts._files import FileSource
 from braze_cohorts._notify import (
     WEBHOOK_FORMATS,
     WebhookFormat,
     check_env_name,
     validate_recipients,
 )
+from braze_cohorts._query import QuerySource
 from braze_cohorts.exceptions import ConfigurationError, ScheduleError
 
 __all__ = [
@@ -46,9 +49,12 @@ __all__ = [
     "ScheduleKind",
     "ScheduleState",
     "ScheduledImport",
+    "StoredSource",
     "WebhookFormat",
     "format_period",
     "parse_period",
+    "source_from_text",
+    "source_to_text",
 ]
 
 #: The kinds of schedule, as they appear in ``to_dict()["kind"]`` and the text form.
@@ -829,9 +835,15 @@ def _optional_utc(value: dt.datetime | None) -> dt.datetime | None:
     return None if value is None else _aware(value, "next_due")
 
 
-def _source_text(value: str | os.PathLike[str] | None) -> str | None:
-    if value is None:
-        return None
+#: What a schedule reads its members from: a file path, a file with read options, a query.
+StoredSource = str | FileSource | QuerySource
+
+
+def _source_value(
+    value: str | os.PathLike[str] | FileSource | QuerySource | None,
+) -> StoredSource | None:
+    if value is None or isinstance(value, (FileSource, QuerySource)):
+        return value
     text = os.fspath(value)
     if not isinstance(text, str) or not text.strip():
         raise ConfigurationError(f"a file source must be a non-empty path, not {value!r}")
@@ -912,6 +924,40 @@ def _profile_name(value: str | None) -> str | None:
     return value
 
 
+def source_to_text(source: StoredSource | None) -> str | None:
+    """A schedule's source as the store keeps it in one text column.
+
+    A plain path stays the path (as schedules have always stored it); a
+    :class:`~braze_cohorts.FileSource` becomes ``{"file": {...}}`` and a
+    :class:`~braze_cohorts.QuerySource` ``{"query": {...}}`` (JSON; a query's database URL is
+    never in it, only the name of its environment variable).
+    """
+    if source is None or isinstance(source, str):
+        return source
+    kind = "query" if isinstance(source, QuerySource) else "file"
+    return json.dumps({kind: source.to_dict()}, sort_keys=True)
+
+
+def source_from_text(text: str | None) -> StoredSource | None:
+    """The inverse of :func:`source_to_text` (a text that is not a JSON object is a path).
+
+    Raises:
+        ConfigurationError: If a JSON source is not a valid file or query source.
+    """
+    if text is None or not text.startswith("{"):
+        return text
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ConfigurationError("a stored member source is not valid JSON") from exc
+    if isinstance(data, dict) and len(data) == 1:
+        if "query" in data:
+            return QuerySource.from_dict(data["query"])
+        if "file" in data:
+            return FileSource.from_dict(data["file"])
+    raise ConfigurationError('a stored member source must be {"file": ...} or {"query": ...}')
+
+
 @attrs.frozen(slots=True, kw_only=True)
 class ScheduledImport:
     """A cohort's live schedule as the store keeps it.
@@ -920,8 +966,10 @@ class ScheduledImport:
         cohort_id: The cohort (one live schedule per cohort).
         name: The cohort's name, sent to Braze with each import.
         schedule: When it runs.
-        source: The member file (made an absolute path; read at each run), or ``None`` for
-            the function registered for the cohort with :meth:`ScheduleRunner.register_source`.
+        source: Where the members are read at each run: a file path (made absolute), a
+            :class:`~braze_cohorts.FileSource` (a file with read options), a
+            :class:`~braze_cohorts.QuerySource` (a query re-run at each run), or ``None`` for
+            the function registered for the cohort with :meth:`Scheduler.register_source`.
         recipients: Who gets the email after each import (validated addresses).
         state: ``"active"``, ``"paused"`` (see ``paused_reason``) or ``"done"`` (a one-time
             schedule that ran).
@@ -946,7 +994,7 @@ class ScheduledImport:
     cohort_id: str = attrs.field(validator=_check_text("cohort_id"))
     name: str = attrs.field(validator=_check_text("name"))
     schedule: Schedule = attrs.field(validator=attrs.validators.instance_of(Schedule))
-    source: str | None = attrs.field(default=None, converter=_source_text)
+    source: StoredSource | None = attrs.field(default=None, converter=_source_value)
     recipients: tuple[str, ...] = attrs.field(default=(), converter=validate_recipients)
     state: ScheduleState = "active"
     paused_reason: str | None = None

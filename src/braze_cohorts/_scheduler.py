@@ -42,9 +42,11 @@ from typing import Any, cast
 import attrs
 
 from braze_cohorts._client import CohortClient
+from braze_cohorts._files import FileSource
 from braze_cohorts._models import ImportRun, Trigger
 from braze_cohorts._notify import WebhookFormat, WebhookNotifier, combine, deliver
 from braze_cohorts._profiles import ConnectionProfile
+from braze_cohorts._query import QuerySource
 from braze_cohorts._schedule import (
     NOTIFY_ALWAYS,
     PAUSED_BY_USER,
@@ -217,7 +219,7 @@ class Scheduler:
         name: str,
         schedule: Schedule | str,
         *,
-        source: str | os.PathLike[str] | MemberSource | None = None,
+        source: str | os.PathLike[str] | FileSource | QuerySource | MemberSource | None = None,
         recipients: Iterable[str] | str = (),
         replace: bool = False,
         now: dt.datetime | None = None,
@@ -233,9 +235,13 @@ class Scheduler:
             cohort_id: The cohort.
             name: Its name in Braze.
             schedule: A :class:`~braze_cohorts.Schedule` or its text form (``"daily 09:00 UTC"``).
-            source: A member file path, or a function returning the members (registered for the
-                cohort, as with :meth:`register_source`), or ``None`` to use the function
-                registered for the cohort.
+            source: A member file path; a :class:`~braze_cohorts.FileSource` (a file with
+                read options); a :class:`~braze_cohorts.QuerySource` (the query is re-run at
+                each due time); a function returning the members (registered for the cohort,
+                as with :meth:`register_source`); or ``None`` to use the function registered
+                for the cohort. A ``FileSource`` or ``QuerySource`` is checked now
+                (``check()``: the file is readable / the URL's variable is set and SQLAlchemy
+                installed).
             recipients: Who gets the email after each import.
             replace: Replace an existing schedule instead of failing.
             now: The time the first run is counted from (default: the clock). Aware.
@@ -260,8 +266,12 @@ class Scheduler:
             ScheduleConflictError: If the cohort already has a schedule and ``replace`` is false.
             ScheduleError: If the schedule text is invalid, or a one-time schedule is past.
             ConfigurationError: If an address, the id, the name, the rule, the webhook
-                variable's name or the period is invalid, or the profile is not in the store.
+                variable's name or the period is invalid, the profile is not in the store, or
+                a query source's variable is not set.
+            InputError: If a ``FileSource`` cannot be read.
         """
+        if isinstance(source, (FileSource, QuerySource)):
+            source.check()
         spec = Schedule.parse(schedule) if isinstance(schedule, str) else schedule
         if profile is not None:
             self._profile(profile)
@@ -551,7 +561,14 @@ class Scheduler:
         return recorded if isinstance(recorded, ImportRun) else run
 
     def _members(self, entry: ScheduledImport) -> Iterator[object]:
-        """The members of a run, read lazily so a failing source fails inside the import."""
+        """The members of a run, read lazily so a failing source fails inside the import.
+
+        A query source is re-run here, at each run: a missing variable or a failing query
+        fails the run (recorded and announced), and never empties the cohort.
+        """
+        if isinstance(entry.source, (FileSource, QuerySource)):
+            yield from entry.source.records()
+            return
         if entry.source is not None:
             reader = self._read_file
             if reader is None:

@@ -62,6 +62,8 @@ from braze_cohorts._schedule import (
     Schedule,
     ScheduledImport,
     ScheduleState,
+    source_from_text,
+    source_to_text,
 )
 from braze_cohorts.exceptions import (
     ConfigurationError,
@@ -344,7 +346,7 @@ def _schedule_from_row(row: Sequence[Any]) -> ScheduledImport:
         cohort_id=row[0],
         name=row[1],
         schedule=Schedule.from_dict(json.loads(row[2])),
-        source=row[3],
+        source=source_from_text(row[3]),
         recipients=tuple(json.loads(row[4])),
         state=row[5],
         paused_reason=row[6],
@@ -826,7 +828,7 @@ class SQLiteStore:
                     entry.cohort_id,
                     entry.name,
                     json.dumps(entry.schedule.to_dict(), sort_keys=True),
-                    entry.source,
+                    source_to_text(entry.source),
                     json.dumps(list(entry.recipients)),
                     entry.state,
                     entry.paused_reason,

@@ -128,3 +128,21 @@ def scheduler_loop(store: bc.SQLiteStore, sync: bc.CohortSync) -> int:
     due: dt.datetime | None = store.next_due()
     del entry, due
     return scheduler.run_forever(stop=threading.Event(), recheck=30.0, wait=lambda s: True)
+
+
+def sources_in_schedules(store: bc.SQLiteStore, sync: bc.CohortSync) -> list[bc.ImportRun]:
+    query = bc.QuerySource(sql="SELECT 1 AS external_id", url_env="WAREHOUSE_URL")
+    file = bc.FileSource(path="m.txt", format="csv", external_id_column="user_id")
+    scheduler = bc.Scheduler(store, sync)
+    scheduler.set_schedule("q", "Q", "daily 09:00 UTC", source=query)
+    entry = scheduler.set_schedule("f", "F", "daily 09:00 UTC", source=file)
+    stored: str | bc.FileSource | bc.QuerySource | None = entry.source
+    del stored
+    return bc.sync_many(
+        sync,
+        [{"external_id": "u1", "cohort_id": "c1"}],
+        cohort_column="cohort_id",
+        name_column=None,
+        remove_missing=["c2"],
+        dry_run=True,
+    )

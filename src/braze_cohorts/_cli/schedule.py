@@ -26,7 +26,14 @@ from braze_cohorts._cli.common import (
     open_store,
     table,
 )
-from braze_cohorts._cli.sync import add_json_arg, print_run_json, split_warnings
+from braze_cohorts._cli.sync import (
+    add_json_arg,
+    add_source_args,
+    column_options,
+    print_run_json,
+    query_source,
+    split_warnings,
+)
 
 __all__ = [
     "ENV_SMTP_HOST",
@@ -76,11 +83,13 @@ def register(subparsers: Any) -> None:
     set_.add_argument("--name", required=True, help="the cohort's name shown in Braze")
     set_.add_argument(
         "--source",
-        required=True,
         type=Path,
         metavar="FILE",
-        help="members file read at each run (.csv, .tsv, .jsonl, .json); stored as a full path",
+        help="members file read at each run (.csv, .tsv, .jsonl, .json, .parquet, compressed "
+        "or not); stored as a full path, with the read options given; or use --query / "
+        "--query-file",
     )
+    add_source_args(set_)
     when = set_.add_mutually_exclusive_group(required=True)
     when.add_argument(
         "--once",
@@ -338,7 +347,7 @@ def _schedule_json(entry: bc.ScheduledImport) -> dict[str, object]:
         "name": entry.name,
         "schedule": str(entry.schedule),
         "spec": entry.schedule.to_dict(),
-        "source": entry.source,
+        "source": _source_json(entry.source),
         "recipients": list(entry.recipients),
         "state": entry.state,
         "paused_reason": entry.paused_reason,
@@ -354,6 +363,54 @@ def _schedule_json(entry: bc.ScheduledImport) -> dict[str, object]:
     }
 
 
+def _source_json(source: str | bc.FileSource | bc.QuerySource | None) -> object:
+    """A plain path as itself; a file with options or a query as ``{"file"|"query": {...}}``."""
+    if source is None or isinstance(source, str):
+        return source
+    return {"query" if isinstance(source, bc.QuerySource) else "file": source.to_dict()}
+
+
+def _source_text(source: str | bc.FileSource | bc.QuerySource | None) -> str:
+    """One line saying where a schedule's members come from."""
+    if source is None:
+        return "(a registered Python function)"
+    if isinstance(source, str):
+        return source
+    if isinstance(source, bc.QuerySource):
+        return f"query ({len(source.sql):,} characters of SQL) on ${source.url_env}"
+    options = ", ".join(f"{k}={v}" for k, v in source.to_dict().items() if k != "path")
+    return f"{source.path} ({options})" if options else source.path
+
+
+def _schedule_source(args: argparse.Namespace) -> str | bc.FileSource | bc.QuerySource:
+    """The --source file (with its read options) or the --query / --query-file source.
+
+    Raises:
+        ConfigurationError: If not exactly one is given, or an option does not fit.
+        InputError: If the file (or the query file) cannot be read.
+    """
+    query = query_source(args)
+    if query is not None:
+        if args.source is not None:
+            raise bc.ConfigurationError(
+                "give --source or a query (--query, --query-file), not both"
+            )
+        return query
+    if args.source is None:
+        raise bc.ConfigurationError("give the members: --source FILE, --query or --query-file")
+    path = args.source.expanduser().resolve()
+    options = {
+        name: getattr(args, name)
+        for name in ("format", "encoding", "delimiter")
+        if getattr(args, name) is not None
+    }
+    options.update(column_options(args))
+    if not options:
+        bc.read_records(path)  # fail now, not at 3 a.m.: missing file, wrong type, no id column
+        return str(path)
+    return bc.FileSource(path=path, **options)
+
+
 def _state_text(entry: bc.ScheduledImport) -> str:
     return f"paused: {entry.paused_reason}" if entry.state == "paused" else entry.state
 
@@ -361,15 +418,14 @@ def _state_text(entry: bc.ScheduledImport) -> str:
 def _run_set(args: argparse.Namespace) -> int:
     try:
         spec = _schedule_from_args(args)
-        source = args.source.expanduser().resolve()
-        bc.read_records(source)  # fail now, not at 3 a.m.: missing file, wrong type, no id column
+        source = _schedule_source(args)
         store = open_store(args, write=True, create=True)
         try:
             entry = bc.Scheduler(store).set_schedule(
                 args.cohort_id,
                 args.name,
                 spec,
-                source=str(source),
+                source=source,
                 recipients=args.notify,
                 replace=args.replace,
                 notify_when=bc.NotifyRule() if args.notify_when is None else args.notify_when,
@@ -472,7 +528,7 @@ def _run_show(args: argparse.Namespace) -> int:
         f"schedule:   {entry.schedule}",
         f"state:      {_state_text(entry)}",
         f"next run:   {_format_due(entry.next_due)}",
-        f"source:     {entry.source or '(a registered Python function)'}",
+        f"source:     {_source_text(entry.source)}",
         f"notify:     {', '.join(entry.recipients) or '-'}",
         f"notify when: {entry.notify_when}",
         "webhook:    "

@@ -30,16 +30,47 @@ def register(subparsers: Any) -> None:
     """Add the ``sync`` and ``history`` subcommands."""
     sync = subparsers.add_parser(
         "sync",
-        help="import a cohort from a CSV or JSON Lines file (only the changes travel)",
+        help="import a cohort from a file, standard input or a SQL query (only the changes travel)",
         description=(
-            "Make the Braze cohort ID hold exactly the users in FILE. FILE is CSV (a header with "
-            "any of external_id, alias_name, alias_label, device_id) or JSON Lines (.jsonl). "
-            "Only users who entered or left since the last import are sent."
+            "Make the Braze cohort ID hold exactly the users in FILE (- for standard input) or "
+            "in the rows of --query / --query-file. A file is CSV/TSV (a header with any of "
+            "external_id, alias_name, alias_label, device_id), JSON Lines, JSON or Parquet. "
+            "Only users who entered or left since the last import are sent. With "
+            "--cohort-column, each cohort the source holds is imported as its own run."
         ),
     )
-    sync.add_argument("file", type=Path, metavar="FILE", help="members: .csv, .jsonl or .json")
-    sync.add_argument("--cohort-id", required=True, help="the cohort's id (partner-chosen)")
-    sync.add_argument("--name", required=True, help="the cohort's name shown in Braze")
+    sync.add_argument(
+        "file",
+        nargs="?",
+        metavar="FILE",
+        help="members: .csv, .tsv, .jsonl, .json, .parquet (optionally .gz/.bz2/.xz), or - for "
+        "standard input (with --format); omitted with --query or --query-file",
+    )
+    add_source_args(sync)
+    many = sync.add_argument_group("many cohorts in one pass")
+    many.add_argument(
+        "--cohort-column",
+        metavar="COLUMN",
+        help="import each cohort the source holds as its own run, by this column "
+        "(--cohort-id and --name are then not given); cohorts absent from the source are not "
+        "touched",
+    )
+    many.add_argument(
+        "--name-column",
+        metavar="COLUMN",
+        help="with --cohort-column: the column holding each cohort's name (default: the "
+        "cohort id is its name)",
+    )
+    many.add_argument(
+        "--remove-missing",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="with --cohort-column: empty cohort ID when the source holds none of its "
+        "members (never done unless asked; repeatable)",
+    )
+    sync.add_argument("--cohort-id", help="the cohort's id (partner-chosen)")
+    sync.add_argument("--name", help="the cohort's name shown in Braze")
     sync.add_argument("--dry-run", action="store_true", help="compute the change, send nothing")
     sync.add_argument("--plan-out", type=Path, help="write the planned changes to this CSV file")
     sync.add_argument("--rejects-out", type=Path, help="write rejected records to this CSV file")
@@ -124,6 +155,123 @@ def register(subparsers: Any) -> None:
     )
     add_state_arg(history)
     history.set_defaults(handler=_run_history)
+
+
+_COLUMN_FLAGS = (
+    "external_id_column",
+    "alias_name_column",
+    "alias_label_column",
+    "device_id_column",
+)
+_FILE_FLAGS = ("format", "encoding", "delimiter")
+
+
+def add_source_args(parser: argparse.ArgumentParser) -> None:
+    """Add the member-source options: a query instead of a file, and how a file is read."""
+    query = parser.add_argument_group("a SQL query instead of a file")
+    query.add_argument("--query", metavar="SQL", help="the members are this query's rows")
+    query.add_argument(
+        "--query-file",
+        type=Path,
+        metavar="FILE",
+        help="the members are the rows of this .sql file's query",
+    )
+    query.add_argument(
+        "--db-url-env",
+        metavar="VAR",
+        help="the environment variable holding the database's SQLAlchemy URL (the URL itself "
+        "is never taken on the command line); needs pip install 'braze-cohorts[sql]' and the "
+        "database's driver",
+    )
+    read = parser.add_argument_group("how the source is read")
+    read.add_argument(
+        "--format",
+        metavar="FORMAT",
+        help="csv, tsv, jsonl, json or parquet, optionally with .gz/.bz2/.xz (csv.gz): for "
+        "standard input or a file whose name does not tell",
+    )
+    read.add_argument(
+        "--encoding", help="the file's text encoding (default UTF-8; latin-1, utf-16 ...)"
+    )
+    read.add_argument("--delimiter", metavar="CHAR", help="the CSV delimiter (default: sniffed)")
+    for flag, what in zip(
+        _COLUMN_FLAGS, ("external id", "alias name", "alias label", "device id"), strict=True
+    ):
+        read.add_argument(
+            "--" + flag.replace("_", "-"),
+            dest=flag,
+            metavar="COLUMN",
+            help=f"the column holding the {what} (matched ignoring case; default "
+            f"{flag.removesuffix('_column')})",
+        )
+
+
+def column_options(args: argparse.Namespace) -> dict[str, str]:
+    """The ``*_column`` keywords given on the command line."""
+    return {name: getattr(args, name) for name in _COLUMN_FLAGS if getattr(args, name) is not None}
+
+
+def query_source(args: argparse.Namespace) -> bc.QuerySource | None:
+    """The --query/--query-file source, or ``None`` when the members come from a file.
+
+    Raises:
+        ConfigurationError: If both are given, a file option is given with a query, or
+            --db-url-env is missing (or given without a query).
+        InputError: If the query file cannot be read.
+    """
+    if args.query is not None and args.query_file is not None:
+        raise bc.ConfigurationError("give --query or --query-file, not both")
+    if args.query is None and args.query_file is None:
+        if args.db_url_env is not None:
+            raise bc.ConfigurationError("--db-url-env goes with --query or --query-file")
+        return None
+    given = [f"--{name}" for name in _FILE_FLAGS if getattr(args, name) is not None]
+    if given:
+        raise bc.ConfigurationError(f"{', '.join(given)} apply to files, not to a query")
+    if args.db_url_env is None:
+        raise bc.ConfigurationError(
+            "a query needs --db-url-env VAR: the environment variable holding the database URL"
+        )
+    columns = column_options(args)
+    if args.query_file is not None:
+        return bc.QuerySource.from_file(
+            args.query_file.expanduser(), url_env=args.db_url_env, **columns
+        )
+    return bc.QuerySource(sql=args.query, url_env=args.db_url_env, **columns)
+
+
+def _members(args: argparse.Namespace, keep: tuple[str, ...]) -> tuple[Any, Path | None]:
+    """The records of FILE, --query or --query-file; and the file, when there is one."""
+    query = query_source(args)
+    if query is not None:
+        if args.file is not None:
+            raise bc.ConfigurationError("give FILE or a query (--query, --query-file), not both")
+        # The variable is read now: a missing one fails before anything is recorded.
+        url = query.url()
+        records = bc.query_records(
+            url,
+            query.sql,
+            external_id_column=query.external_id_column,
+            alias_name_column=query.alias_name_column,
+            alias_label_column=query.alias_label_column,
+            device_id_column=query.device_id_column,
+            id_columns=keep,
+        )
+        return records, None
+    if args.file is None:
+        raise bc.ConfigurationError(
+            "give the members: FILE (- for standard input), --query or --query-file"
+        )
+    source: str | Path = "-" if args.file == "-" else Path(args.file).expanduser()
+    records = bc.read_records(
+        source,
+        format=args.format,
+        encoding=args.encoding,
+        delimiter=args.delimiter,
+        id_columns=keep,
+        **column_options(args),
+    )
+    return records, source if isinstance(source, Path) else None
 
 
 def _positive(text: str) -> float:
@@ -220,17 +368,45 @@ def split_warnings(run: bc.ImportRun) -> tuple[str | None, tuple[str, ...]]:
     return None, run.warnings
 
 
+def _check_cohort_args(args: argparse.Namespace) -> None:
+    if args.cohort_column is not None:
+        given = [
+            flag
+            for flag, value in (
+                ("--cohort-id", args.cohort_id),
+                ("--name", args.name),
+                ("--plan-out", args.plan_out),
+                ("--rejects-out", args.rejects_out),
+            )
+            if value is not None
+        ]
+        if given:
+            raise bc.ConfigurationError(f"{', '.join(given)} cannot go with --cohort-column")
+        return
+    if args.name_column is not None or args.remove_missing:
+        raise bc.ConfigurationError("--name-column and --remove-missing go with --cohort-column")
+    if args.cohort_id is None or args.name is None:
+        raise bc.ConfigurationError("give --cohort-id and --name (or --cohort-column)")
+
+
 def _run_sync(args: argparse.Namespace) -> int:
     try:
+        _check_cohort_args(args)
         creds = credentials(args) if not args.dry_run else _optional_credentials(args)
         matcher = bc.IdentifierMatcher(
             alias_label=args.alias_label,
             alias_name_field=args.alias_field,
         )
-        records = bc.read_records(args.file, id_columns=matcher.fields)
-        bar = not args.no_progress and sys.stderr.isatty()
+        keep = matcher.fields
+        if args.cohort_column is not None:
+            keep = (*keep, args.cohort_column) + ((args.name_column,) if args.name_column else ())
+        records, path = _members(args, tuple(dict.fromkeys(keep)))
+        many = args.cohort_column is not None
+        bar = not args.no_progress and sys.stderr.isatty() and not many
         progress = ProgressBar(
-            sys.stderr, enabled=bar, records_total=estimate_records(args.file) if bar else None
+            sys.stderr,
+            enabled=bar,
+            records_total=estimate_records(path) if bar and path is not None else None,
         )
         timeout = bc.DEFAULT_TIMEOUT
         if args.timeout is not None:
@@ -257,20 +433,34 @@ def _run_sync(args: argparse.Namespace) -> int:
                 syncer = bc.CohortSync(
                     client, store, uploader=uploader, max_reject_fraction=args.max_rejected
                 )
-                run = syncer.sync(
-                    args.cohort_id,
-                    args.name,
-                    records,
-                    matcher=matcher,
-                    dry_run=args.dry_run,
-                    full_resync=args.full_resync,
-                    allow_mass_removal=args.allow_mass_removal,
-                    plan_out=args.plan_out,
-                    rejects_out=args.rejects_out,
-                    progress=progress.upload,
-                    on_phase=progress.phase,
-                )
-                progress.close(run)
+                if many:
+                    runs = bc.sync_many(
+                        syncer,
+                        records,
+                        cohort_column=args.cohort_column,
+                        name_column=args.name_column,
+                        remove_missing=args.remove_missing,
+                        matcher=matcher,
+                        dry_run=args.dry_run,
+                        full_resync=args.full_resync,
+                        allow_mass_removal=args.allow_mass_removal,
+                    )
+                else:
+                    run = syncer.sync(
+                        args.cohort_id,
+                        args.name,
+                        records,
+                        matcher=matcher,
+                        dry_run=args.dry_run,
+                        full_resync=args.full_resync,
+                        allow_mass_removal=args.allow_mass_removal,
+                        plan_out=args.plan_out,
+                        rejects_out=args.rejects_out,
+                        progress=progress.upload,
+                        on_phase=progress.phase,
+                    )
+                    progress.close(run)
+                    runs = [run]
             finally:
                 progress.close()
                 store.close()
@@ -278,11 +468,14 @@ def _run_sync(args: argparse.Namespace) -> int:
         return fail(str(exc), 2)
     except bc.BrazeCohortsError as exc:
         return fail(str(exc), 1)
-    if args.json:
-        print_run_json(run)
-    else:
-        print(summary_line(run))
-    return 0 if run.result in ("succeeded", "dry_run") else 1
+    for run in runs:
+        if args.json:
+            print_run_json(run)
+        else:
+            print(summary_line(run))
+    if many and not args.json:
+        print(f"{_count(len(runs), 'cohort')} imported from one source")
+    return 0 if all(run.result in ("succeeded", "dry_run") for run in runs) else 1
 
 
 def _optional_credentials(args: argparse.Namespace) -> dict[str, str]:
