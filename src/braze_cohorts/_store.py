@@ -5,12 +5,14 @@ hold), the *pending* ids (sent in a request whose outcome is unknown, or about t
 import history and a lock that lets one import of a cohort run at a time across threads and
 processes.
 
-Layout (schema version 6, ``PRAGMA user_version``; ``docs/store.md`` has every column)::
+Layout (schema version 7, ``PRAGMA user_version``; ``docs/store.md`` has every column)::
 
     cohorts  (id INTEGER PK, cohort_id TEXT UNIQUE, name, named_at, members, created_at,
               workspace, full_resync_at)
     snapshot (cid, bucket, key, entered)  PK (cid, bucket, key)  WITHOUT ROWID
     pending  (cid, bucket, key, op)       PK (cid, bucket, key)  WITHOUT ROWID  op: 1 add, 0 remove
+    marks    (cid, seq, acked, keys)      PK (cid, seq)  a running import's adds and acks, in bulk
+    budgets  (workspace PK, next_start, hold_until)      (see braze_cohorts._budget)
     runs     (id INTEGER PK, every ImportRun field; rejected and warnings as JSON)
     locks    (cohort_id PK, owner, pid, host, acquired_at, run_id)
     schedules (cohort_id PK, name, spec JSON, source, recipients JSON, state, paused_reason,
@@ -78,10 +80,13 @@ __all__ = ["Delta", "LockInfo", "SQLiteStore"]
 log = logging.getLogger(__name__)
 
 #: The schema version this module writes; older files are migrated on open.
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 #: Rows written per transaction when marking a large delta pending.
 _PENDING_TX_ROWS = 200_000
+#: Adds per row of ``marks``, and rows of ``marks`` per transaction.
+_MARK_KEYS = 65_536
+_MARK_TX_CHUNKS = 16
 
 _INTERRUPTED = "interrupted: the process running it stopped"
 
@@ -189,6 +194,23 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE schedules ADD COLUMN profile TEXT",
         "ALTER TABLE schedules ADD COLUMN resync_every INTEGER",
     ),
+    (
+        # The adds of a running import, marked uncertain in bulk (acked 0), and those of them
+        # acknowledged so far (acked 1): newline-joined keys.
+        """CREATE TABLE marks (
+            cid INTEGER NOT NULL,
+            seq INTEGER NOT NULL,
+            acked INTEGER NOT NULL,
+            keys TEXT NOT NULL,
+            PRIMARY KEY (cid, seq)
+        )""",
+        # One request budget per Braze workspace, shared by every job using this file.
+        """CREATE TABLE budgets (
+            workspace TEXT PRIMARY KEY,
+            next_start REAL NOT NULL,
+            hold_until REAL NOT NULL
+        )""",
+    ),
 )
 
 
@@ -226,6 +248,16 @@ def _pid_alive(pid: int) -> bool:
 # --------------------------------------------------------------------------------------------
 # The store
 # --------------------------------------------------------------------------------------------
+
+
+@attrs.define(slots=True)
+class _Bulk:
+    """A cohort whose delta was marked in bulk, while its upload runs (internal)."""
+
+    #: Whether the cohort had rows in ``pending`` before: else its marked adds have none.
+    rows_before: bool
+    #: The next ``seq`` of the cohort's rows in ``marks``.
+    seq: int
 
 
 @attrs.frozen(slots=True)
@@ -467,6 +499,8 @@ class SQLiteStore:
         self._clock = clock
         self._mutex = threading.RLock()
         self._cids: dict[str, int] = {}
+        #: Cohorts whose delta this object marked in bulk and whose upload is not settled yet.
+        self._bulk: dict[int, _Bulk] = {}
         self._host = socket.gethostname()
         self._read_only = read_only
         plain = self._path != ":memory:" and not self._path.startswith("file:")
@@ -1072,9 +1106,96 @@ class SQLiteStore:
             cid = self._cid(conn, cohort_id, create=False)
             if cid is None:
                 return 0
-            return int(
-                conn.execute("SELECT count(*) FROM pending WHERE cid = ?", (cid,)).fetchone()[0]
+            rows = conn.execute("SELECT count(*) FROM pending WHERE cid = ?", (cid,)).fetchone()[0]
+            return int(rows) + sum(len(keys) for keys in self._unsettled(conn, cid, fresh=True))
+
+    def _unsettled(self, conn: sqlite3.Connection, cid: int, *, fresh: bool) -> Iterator[list[str]]:
+        """The cohort's bulk-marked adds that were not acknowledged, chunk by chunk.
+
+        With ``fresh``, keys that also have a row in ``pending`` are left out.
+        """
+        if conn.execute("SELECT 1 FROM marks WHERE cid = ? LIMIT 1", (cid,)).fetchone() is None:
+            return
+        conn.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS marked (bucket INTEGER NOT NULL, "
+            "key TEXT NOT NULL, PRIMARY KEY (bucket, key)) WITHOUT ROWID"
+        )
+        conn.execute("DELETE FROM temp.marked")
+        try:
+            for acked, sql in (
+                (0, "INSERT OR IGNORE INTO temp.marked (bucket, key) VALUES (?, ?)"),
+                (1, "DELETE FROM temp.marked WHERE bucket = ? AND key = ?"),
+            ):
+                seq = -1
+                while True:
+                    row = conn.execute(
+                        "SELECT seq, keys FROM marks WHERE cid = ? AND acked = ? AND seq > ? "
+                        "ORDER BY seq LIMIT 1",
+                        (cid, acked, seq),
+                    ).fetchone()
+                    if row is None:
+                        break
+                    seq = row[0]
+                    conn.executemany(sql, bucket_rows(row[1].split("\n")))
+            left_out = (
+                "WHERE NOT EXISTS (SELECT 1 FROM pending p WHERE p.cid = ? "
+                "AND p.bucket = m.bucket AND p.key = m.key)"
+                if fresh
+                else "WHERE ? IS NOT NULL"
             )
+            cur = conn.execute(
+                f"SELECT m.key FROM temp.marked m {left_out} ORDER BY m.bucket, m.key",  # noqa: S608
+                (cid,),
+            )
+            while rows := cur.fetchmany(_MARK_KEYS):
+                yield [r[0] for r in rows]
+        finally:
+            conn.execute("DELETE FROM temp.marked")
+
+    def _settle(self, cid: int) -> None:
+        """Turn the cohort's bulk marks into rows of ``pending``: each unacknowledged add.
+
+        Marks are left by an import that was killed, or whose upload did not acknowledge every
+        batch. One transaction: a crash part-way leaves the marks as they were.
+        """
+        self._bulk.pop(cid, None)
+        with self._read() as conn:
+            if conn.execute("SELECT 1 FROM marks WHERE cid = ? LIMIT 1", (cid,)).fetchone() is None:
+                return
+        with self._tx() as conn:
+            count = 0
+            for keys in list(self._unsettled(conn, cid, fresh=False)):
+                count += len(keys)
+                conn.executemany(
+                    "INSERT INTO pending (cid, bucket, key, op) VALUES (?, ?, ?, 1) "
+                    "ON CONFLICT (cid, bucket, key) DO UPDATE SET op = 1",
+                    [(cid, b, k) for b, k in bucket_rows(keys)],
+                )
+            conn.execute("DELETE FROM marks WHERE cid = ?", (cid,))
+        log.info("%d unacknowledged add(s) of an earlier import kept as uncertain", count)
+
+    def settle_pending(self, cohort_id: str, *, complete: bool) -> None:
+        """End an upload of the delta given to :meth:`mark_pending`.
+
+        Args:
+            cohort_id: The cohort.
+            complete: Whether every batch of the delta was acknowledged and applied with
+                :meth:`apply_batch`. Then the bulk marks are simply dropped; otherwise each
+                marked add that is not in the snapshot stays uncertain (a row of ``pending``).
+
+        Raises:
+            StoreError: If the store fails (the marks then stay, and are settled later).
+        """
+        with self._read() as conn:
+            cid = self._cid(conn, cohort_id, create=False)
+        if cid is None:
+            return
+        if not complete:
+            self._settle(cid)
+            return
+        self._bulk.pop(cid, None)
+        with self._tx() as conn:
+            conn.execute("DELETE FROM marks WHERE cid = ?", (cid,))
 
     def _iter_keys(self, table: str, cohort_id: str) -> Iterator[str]:
         with self._read() as conn:
@@ -1101,7 +1222,12 @@ class SQLiteStore:
 
     def pending_keys(self, cohort_id: str) -> Iterator[str]:
         """Yield the keys of the uncertain ids."""
-        return self._iter_keys("pending", cohort_id)
+        yield from self._iter_keys("pending", cohort_id)
+        with self._read() as conn:
+            cid = self._cid(conn, cohort_id, create=False)
+            chunks_ = [] if cid is None else list(self._unsettled(conn, cid, fresh=True))
+        for keys in chunks_:
+            yield from keys
 
     def apply_batch(
         self,
@@ -1142,9 +1268,19 @@ class SQLiteStore:
                 [(cid, b, k) for b, k in remove_rows],
             )
             shrunk = conn.total_changes - before
+            bulk = self._bulk.get(cid)
+            if bulk is not None and add_rows:
+                # Bulk-marked adds: one row says they were acknowledged, in this transaction.
+                conn.execute(
+                    "INSERT INTO marks (cid, seq, acked, keys) VALUES (?, ?, 1, ?)",
+                    (cid, bulk.seq, "\n".join(k for _, k in add_rows)),
+                )
+                bulk.seq += 1
+            # Adds marked in bulk have no row in pending unless the cohort had some before.
+            clear = remove_rows if bulk is not None and not bulk.rows_before else add_rows + remove_rows
             conn.executemany(
                 "DELETE FROM pending WHERE cid = ? AND bucket = ? AND key = ?",
-                [(cid, b, k) for b, k in add_rows + remove_rows],
+                [(cid, b, k) for b, k in clear],
             )
             if grown or shrunk:
                 conn.execute(
@@ -1167,21 +1303,39 @@ class SQLiteStore:
         """Record every key of ``delta`` as uncertain, with the change about to be sent.
 
         Called before anything of the delta is sent, so that a crash leaves every in-flight id
-        uncertain. Written in several transactions when large: a crash part-way only leaves ids
-        uncertain that were not sent, which is safe.
+        uncertain. The adds are written in bulk, as newline-joined chunks in ``marks`` (a first
+        import of 10,000,000 members writes a few hundred rows, not 10,000,000); each one
+        that is not acknowledged by the end of the upload (:meth:`settle_pending`) or by the
+        next import's :meth:`diff` (after a crash) becomes a row of ``pending``. The removes
+        get a row of ``pending`` each. Written in several transactions when large: a crash
+        part-way only leaves ids uncertain that were not sent, which is safe.
         """
         cid = self._cid_for_write(cohort_id)
+        self._settle(cid)  # marks of an earlier, killed import first
+        with self._read() as conn:
+            rows_before = (
+                conn.execute("SELECT 1 FROM pending WHERE cid = ? LIMIT 1", (cid,)).fetchone()
+                is not None
+            )
 
         def rows() -> Iterator[tuple[int, int, str, int]]:
-            for key in delta.iter_adds():
-                yield (cid, bucket(key), key, 1)
             for key in delta.iter_removes():
                 yield (cid, bucket(key), key, 0)
 
         try:
+            adds = chunks(delta.iter_adds(), _MARK_KEYS)
+            seq = 0
+            while group := list(itertools.islice(adds, _MARK_TX_CHUNKS)):
+                with self._tx() as conn:
+                    conn.executemany(
+                        "INSERT INTO marks (cid, seq, acked, keys) VALUES (?, ?, 0, ?)",
+                        [(cid, seq + i, "\n".join(keys)) for i, keys in enumerate(group)],
+                    )
+                seq += len(group)
             self._mark_pending(cid, rows())
         except OSError as exc:
             raise StoreError(f"cannot read the delta's temporary files: {exc}") from exc
+        self._bulk[cid] = _Bulk(rows_before=rows_before, seq=seq)
 
     def _concat(
         self, conn: sqlite3.Connection, table: str, cid: int, part: int | None
@@ -1241,6 +1395,9 @@ class SQLiteStore:
         """
         with self._read() as conn:
             cid = self._cid(conn, cohort_id, create=False)
+        if cid is not None:
+            self._settle(cid)  # the adds a killed import left marked
+        with self._read() as conn:
             stored = 0
             if cid is not None:
                 stored = conn.execute(
@@ -1280,6 +1437,7 @@ class SQLiteStore:
             StoreError: If the store fails.
         """
         cid = self._cid_for_write(cohort_id)
+        self._settle(cid)  # the adds a killed import left marked
         delta = Delta()
         try:
             with self._mutex:

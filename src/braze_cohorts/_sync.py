@@ -27,6 +27,7 @@ by a full resync (``full_resync=True``, and at least every ``resync_every``).
 from __future__ import annotations
 
 import collections
+import contextlib
 import datetime as dt
 import enum
 import logging
@@ -293,6 +294,8 @@ class _Commit:
         self.warnings: dict[str, None] = {}
         #: Requests spent naming the cohort (retries included), counted with the upload's.
         self.naming_requests = 0
+        #: Acknowledged batches not applied to the store (Braze's answer carried errors).
+        self.unapplied = 0
         self._saved_at = time.monotonic()
 
     def done(self, batch: Batch, response: CohortResponse | None) -> None:
@@ -300,6 +303,7 @@ class _Commit:
             # Braze said success but reported errors: some ids may have been dropped. They stay
             # uncertain (pending) and are re-sent by the next import.
             self.warn(response.errors)
+            self.unapplied += 1
             return
         self.store.apply_batch(
             self.run.cohort_id,
@@ -888,13 +892,25 @@ class CohortSync:
                         )
                     )
                 store.mark_pending(cohort_id, delta)
-                report = self._uploader.upload(
-                    cohort_id,
-                    add=map(item_from_key, delta.iter_adds()),
-                    remove=map(item_from_key, delta.iter_removes()),
-                    progress=commit.progress,
-                    on_batch_done=commit.done,
-                )
+                settle = getattr(store, "settle_pending", None)
+                try:
+                    report = self._uploader.upload(
+                        cohort_id,
+                        add=map(item_from_key, delta.iter_adds()),
+                        remove=map(item_from_key, delta.iter_removes()),
+                        progress=commit.progress,
+                        on_batch_done=commit.done,
+                    )
+                except BaseException:
+                    if settle is not None:
+                        with contextlib.suppress(BrazeCohortsError):
+                            settle(cohort_id, complete=False)
+                    raise
+                if settle is not None:
+                    settle(
+                        cohort_id,
+                        complete=not report.failed_batches and not commit.unapplied,
+                    )
                 run = commit.counted(run)
                 run = attrs.evolve(run, added=report.added, removed=report.removed)
                 if report.failed_batches:
