@@ -472,6 +472,76 @@ _KEY = st.sampled_from([f"e:u{n}" for n in range(40)] + ["a:email\x1fx@y.io", "d
 _KEYS = st.frozensets(_KEY)
 
 
+class TestBulkMarks:
+    """A delta's adds are marked uncertain in bulk; only acknowledged ones stop being."""
+
+    @settings(max_examples=40, deadline=None)
+    @given(
+        held=_KEYS,
+        before=_KEYS,
+        adds=_KEYS,
+        acked=st.sets(st.integers(min_value=0, max_value=30)),
+        settle=st.sampled_from(["killed", "incomplete", "complete"]),
+    )
+    def test_unacknowledged_adds_stay_uncertain_after_a_kill_or_a_failed_upload(
+        self,
+        tmp_path_factory: pytest.TempPathFactory,
+        held: frozenset[str],
+        before: frozenset[str],
+        adds: frozenset[str],
+        acked: set[int],
+        settle: str,
+    ) -> None:
+        """Marked adds not acknowledged (and committed) are uncertain to a store opened anew."""
+        path = tmp_path_factory.mktemp("m") / "state.db"
+        order = sorted(adds)
+        done = {key for i, key in enumerate(order) if i in acked}
+        with SQLiteStore(path) as store:
+            store.apply_batch("c1", added=held)
+            _mark(store, "c1", removes=before - adds)
+            _mark(store, "c1", adds=adds)
+            for key in order:  # one acknowledged batch per key
+                if key in done:
+                    store.apply_batch("c1", added=[key])
+            if settle == "incomplete":
+                store.settle_pending("c1", complete=False)
+            elif settle == "complete" and done == set(adds):
+                store.settle_pending("c1", complete=True)
+            # "killed": the marks stay as they are, and the process is gone.
+        with SQLiteStore(path) as again:
+            expected = ((before - adds) | adds) - done
+            assert sorted(again.pending_keys("c1")) == sorted(expected)
+            assert again.pending_count("c1") == len(expected)
+            with again.diff("c1", iter(adds)) as delta:  # settles the marks into rows
+                assert set(delta.iter_adds()) == adds - done  # held now, or uncertain
+            assert again.pending_count("c1") == len(expected)
+            assert not again._conn.execute("SELECT count(*) FROM marks").fetchone()[0]
+
+    def test_an_add_over_an_older_uncertain_remove_is_settled_as_an_add(
+        self, tmp_path: Path
+    ) -> None:
+        """A key whose remove was uncertain, then re-added and killed, is re-sent as an add."""
+        path = tmp_path / "state.db"
+        with SQLiteStore(path) as store:
+            store.apply_batch("c1", added=["e:a"])
+            _mark(store, "c1", removes=["e:a"])
+            _mark(store, "c1", adds=["e:a", "e:b"])
+        with SQLiteStore(path) as again, again.diff_changes("c1", [], []) as delta:
+            assert (sorted(delta.iter_adds()), list(delta.iter_removes())) == (
+                ["e:a", "e:b"],
+                [],
+            )
+
+    def test_a_large_delta_is_marked_in_a_few_rows(self, tmp_path: Path) -> None:
+        """100,000 adds take two rows of marks, not 100,000 rows of pending."""
+        with SQLiteStore(tmp_path / "state.db") as store:
+            _mark(store, "c1", adds=(f"e:u{i}" for i in range(100_000)))
+            conn = store._conn
+            assert conn.execute("SELECT count(*) FROM marks").fetchone()[0] == 2
+            assert conn.execute("SELECT count(*) FROM pending").fetchone()[0] == 0
+            assert store.pending_count("c1") == 100_000
+
+
 class TestDiff:
     @pytest.mark.parametrize("kind", STORES)
     @pytest.mark.parametrize("memory_keys", [200_000, 7])

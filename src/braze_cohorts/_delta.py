@@ -33,6 +33,7 @@ __all__ = [
     "chunks",
     "diff",
     "part_buckets",
+    "store_order",
 ]
 
 #: Stored bucket = CRC-32 of the key >> BUCKET_SHIFT (1,024 buckets).
@@ -43,6 +44,8 @@ PARTS = 1 << (32 - PART_SHIFT)
 BUCKETS_PER_PART = 1 << (PART_SHIFT - BUCKET_SHIFT)
 LAST_BUCKET = (1 << (32 - BUCKET_SHIFT)) - 1
 SHIFTS = itertools.repeat(PART_SHIFT)
+_BUCKET_SHIFTS = itertools.repeat(BUCKET_SHIFT)
+_IN_PART = itertools.repeat(BUCKETS_PER_PART - 1)
 
 #: Keys held in memory before the diff partitions and spills them to temporary files.
 MEMORY_KEYS = 200_000
@@ -59,6 +62,29 @@ def bucket_rows(keys: Iterable[str]) -> list[tuple[int, str]]:
     """``(bucket, key)`` for each key, sorted: the order a store's primary key wants."""
     keys = list(keys)
     return sorted(zip(map(bucket, keys), keys, strict=True))
+
+
+def store_order(keys: Iterable[str], part: int | None) -> list[str]:
+    """``keys`` sorted as a store's primary key is, by bucket then key (see :func:`bucket`).
+
+    ``part``: the partition all keys belong to, or ``None``. Uploading a delta in this order
+    makes every write of its acknowledged batches land next to the previous one in the store.
+    """
+    keys = list(keys)
+    if part is None:
+        keys.sort()
+        keys.sort(key=bucket)  # stable: by key within a bucket
+        return keys
+    # The bucket within the partition, computed in C as in Partitions.add.
+    lists: list[list[str]] = [[] for _ in range(BUCKETS_PER_PART)]
+    crcs = map(zlib.crc32, map(str.encode, keys))
+    index = map(operator.and_, map(operator.rshift, crcs, _BUCKET_SHIFTS), _IN_PART)
+    collections.deque(map(list.append, map(lists.__getitem__, index), keys), 0)
+    ordered: list[str] = []
+    for in_bucket in lists:
+        in_bucket.sort()
+        ordered += in_bucket
+    return ordered
 
 
 def part_buckets(part: int | None) -> tuple[int, int]:
@@ -331,7 +357,7 @@ def _diff_part(
     full: bool,
 ) -> None:
     if read is None:
-        delta._adds.extend(want)
+        delta._adds.extend(store_order(want, part))
         return
     held, unsure, recent = read(part)  # held is distinct: the stores' primary key
     if full:
@@ -342,7 +368,7 @@ def _diff_part(
             adds |= want & unsure
         if recent:  # recent keys are held keys; the set operation iterates the smaller side
             adds |= want & recent
-    delta._adds.extend(adds)
+    delta._adds.extend(store_order(adds, part))
     gone = [key for key in held if key not in want]
     delta._removes.extend(gone)
     delta.held_removes += len(gone)

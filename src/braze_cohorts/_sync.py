@@ -181,6 +181,11 @@ _MATCH_CHUNK = 1024
 _EXTERNAL_KEY = "e:"
 #: Seconds between writes of a running run's counts to the store.
 _PROGRESS_EVERY = 1.0
+#: Acknowledged batches are applied to the store together, up to this many or this many
+#: seconds after the last write: one transaction instead of one per request. Until applied,
+#: their ids stay uncertain (a crash re-sends them), which is always safe.
+_COMMIT_BATCHES = 16
+_COMMIT_EVERY = 0.2
 
 #: The warning a cohort's first import (as far as this state knows) records and logs.
 FIRST_IMPORT_WARNING = (
@@ -296,6 +301,11 @@ class _Commit:
         self.naming_requests = 0
         #: Acknowledged batches not applied to the store (Braze's answer carried errors).
         self.unapplied = 0
+        # Acknowledged batches not applied yet: their ids stay uncertain until they are.
+        self._adds: list[str] = []
+        self._removes: list[str] = []
+        self._held = 0
+        self._flushed_at = time.monotonic()
         self._saved_at = time.monotonic()
 
     def done(self, batch: Batch, response: CohortResponse | None) -> None:
@@ -305,12 +315,23 @@ class _Commit:
             self.warn(response.errors)
             self.unapplied += 1
             return
+        if self._held >= _COMMIT_BATCHES or time.monotonic() - self._flushed_at >= _COMMIT_EVERY:
+            # The batches before this one, all counted in the progress already: if this
+            # raises, this batch is neither applied nor counted, as before it was buffered.
+            self.flush()
+        self._adds += _keys(batch.add)
+        self._removes += _keys(batch.remove)
+        self._held += 1
+
+    def flush(self) -> None:
+        """Apply the acknowledged batches held back, in one transaction."""
+        if not self._held:
+            return
+        self._flushed_at = time.monotonic()
         self.store.apply_batch(
-            self.run.cohort_id,
-            _keys(batch.add),
-            _keys(batch.remove),
-            entered_at=self.entered_at,
+            self.run.cohort_id, self._adds, self._removes, entered_at=self.entered_at
         )
+        self._adds, self._removes, self._held = [], [], 0
 
     def warn(self, errors: Iterable[object]) -> None:
         """Keep Braze's ``errors`` as warnings: at most MAX_WARNINGS distinct ones."""
@@ -324,6 +345,7 @@ class _Commit:
         if now - self._saved_at >= _PROGRESS_EVERY:
             # A run killed mid-way still shows what it had committed.
             self._saved_at = now
+            self.flush()
             users = self.store.member_count(self.run.cohort_id)
             self.store.update_run(attrs.evolve(self.counted(self.run), users=users))
         if self.user_progress is not None:
@@ -902,10 +924,12 @@ class CohortSync:
                         on_batch_done=commit.done,
                     )
                 except BaseException:
-                    if settle is not None:
-                        with contextlib.suppress(BrazeCohortsError):
+                    with contextlib.suppress(BrazeCohortsError):
+                        commit.flush()
+                        if settle is not None:
                             settle(cohort_id, complete=False)
                     raise
+                commit.flush()
                 if settle is not None:
                     settle(
                         cohort_id,
