@@ -1277,7 +1277,8 @@ class SQLiteStore:
                 )
                 bulk.seq += 1
             # Adds marked in bulk have no row in pending unless the cohort had some before.
-            clear = remove_rows if bulk is not None and not bulk.rows_before else add_rows + remove_rows
+            unmarked = bulk is not None and not bulk.rows_before
+            clear = remove_rows if unmarked else add_rows + remove_rows
             conn.executemany(
                 "DELETE FROM pending WHERE cid = ? AND bucket = ? AND key = ?",
                 [(cid, b, k) for b, k in clear],
