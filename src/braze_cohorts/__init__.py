@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 
+from braze_cohorts._budget import DEFAULT_WORKSPACE_REQUESTS_PER_HOUR, SharedRateLimiter
 from braze_cohorts._client import DEFAULT_TIMEOUT, CheckResult, CohortClient, Timeout
 from braze_cohorts._delta import Delta
 from braze_cohorts._endpoints import resolve_endpoint
@@ -133,6 +134,7 @@ __all__ = [
     "DEFAULT_RESYNC_EVERY",
     "DEFAULT_RETRY",
     "DEFAULT_TIMEOUT",
+    "DEFAULT_WORKSPACE_REQUESTS_PER_HOUR",
     "DeadlineExceededError",
     "Delta",
     "DeviceId",
@@ -181,6 +183,7 @@ __all__ = [
     "ScheduledImport",
     "Scheduler",
     "ServerError",
+    "SharedRateLimiter",
     "SmtpNotifier",
     "SourceError",
     "StateStore",

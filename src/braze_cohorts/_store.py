@@ -87,6 +87,8 @@ _PENDING_TX_ROWS = 200_000
 #: Adds per row of ``marks``, and rows of ``marks`` per transaction.
 _MARK_KEYS = 65_536
 _MARK_TX_CHUNKS = 16
+#: A budget's next free start further ahead than this many seconds is forgotten.
+_BUDGET_HORIZON = 300.0
 
 _INTERRUPTED = "interrupted: the process running it stopped"
 
@@ -503,6 +505,9 @@ class SQLiteStore:
         self._bulk: dict[int, _Bulk] = {}
         self._host = socket.gethostname()
         self._read_only = read_only
+        self._timeout = timeout
+        self._budget: sqlite3.Connection | None = None
+        self._budget_mutex = threading.RLock()
         plain = self._path != ":memory:" and not self._path.startswith("file:")
         try:
             if plain:
@@ -644,6 +649,9 @@ class SQLiteStore:
         """Close the database connection."""
         with self._mutex, contextlib.suppress(sqlite3.Error):
             self._conn.close()
+        with self._budget_mutex, contextlib.suppress(sqlite3.Error):
+            if self._budget is not None:
+                self._budget.close()
 
     def __enter__(self) -> SQLiteStore:
         return self
@@ -1093,6 +1101,108 @@ class SQLiteStore:
         with self._tx() as conn:
             cid = self._cid(conn, cohort_id, create=True)
             conn.execute("UPDATE cohorts SET full_resync_at = ? WHERE id = ?", (_iso(at), cid))
+
+    # -- shared request budgets ---------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _budget_tx(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction on the budgets' own connection.
+
+        Reserving a request start then never waits behind this object's other work (an
+        import's commits); only behind other processes' short transactions.
+        """
+        if self._budget is None:
+            plain = self._path != ":memory:" and not self._path.startswith("file:")
+            if not plain or self._read_only:
+                with self._tx() as conn:
+                    yield conn
+                return
+            with self._budget_mutex:
+                if self._budget is None:
+                    try:
+                        conn = sqlite3.connect(
+                            self._path,
+                            timeout=self._timeout,
+                            isolation_level=None,
+                            check_same_thread=False,
+                        )
+                        conn.execute("PRAGMA synchronous=NORMAL")
+                    except sqlite3.Error as exc:
+                        raise StoreError(f"state store is unavailable: {exc}") from exc
+                    self._budget = conn
+        with self._budget_mutex:
+            conn = self._budget
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise StoreError(f"state store is unavailable: {exc}") from exc
+            try:
+                yield conn
+            except BaseException as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise StoreError(f"state store write failed: {exc}") from exc
+                raise
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise StoreError(f"state store commit failed: {exc}") from exc
+
+    def reserve_start(self, workspace: str, interval: float, now: float) -> float:
+        """Reserve the next request start of ``workspace``'s shared budget; return its time.
+
+        The start is the latest of the budget's next free start, ``now`` and its hold (UTC
+        epoch seconds); the next free start becomes that start plus ``interval``. Unused
+        starts are not saved up: a budget idle for a while starts again at ``now``. A next
+        free start more than :data:`_BUDGET_HORIZON` seconds ahead (a clock set back, a test
+        that did not really sleep) is forgotten.
+
+        Raises:
+            StoreError: If the store fails.
+        """
+        with self._budget_tx() as conn:
+            row = conn.execute(
+                "SELECT next_start, hold_until FROM budgets WHERE workspace = ?", (workspace,)
+            ).fetchone()
+            next_start, hold_until = (now, now) if row is None else row
+            if next_start > now + _BUDGET_HORIZON:
+                next_start = now
+            slot = max(next_start, now, min(hold_until, now + _BUDGET_HORIZON))
+            conn.execute(
+                "INSERT INTO budgets (workspace, next_start, hold_until) VALUES (?, ?, ?) "
+                "ON CONFLICT (workspace) DO UPDATE SET next_start = excluded.next_start",
+                (workspace, slot + interval, now),
+            )
+        return float(slot)
+
+    def hold_budget(self, workspace: str, until: float) -> None:
+        """Let no request of ``workspace`` start before ``until`` (a later hold stays).
+
+        Raises:
+            StoreError: If the store fails.
+        """
+        with self._budget_tx() as conn:
+            conn.execute(
+                "INSERT INTO budgets (workspace, next_start, hold_until) VALUES (?, ?, ?) "
+                "ON CONFLICT (workspace) DO UPDATE SET hold_until = "
+                "max(hold_until, excluded.hold_until)",
+                (workspace, until, until),
+            )
+
+    def budget_hold(self, workspace: str) -> float:
+        """Until when no request of ``workspace`` may start (UTC epoch seconds; 0.0: no hold).
+
+        Raises:
+            StoreError: If the store fails.
+        """
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT hold_until FROM budgets WHERE workspace = ?", (workspace,)
+            ).fetchone()
+        return 0.0 if row is None else float(row[0])
 
     # -- membership ---------------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ import contextlib
 import datetime as dt
 import enum
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import islice
@@ -39,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 import attrs
 
 from braze_cohorts import _metrics
+from braze_cohorts._budget import DEFAULT_WORKSPACE_REQUESTS_PER_HOUR, shared_limiter
 from braze_cohorts._delta import Delta
 from braze_cohorts._frames import as_records
 from braze_cohorts._identifiers import (
@@ -491,6 +493,12 @@ class CohortSync:
         max_reject_fraction: Refuse, before anything is sent, an import in which more than
             this share of the records could not be matched, or every record (``None``: no
             limit; an all-rejected input is still refused).
+        workspace_requests_per_hour: The request budget of each Braze workspace, shared by
+            every job that uses the same store (``None``: off). When the store keeps budgets
+            (:class:`~braze_cohorts.typing.BudgetStore`, as :class:`~braze_cohorts.SQLiteStore`
+            does) and the client has a ``workspace``, every request waits for a start
+            reserved in that budget (:class:`~braze_cohorts.SharedRateLimiter`) after the
+            uploader's own limiter, which stays a cap for this job alone.
 
     Example:
         >>> import braze_cohorts as bc
@@ -513,12 +521,26 @@ class CohortSync:
         resend_window: dt.timedelta | None = DEFAULT_RESEND_WINDOW,
         max_remove_fraction: float | None = DEFAULT_MAX_REMOVE_FRACTION,
         max_reject_fraction: float | None = DEFAULT_MAX_REJECT_FRACTION,
+        workspace_requests_per_hour: float | None = DEFAULT_WORKSPACE_REQUESTS_PER_HOUR,
     ) -> None:
         if matcher is not None and not isinstance(matcher, IdentifierMatcher):
             raise ConfigurationError("matcher must be an IdentifierMatcher")
+        if workspace_requests_per_hour is not None and (
+            isinstance(workspace_requests_per_hour, bool)
+            or not isinstance(workspace_requests_per_hour, (int, float))
+            or not 0 < workspace_requests_per_hour < math.inf
+        ):
+            raise ConfigurationError(
+                "workspace_requests_per_hour must be a positive number or None, not "
+                f"{workspace_requests_per_hour!r}"
+            )
         self._client = client
         self._store = store
-        self._uploader = uploader if uploader is not None else BatchUploader(client)
+        uploader = uploader if uploader is not None else BatchUploader(client)
+        shared = shared_limiter(
+            store, self._workspace(), workspace_requests_per_hour, uploader.limiter
+        )
+        self._uploader = uploader if shared is None else uploader.with_limiter(shared)
         self._notifier = notifier
         self._matcher = matcher if matcher is not None else IdentifierMatcher()
         self._clock = clock
@@ -529,6 +551,11 @@ class CohortSync:
 
     def __repr__(self) -> str:
         return f"CohortSync(store={self._store!r}, uploader={self._uploader!r})"
+
+    @property
+    def uploader(self) -> BatchUploader:
+        """The uploader that sends the changes (with the shared budget in front, if any)."""
+        return self._uploader
 
     @property
     def store(self) -> StateStore:

@@ -17,6 +17,7 @@ never called concurrently.
 from __future__ import annotations
 
 import collections
+import copy
 import logging
 import math
 import queue
@@ -891,6 +892,16 @@ class BatchUploader:
     def limiter(self) -> RequestLimiter:
         """What paces request starts."""
         return self._limiter
+
+    def with_limiter(self, limiter: RequestLimiter) -> BatchUploader:
+        """A copy of this uploader (same client and settings) whose starts ``limiter`` paces.
+
+        :class:`~braze_cohorts.CohortSync` uses it to put a
+        :class:`~braze_cohorts.SharedRateLimiter` in front of the uploader's own limiter.
+        """
+        twin = copy.copy(self)
+        twin._limiter = limiter
+        return twin
 
     def call(self, request: Callable[[], _T]) -> _T:
         """Send one request that is not a batch (e.g. naming a cohort) the uploader's way.

@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # type-only imports: this module imports nothing of the packa
     from braze_cohorts._schedule import ScheduledImport, ScheduleState
 
 __all__ = [
+    "BudgetStore",
     "Clock",
     "Importer",
     "MemberSource",
@@ -94,6 +95,34 @@ class RequestLimiter(Protocol):
 
     def hold(self, seconds: float) -> None:
         """Let no request start for ``seconds`` from now (Braze answered 429 ``Retry-After``)."""
+        ...
+
+
+@runtime_checkable
+class BudgetStore(Protocol):
+    """A store that keeps request budgets shared by every job using it, one per workspace.
+
+    :class:`~braze_cohorts.SQLiteStore` implements it; :class:`~braze_cohorts.SharedRateLimiter`
+    paces request starts with it, and :class:`~braze_cohorts.CohortSync` uses one by default
+    when its store is a ``BudgetStore``. Times are UTC epoch seconds (``time.time()``): they are
+    compared between processes. Each method is one short transaction, safe across threads and
+    processes.
+    """
+
+    def reserve_start(self, workspace: str, interval: float, now: float) -> float:
+        """Reserve the next request start of ``workspace``'s budget and return its time.
+
+        The start is the latest of the budget's next free start, ``now`` and its hold; the
+        next free start becomes that start plus ``interval``.
+        """
+        ...
+
+    def hold_budget(self, workspace: str, until: float) -> None:
+        """Let no request of ``workspace`` start before ``until`` (a later hold stays)."""
+        ...
+
+    def budget_hold(self, workspace: str) -> float:
+        """Until when no request of ``workspace`` may start (in the past when none is held)."""
         ...
 
 
