@@ -13,6 +13,9 @@ job already opens), keyed by the client's workspace fingerprint:
   them together;
 * a start is a reservation of a moment, not a lease: a process killed mid-run leaves nothing
   to give back; the starts it had reserved (at most one per worker thread) simply pass;
+* the actual starts of the last second are kept too, and a start that would put more than 99 %
+  of a second's share in it waits: threads of several processes that wake late cannot bunch
+  their starts above the limit;
 * a 429's ``Retry-After`` (or ``X-RateLimit-Remaining`` at or below the requests in flight)
   holds the whole budget: every job sharing it pauses;
 * an optional ``cap`` (a :class:`~braze_cohorts.RateLimiter`) keeps one job under its own
@@ -102,6 +105,11 @@ class SharedRateLimiter:
         self._store = store
         self._workspace = workspace
         self.interval = 3600.0 / (requests_per_hour * _PACING_SHARE)
+        # As RateLimiter: starts are also counted over a sliding second (or one interval).
+        self._window = max(1.0, self.interval)
+        self._window_cap = max(
+            1, math.floor(requests_per_hour * self._window / 3600 * _PACING_SHARE)
+        )
         self._cap = cap
         self._clock = wall_clock
         self._max_hold = max_hold
@@ -139,29 +147,35 @@ class SharedRateLimiter:
         if cap is not None:
             cap.acquire(sleep)
         try:
-            while True:
-                try:
-                    slot = self._store.reserve_start(self._workspace, self.interval, self._clock())
-                except BrazeCohortsError as exc:
-                    self._failed(exc)
-                    break
-                delay = slot - self._clock()
-                if delay > 0:
-                    sleep(delay)
-                try:
-                    held = self._store.budget_hold(self._workspace)
-                except BrazeCohortsError as exc:
-                    self._failed(exc)
-                    break
-                if held <= slot:
-                    break
-                # A pause imposed by someone while we slept: the start is forfeited.
+            self._take(sleep)
         except BaseException:
             if cap is not None:
                 cap.finish()
             raise
         with self._lock:
             self._in_flight += 1
+
+    def _take(self, sleep: Callable[[float], object]) -> None:
+        store, workspace = self._store, self._workspace
+        while True:
+            try:
+                slot = store.reserve_start(workspace, self.interval, self._clock())
+            except BrazeCohortsError as exc:
+                self._failed(exc)
+                return
+            delay = slot - self._clock()
+            if delay > 0:
+                sleep(delay)
+            try:
+                wait = store.claim_start(workspace, self._clock(), self._window, self._window_cap)
+            except BrazeCohortsError as exc:
+                self._failed(exc)
+                return
+            if wait <= 0:
+                return
+            # Held by someone's 429 while we slept, or late wake-ups (of any process) crowded
+            # the window: wait, then queue anew (the reserved start is forfeited).
+            sleep(wait)
 
     def finish(self, rate_limit: RateLimitInfo | None = None) -> None:
         """Mark a request as finished; ``rate_limit`` is what its response's headers said.

@@ -12,7 +12,7 @@ Layout (schema version 7, ``PRAGMA user_version``; ``docs/store.md`` has every c
     snapshot (cid, bucket, key, entered)  PK (cid, bucket, key)  WITHOUT ROWID
     pending  (cid, bucket, key, op)       PK (cid, bucket, key)  WITHOUT ROWID  op: 1 add, 0 remove
     marks    (cid, seq, acked, keys)      PK (cid, seq)  a running import's adds and acks, in bulk
-    budgets  (workspace PK, next_start, hold_until)      (see braze_cohorts._budget)
+    budgets  (workspace PK, next_start, hold_until, starts)  (see braze_cohorts._budget)
     runs     (id INTEGER PK, every ImportRun field; rejected and warnings as JSON)
     locks    (cohort_id PK, owner, pid, host, acquired_at, run_id)
     schedules (cohort_id PK, name, spec JSON, source, recipients JSON, state, paused_reason,
@@ -210,7 +210,8 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """CREATE TABLE budgets (
             workspace TEXT PRIMARY KEY,
             next_start REAL NOT NULL,
-            hold_until REAL NOT NULL
+            hold_until REAL NOT NULL,
+            starts TEXT NOT NULL DEFAULT ''
         )""",
     ),
 )
@@ -1105,33 +1106,37 @@ class SQLiteStore:
     # -- shared request budgets ---------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _budget_tx(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction on the budgets' own connection.
+    def _budget_tx(self, *, write: bool = True) -> Iterator[sqlite3.Connection]:
+        """A transaction on the budgets' own connection (a plain read when not ``write``).
 
         Reserving a request start then never waits behind this object's other work (an
-        import's commits); only behind other processes' short transactions.
+        import's commits hold its mutex), only behind other connections' short writes.
         """
-        if self._budget is None:
-            plain = self._path != ":memory:" and not self._path.startswith("file:")
-            if not plain or self._read_only:
-                with self._tx() as conn:
-                    yield conn
-                return
-            with self._budget_mutex:
-                if self._budget is None:
-                    try:
-                        conn = sqlite3.connect(
-                            self._path,
-                            timeout=self._timeout,
-                            isolation_level=None,
-                            check_same_thread=False,
-                        )
-                        conn.execute("PRAGMA synchronous=NORMAL")
-                    except sqlite3.Error as exc:
-                        raise StoreError(f"state store is unavailable: {exc}") from exc
-                    self._budget = conn
+        plain = self._path != ":memory:" and not self._path.startswith("file:")
+        if not plain or self._read_only:
+            with self._tx() if write else self._read() as conn:
+                yield conn
+            return
         with self._budget_mutex:
+            if self._budget is None:
+                try:
+                    conn = sqlite3.connect(
+                        self._path,
+                        timeout=self._timeout,
+                        isolation_level=None,
+                        check_same_thread=False,
+                    )
+                    conn.execute("PRAGMA synchronous=NORMAL")
+                except sqlite3.Error as exc:
+                    raise StoreError(f"state store is unavailable: {exc}") from exc
+                self._budget = conn
             conn = self._budget
+            if not write:
+                try:
+                    yield conn
+                except sqlite3.Error as exc:
+                    raise StoreError(f"state store read failed: {exc}") from exc
+                return
             try:
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
@@ -1192,17 +1197,37 @@ class SQLiteStore:
                 (workspace, until, until),
             )
 
-    def budget_hold(self, workspace: str) -> float:
-        """Until when no request of ``workspace`` may start (UTC epoch seconds; 0.0: no hold).
+    def claim_start(self, workspace: str, now: float, window: float, limit: int) -> float:
+        """Start a request of ``workspace`` now if the budget allows it; else say how long to wait.
+
+        Refused while the budget is held, or when ``limit`` requests of the budget started
+        within the last ``window`` seconds (late wake-ups of several processes bunch starts:
+        this keeps every window of that length under the limit whatever the processes).
+
+        Returns:
+            ``0.0`` when the start is granted (and counted); else the seconds until it could be.
 
         Raises:
             StoreError: If the store fails.
         """
-        with self._read() as conn:
+        with self._budget_tx() as conn:
             row = conn.execute(
-                "SELECT hold_until FROM budgets WHERE workspace = ?", (workspace,)
+                "SELECT hold_until, starts FROM budgets WHERE workspace = ?", (workspace,)
             ).fetchone()
-        return 0.0 if row is None else float(row[0])
+            hold_until, text = (0.0, "") if row is None else row
+            if hold_until > now:
+                return float(min(hold_until, now + _BUDGET_HORIZON) - now)
+            starts = [t for t in map(float, text.split()) if now - window < t <= now]
+            if len(starts) >= limit:
+                return starts[-limit] + window - now
+            starts.append(now)
+            conn.execute(
+                "INSERT INTO budgets (workspace, next_start, hold_until, starts) "
+                "VALUES (?, ?, 0, ?) ON CONFLICT (workspace) DO UPDATE SET starts = "
+                "excluded.starts",
+                (workspace, now, " ".join(map(repr, starts[-limit:]))),
+            )
+        return 0.0
 
     # -- membership ---------------------------------------------------------------------------
 

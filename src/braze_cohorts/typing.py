@@ -121,8 +121,12 @@ class BudgetStore(Protocol):
         """Let no request of ``workspace`` start before ``until`` (a later hold stays)."""
         ...
 
-    def budget_hold(self, workspace: str) -> float:
-        """Until when no request of ``workspace`` may start (in the past when none is held)."""
+    def claim_start(self, workspace: str, now: float, window: float, limit: int) -> float:
+        """Start a request of ``workspace`` at ``now`` if the budget allows it.
+
+        Returns ``0.0`` if granted (and counted), else the seconds to wait: the budget is
+        held, or ``limit`` requests of it started within the last ``window`` seconds.
+        """
         ...
 
 

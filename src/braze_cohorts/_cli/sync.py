@@ -112,8 +112,16 @@ def register(subparsers: Any) -> None:
         "--requests-per-hour",
         type=float,
         default=250_000,
-        help="stay under this many requests an hour (default 250,000, Braze's limit); lower it "
-        "when several jobs share one Braze workspace",
+        help="stay under this many requests an hour (default 250,000, Braze's limit): a cap "
+        "for this job alone",
+    )
+    sync.add_argument(
+        "--workspace-requests-per-hour",
+        type=float,
+        default=bc.DEFAULT_WORKSPACE_REQUESTS_PER_HOUR,
+        metavar="N",
+        help="the budget of the Braze workspace, shared by every job that uses the same state "
+        "file (default 250,000, Braze's limit; 0: do not share)",
     )
     sync.add_argument(
         "--concurrency", type=int, default=16, help="requests in flight at most (default 16)"
@@ -431,7 +439,11 @@ def _run_sync(args: argparse.Namespace) -> int:
                     **uploader_options,
                 )
                 syncer = bc.CohortSync(
-                    client, store, uploader=uploader, max_reject_fraction=args.max_rejected
+                    client,
+                    store,
+                    uploader=uploader,
+                    max_reject_fraction=args.max_rejected,
+                    workspace_requests_per_hour=args.workspace_requests_per_hour or None,
                 )
                 if many:
                     runs = bc.sync_many(

@@ -1,0 +1,144 @@
+"""Three CLI imports into one workspace share its request budget through the state file."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from braze_cohorts.testing import BrazeEmulator, RequestRecord
+
+#: The workspace's limit, scaled down from 250,000 an hour to RATE requests a second. The
+#: emulator enforces it over a sliding WINDOW longer than the test (429 past it), so its
+#: ``X-RateLimit-Remaining`` stays as far from 0 as Braze's does within its hour; the test
+#: itself checks every 1-second window of the request log.
+RATE = 100
+WINDOW = 60.0
+#: Member requests of each cohort (1,000 ids each); the first one is killed mid-run.
+SIZES = {"killed": 150, "left": 260, "right": 260}
+
+
+def _csv(path: Path, cohort: str, requests: int) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["external_id"])
+        writer.writerows([f"{cohort}-{i}"] for i in range(requests * 1000))
+    return path
+
+
+def _import(emulator: BrazeEmulator, state: Path, src: Path, cohort: str) -> subprocess.Popen[str]:
+    env = {
+        **os.environ,
+        "BRAZE_REST_ENDPOINT": emulator.url,
+        "BRAZE_PARTNER": emulator.partner,
+        "BRAZE_PARTNER_API_KEY": emulator.partner_api_key,
+        "BRAZE_DATA_IMPORT_KEY": emulator.data_import_key,
+        "BRAZE_COHORTS_STATE": str(state),
+    }
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "braze_cohorts.cli",
+            "sync",
+            str(src),
+            "--cohort-id",
+            cohort,
+            "--name",
+            cohort,
+            "--no-progress",
+            "--workspace-requests-per-hour",
+            str(RATE * 3600),
+            # Each job alone may go at the full rate: only the shared budget holds them back.
+            "--requests-per-hour",
+            str(RATE * 3600),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _users(log: list[RequestRecord], cohort: str | None = None) -> list[float]:
+    return sorted(
+        r.received_at
+        for r in log
+        if r.endpoint == "users" and (cohort is None or r.cohort_id == cohort)
+    )
+
+
+def _most_in_a_window(times: list[float], window: float) -> int:
+    most, first = 0, 0
+    for last, at in enumerate(times):
+        while times[first] <= at - window:
+            first += 1
+        most = max(most, last - first + 1)
+    return most
+
+
+def _share_used(times: list[float], start: float, end: float) -> float:
+    """Requests that arrived in [start, end] as a share of what the budget allowed there."""
+    arrived = sum(1 for t in times if start <= t <= end)
+    return arrived / (RATE * (end - start) + 1)
+
+
+class TestSharedBudget:
+    @pytest.mark.braze_emulator(requests_per_hour=int(RATE * WINDOW), rate_limit_window=WINDOW)
+    def test_three_imports_share_the_workspace_budget_and_a_killed_one_gives_its_share_back(
+        self, braze_emulator: BrazeEmulator, tmp_path: Path
+    ) -> None:
+        """Together within the limit (no 429), using >= 90 % of it, before and after a SIGKILL."""
+        state = tmp_path / "state.db"
+        sources = {c: _csv(tmp_path / f"{c}.csv", c, n) for c, n in SIZES.items()}
+        procs = {c: _import(braze_emulator, state, src, c) for c, src in sources.items()}
+        # Kill one once every import is well under way (all three have sent requests).
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            log = braze_emulator.request_log
+            if all(len(_users(log, c)) >= 20 for c in SIZES):
+                break
+            assert all(p.poll() is None for p in procs.values()), "an import ended too early"
+            time.sleep(0.01)
+        else:
+            pytest.fail("the imports did not all start")
+        procs["killed"].send_signal(signal.SIGKILL)
+        killed_at = time.time()
+        for cohort, proc in procs.items():
+            _out, err = proc.communicate(timeout=120)
+            if cohort != "killed":
+                assert proc.returncode == 0, err
+
+        log = braze_emulator.request_log
+        assert [r.status for r in log if r.status == 429] == []  # no self-caused 429s
+        everything = sorted(r.received_at for r in log)
+        # Arrival times: a request's way from its start to the emulator varies (the first ones
+        # of a process open connections), so a second may see a few more than RATE; over
+        # five seconds the bunching evens out.
+        assert _most_in_a_window(everything, 1.0) <= 1.1 * RATE
+        assert _most_in_a_window(everything, 5.0) <= 5 * RATE
+        assert len(_users(log, "left")) == SIZES["left"]
+        assert len(_users(log, "right")) == SIZES["right"]
+
+        # While all three were busy: together they used at least 90 % of the budget, and
+        # each got a fair part of it.
+        firsts = [_users(log, c)[0] for c in SIZES]
+        start, end = max(firsts), killed_at
+        assert end - start > 0.5, "too little overlap to judge the budget"
+        assert _share_used(everything, start, end) >= 0.9
+        for cohort in SIZES:
+            mine = sum(1 for t in _users(log, cohort) if start <= t <= end)
+            assert mine >= 0.2 * RATE * (end - start), (cohort, mine)
+
+        # After the kill (its reserved starts, at most one per thread, pass within 0.5 s):
+        # the two left use the whole budget again.
+        start = killed_at + 0.5
+        end = min(_users(log, "left")[-1], _users(log, "right")[-1])
+        assert end - start > 0.5, "too little left after the kill to judge the budget"
+        assert _share_used(everything, start, end) >= 0.9
