@@ -174,7 +174,7 @@ class TestCohortSyncDefault:
     def test_a_sqlite_store_shares_the_workspace_budget_by_default(self, tmp_path: Path) -> None:
         """CohortSync puts a SharedRateLimiter in front of the uploader's own limiter."""
         with SQLiteStore(tmp_path / "s.db") as store:
-            uploader = bc.BatchUploader(_WorkspaceClient(), requests_per_hour=1000)
+            uploader = bc.BatchUploader(_WorkspaceClient(), requests_per_hour=1e9)
             sync = bc.CohortSync(_WorkspaceClient(), store, uploader=uploader)
             limiter = sync.uploader.limiter
             assert isinstance(limiter, SharedRateLimiter)
