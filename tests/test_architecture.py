@@ -34,8 +34,8 @@ TIERS: tuple[tuple[str, ...], ...] = (
     ("_models", "_frames"),
     # one request to Braze; notifications; plan/rejects files; file and query readers
     ("_client", "_notify", "_plans", "_files", "_query", "_metrics"),
-    # batching over a client; the schedule model; member sources
-    ("_uploader", "_schedule", "_sources", "_profiles"),
+    # batching over a client; the schedule model; member sources; profiles; the shared budget
+    ("_uploader", "_schedule", "_sources", "_profiles", "_budget"),
     # one import end to end, and the state it keeps: beside each other
     ("_sync", "_store"),
     # above the sync engine

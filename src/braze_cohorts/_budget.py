@@ -33,11 +33,13 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from braze_cohorts._models import RateLimitInfo
-from braze_cohorts._uploader import RateLimiter
 from braze_cohorts.exceptions import BrazeCohortsError, ConfigurationError
 from braze_cohorts.typing import BudgetStore, RequestLimiter
+
+if TYPE_CHECKING:
+    from braze_cohorts._models import RateLimitInfo
 
 __all__ = ["DEFAULT_WORKSPACE_REQUESTS_PER_HOUR", "SharedRateLimiter"]
 
@@ -212,6 +214,7 @@ def shared_limiter(
     workspace: object,
     requests_per_hour: float | None,
     cap: RequestLimiter,
+    max_hold: float,
 ) -> SharedRateLimiter | None:
     """The limiter :class:`~braze_cohorts.CohortSync` uses by default, or ``None``.
 
@@ -224,7 +227,6 @@ def shared_limiter(
         return None
     if isinstance(cap, SharedRateLimiter):
         return None  # the caller shares a budget already
-    max_hold = cap._max_hold if isinstance(cap, RateLimiter) else 120.0
     return SharedRateLimiter(
         store, workspace, requests_per_hour=requests_per_hour, cap=cap, max_hold=max_hold
     )

@@ -538,7 +538,11 @@ class CohortSync:
         self._store = store
         uploader = uploader if uploader is not None else BatchUploader(client)
         shared = shared_limiter(
-            store, self._workspace(), workspace_requests_per_hour, uploader.limiter
+            store,
+            self._workspace(),
+            workspace_requests_per_hour,
+            uploader.limiter,
+            uploader.retry.max_server_wait,
         )
         self._uploader = uploader if shared is None else uploader.with_limiter(shared)
         self._notifier = notifier
