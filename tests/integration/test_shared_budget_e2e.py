@@ -99,11 +99,11 @@ class TestSharedBudget:
         sources = {c: _csv(tmp_path / f"{c}.csv", c, n) for c, n in SIZES.items()}
         procs = {c: _import(braze_emulator, state, src, c) for c, src in sources.items()}
         try:
-            # Kill one once every import is under way (all three have sent requests).
+            # Kill one once all three have shared the budget for a while.
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline:
                 log = braze_emulator.request_log
-                if all(len(_users(log, c)) >= 10 for c in SIZES):
+                if all(len(_users(log, c)) >= 50 for c in SIZES):
                     break
                 assert all(p.poll() is None for p in procs.values()), "an import ended early"
                 time.sleep(0.01)
