@@ -86,7 +86,7 @@ SCHEMA_VERSION = 7
 _PENDING_TX_ROWS = 200_000
 #: Adds per row of ``marks``, and rows of ``marks`` per transaction.
 _MARK_KEYS = 65_536
-_MARK_TX_CHUNKS = 16
+_MARK_TX_CHUNKS = 4
 #: A budget's next free start further ahead than this many seconds is forgotten.
 _BUDGET_HORIZON = 300.0
 
