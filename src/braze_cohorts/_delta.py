@@ -234,13 +234,18 @@ def chunks(keys: Iterable[str], size: int = CHUNK) -> Iterator[list[str]]:
 
 
 class Partitions:
-    """Desired keys hash-partitioned by CRC-32, in memory while small, else in spill files."""
+    """Desired keys hash-partitioned by CRC-32, in memory while small, else in one spill file.
+
+    Each spill appends every partition's buffered keys to a single temporary file and notes
+    where they are: one file, whatever the number of partitions.
+    """
 
     def __init__(self) -> None:
         self._lists: list[list[str]] = [[] for _ in range(PARTS)]
         self._buffered = 0
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
-        self._files: dict[int, IO[str]] = {}
+        self._file: IO[bytes] | None = None
+        self._segments: list[list[tuple[int, int]]] = [[] for _ in range(PARTS)]
 
     def add(self, chunk: list[str]) -> None:
         # All in C: list.append(lists[crc32(key.encode()) >> PART_SHIFT], key) for each key,
@@ -252,17 +257,19 @@ class Partitions:
             self._spill()
 
     def _spill(self) -> None:
-        if self._tmp is None:
+        f = self._file
+        if f is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="braze-cohorts-diff-")
+            path = os.path.join(self._tmp.name, "spill")
+            f = self._file = open(path, "w+b")  # noqa: SIM115
+        offset = f.seek(0, os.SEEK_END)
         for part, keys in enumerate(self._lists):
             if not keys:
                 continue
-            f = self._files.get(part)
-            if f is None:
-                path = os.path.join(self._tmp.name, str(part))
-                f = self._files[part] = open(path, "w+", encoding="utf-8", newline="")  # noqa: SIM115
-            f.write("\n".join(keys))
-            f.write("\n")
+            data = "\n".join(keys).encode()
+            f.write(data)
+            self._segments[part].append((offset, len(data)))
+            offset += len(data)
             keys.clear()
         self._buffered = 0
 
@@ -270,18 +277,18 @@ class Partitions:
         """The distinct keys of one partition (each partition can be taken once)."""
         keys = set(self._lists[part])
         self._lists[part] = []
-        f = self._files.pop(part, None)
+        f = self._file
         if f is not None:
-            f.seek(0)
-            keys.update(f.read().split("\n"))
-            keys.discard("")
-            f.close()
+            for offset, size in self._segments[part]:
+                f.seek(offset)
+                keys.update(f.read(size).decode().split("\n"))
+            self._segments[part] = []
         return keys
 
     def close(self) -> None:
-        for f in self._files.values():
-            f.close()
-        self._files.clear()
+        if self._file is not None:
+            self._file.close()
+            self._file = None
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None

@@ -30,6 +30,7 @@ import collections
 import contextlib
 import datetime as dt
 import enum
+import itertools
 import logging
 import math
 import time
@@ -223,6 +224,10 @@ class _Matching:
         self._phase_at = -float("inf")
 
     def keys(self, records: Iterable[object]) -> Iterator[str]:
+        # Chunks of keys chained in C: no generator frame is resumed per key.
+        return itertools.chain.from_iterable(self._key_chunks(records))
+
+    def _key_chunks(self, records: Iterable[object]) -> Iterator[list[str]]:
         offset = self._offset
         source = iter(records)
         match_one = self.matcher.match_one
@@ -241,6 +246,7 @@ class _Matching:
                 # and keyed in C; it is exactly what match_one would make of each of them.
                 check_external_ids(chunk)
             except InvalidIdentifierError:
+                keys: list[str] = []
                 for record in chunk:
                     item = match_one(record, index=offset + index)
                     index += 1
@@ -248,11 +254,12 @@ class _Matching:
                         self._reject(item)
                     else:
                         self.matched += 1
-                        yield item.key
+                        keys.append(item.key)
+                yield keys
             else:
                 index += len(chunk)
                 self.matched += len(chunk)
-                yield from map(_EXTERNAL_KEY.__add__, chunk)  # type: ignore[arg-type]
+                yield list(map(_EXTERNAL_KEY.__add__, chunk))  # type: ignore[arg-type]
         self._offset = offset + index
         if self.on_phase is not None:
             self.on_phase(PhaseProgress(phase="read", records=self._offset))
