@@ -376,7 +376,7 @@ def _diff_part(
         if recent:  # recent keys are held keys; the set operation iterates the smaller side
             adds |= want & recent
     delta._adds.extend(store_order(adds, part))
-    gone = [key for key in held if key not in want]
+    gone = list(itertools.filterfalse(want.__contains__, held))  # in C
     delta._removes.extend(gone)
     delta.held_removes += len(gone)
     if unsure:  # uncertain keys that are neither desired nor known to be held
