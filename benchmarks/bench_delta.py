@@ -150,6 +150,8 @@ def measure(kind: str, db: str, n: int, churn: int) -> dict[str, object]:
         raise SystemExit(f"{kind} failed with exit code {proc.returncode}")
     figures: dict[str, object] = json.loads(output.strip().splitlines()[-1])
     figures["peak_rss_mb"] = round(usage.ru_maxrss / 1024, 1)  # Linux: KiB
+    # CPU of the child (user + system): what a loaded, shared machine distorts least.
+    figures["cpu_seconds"] = round(usage.ru_utime + usage.ru_stime, 2)
     return figures
 
 
@@ -280,11 +282,16 @@ def refresh_rounds(
     for kind in rounds:
         first = rounds[kind][0]
         assert (first["adds"], first["removes"]) == (churn, churn), (kind, first)
-    refresh = statistics.median(float(r["seconds"]) for r in rounds["refresh"])  # type: ignore[arg-type]
-    sets = statistics.median(float(r["seconds"]) for r in rounds["sets"])  # type: ignore[arg-type]
+
+    def median(kind: str, field: str) -> float:
+        return statistics.median(float(r[field]) for r in rounds[kind])  # type: ignore[arg-type]
+
+    refresh, sets = median("refresh", "seconds"), median("sets", "seconds")
+    refresh_cpu, sets_cpu = median("refresh", "cpu_seconds"), median("sets", "cpu_seconds")
     print(
         f"\nmedian of {args.repeat} round(s): dry-run sync() {refresh:.2f} s, two sets "
-        f"{sets:.2f} s, ratio {refresh / sets:.2f} (goal <= 1.00)"
+        f"{sets:.2f} s, ratio {refresh / sets:.2f} (goal <= 1.00); CPU {refresh_cpu:.2f} s "
+        f"vs {sets_cpu:.2f} s, ratio {refresh_cpu / sets_cpu:.2f}"
     )
 
 
