@@ -1217,10 +1217,13 @@ class SQLiteStore:
             hold_until, text = (0.0, "") if row is None else row
             if hold_until > now:
                 return float(min(hold_until, now + _BUDGET_HORIZON) - now)
-            starts = [t for t in map(float, text.split()) if now - window < t <= now]
+            # Starts "after" now count too: another process may have read its clock later but
+            # taken the write lock first.
+            starts = sorted(t for t in map(float, text.split()) if t > now - window)
             if len(starts) >= limit:
-                return starts[-limit] + window - now
+                return max(starts[-limit] + window - now, 0.001)
             starts.append(now)
+            starts.sort()
             conn.execute(
                 "INSERT INTO budgets (workspace, next_start, hold_until, starts) "
                 "VALUES (?, ?, 0, ?) ON CONFLICT (workspace) DO UPDATE SET starts = "
