@@ -129,8 +129,10 @@ class TestSharedBudget:
         # Arrival times, with a tolerance: a request's way from its claimed start to the
         # emulator's clock varies by tens of milliseconds on a loaded machine (the emulator's
         # thread waits for the CPU too; a process's first requests open connections), which
-        # bunches a few arrivals into one second; over five seconds it evens out.
-        assert _most_in_a_window(everything, 1.0) <= 1.15 * RATE
+        # bunches arrivals into one second (measured up to 121 at a load average of 5 on two
+        # cores; three jobs that did not share would be at 300); over five seconds it evens
+        # out.
+        assert _most_in_a_window(everything, 1.0) <= 1.5 * RATE
         assert _most_in_a_window(everything, 5.0) <= 1.03 * 5 * RATE
         assert len(_users(log, "left")) == SIZES["left"]
         assert len(_users(log, "right")) == SIZES["right"]
