@@ -172,17 +172,26 @@ class _WorkspaceClient:
 
 class TestCohortSyncDefault:
     def test_a_sqlite_store_shares_the_workspace_budget_by_default(self, tmp_path: Path) -> None:
-        """CohortSync puts a SharedRateLimiter in front of the uploader's own limiter."""
+        """CohortSync paces the uploader's requests with a SharedRateLimiter of the workspace."""
         with SQLiteStore(tmp_path / "s.db") as store:
             uploader = bc.BatchUploader(_WorkspaceClient(), requests_per_hour=1e9)
             sync = bc.CohortSync(_WorkspaceClient(), store, uploader=uploader)
             limiter = sync.uploader.limiter
             assert isinstance(limiter, SharedRateLimiter)
             assert limiter.workspace == "ws1:fingerprint"
-            assert limiter.cap is uploader.limiter  # the job's own limit stays a cap
+            assert limiter.cap is None  # the job's limit is not stricter than the budget's
             run = sync.sync("c1", "C", ["u1", "u2"])
             assert run.result == "succeeded"
             assert store.reserve_start("ws1:fingerprint", 0.0, 0.0) > 0  # the budget was used
+
+    def test_a_stricter_job_limit_stays_a_cap(self, tmp_path: Path) -> None:
+        """An uploader limited below the workspace budget keeps its limiter in front of it."""
+        with SQLiteStore(tmp_path / "s.db") as store:
+            uploader = bc.BatchUploader(_WorkspaceClient(), requests_per_hour=100_000)
+            sync = bc.CohortSync(_WorkspaceClient(), store, uploader=uploader)
+            limiter = sync.uploader.limiter
+            assert isinstance(limiter, SharedRateLimiter)
+            assert limiter.cap is uploader.limiter
 
     def test_off_when_asked_or_when_the_store_keeps_no_budgets(self, tmp_path: Path) -> None:
         """workspace_requests_per_hour=None, a MemoryStore, or no workspace: the uploader's own."""

@@ -213,7 +213,7 @@ def shared_limiter(
     store: object,
     workspace: object,
     requests_per_hour: float | None,
-    cap: RequestLimiter,
+    cap: RequestLimiter | None,
     max_hold: float,
 ) -> SharedRateLimiter | None:
     """The limiter :class:`~braze_cohorts.CohortSync` uses by default, or ``None``.

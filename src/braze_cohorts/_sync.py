@@ -41,7 +41,11 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 import attrs
 
 from braze_cohorts import _metrics
-from braze_cohorts._budget import DEFAULT_WORKSPACE_REQUESTS_PER_HOUR, shared_limiter
+from braze_cohorts._budget import (
+    DEFAULT_WORKSPACE_REQUESTS_PER_HOUR,
+    SharedRateLimiter,
+    shared_limiter,
+)
 from braze_cohorts._delta import Delta
 from braze_cohorts._frames import as_records
 from braze_cohorts._identifiers import (
@@ -77,7 +81,7 @@ from braze_cohorts._plans import (
     plan_row,
     reject_row,
 )
-from braze_cohorts._uploader import BatchUploader, UploadProgress
+from braze_cohorts._uploader import BatchUploader, RateLimiter, UploadProgress
 from braze_cohorts.exceptions import (
     AuthenticationError,
     BrazeCohortsError,
@@ -90,7 +94,7 @@ from braze_cohorts.exceptions import (
     WorkspaceChangedError,
     _describe_error,
 )
-from braze_cohorts.typing import Clock, Notifier, StateStore, SyncClient
+from braze_cohorts.typing import Clock, Notifier, RequestLimiter, StateStore, SyncClient
 
 if TYPE_CHECKING:
     from braze_cohorts._store import SQLiteStore
@@ -544,11 +548,20 @@ class CohortSync:
         self._client = client
         self._store = store
         uploader = uploader if uploader is not None else BatchUploader(client)
+        cap: RequestLimiter | None = uploader.limiter
+        if (
+            isinstance(cap, RateLimiter)
+            and workspace_requests_per_hour is not None
+            and uploader.requests_per_hour >= workspace_requests_per_hour
+        ):
+            # The uploader's own limiter would pace at the budget's rate or faster: two pacers
+            # of one rate in a row only lose a few percent to their phase.
+            cap = None
         shared = shared_limiter(
             store,
             self._workspace(),
             workspace_requests_per_hour,
-            uploader.limiter,
+            uploader.limiter if isinstance(uploader.limiter, SharedRateLimiter) else cap,
             uploader.retry.max_server_wait,
         )
         self._uploader = uploader if shared is None else uploader.with_limiter(shared)
