@@ -123,17 +123,23 @@ class _KeyList:
         self._memory.clear()
 
     def __iter__(self) -> Iterator[str]:
+        return itertools.chain.from_iterable(self.blocks())
+
+    def blocks(self) -> Iterator[list[str]]:
+        """The keys in order, as lists of about a megabyte of keys (split in C)."""
         if self._file is not None:
             self._file.flush()
             assert self._path is not None
             with open(self._path, encoding="utf-8", newline="") as f:
-                while True:
-                    lines = f.readlines(1 << 20)
-                    if not lines:
-                        break
-                    for line in lines:
-                        yield line[:-1]
-        yield from list(self._memory)
+                rest = ""
+                while block := f.read(1 << 20):
+                    keys = (rest + block).split("\n")
+                    rest = keys.pop()  # the last line may go on in the next block
+                    yield keys
+                if rest:
+                    yield [rest]
+        if self._memory:
+            yield list(self._memory)
 
     def close(self) -> None:
         if self._file is not None:
@@ -211,6 +217,10 @@ class Delta:
     def iter_removes(self) -> Iterator[str]:
         """Yield the keys to remove."""
         return iter(self._removes)
+
+    def add_blocks(self) -> Iterator[list[str]]:
+        """The keys to add, as lists of many keys at a time (for stores that write in bulk)."""
+        return self._adds.blocks()
 
     def close(self) -> None:
         """Delete the temporary files, if any."""

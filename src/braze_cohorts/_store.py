@@ -1462,7 +1462,7 @@ class SQLiteStore:
                 yield (cid, bucket(key), key, 0)
 
         try:
-            adds = chunks(delta.iter_adds(), _MARK_KEYS)
+            adds = chunks(itertools.chain.from_iterable(delta.add_blocks()), _MARK_KEYS)
             seq = 0
             while group := list(itertools.islice(adds, _MARK_TX_CHUNKS)):
                 with self._tx() as conn:
