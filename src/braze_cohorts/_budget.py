@@ -13,8 +13,8 @@ job already opens), keyed by the client's workspace fingerprint:
   them together;
 * a start is a reservation of a moment, not a lease: a process killed mid-run leaves nothing
   to give back; the starts it had reserved (at most one per worker thread) simply pass;
-* the actual starts of the last second are kept too, and a start that would put more than 99 %
-  of a second's share in it waits: threads of several processes that wake late cannot bunch
+* the actual starts of the last second are kept too, and a start that would put more than a
+  second's share of the limit in it waits: threads of several processes that wake late cannot bunch
   their starts above the limit;
 * a 429's ``Retry-After`` (or ``X-RateLimit-Remaining`` at or below the requests in flight)
   holds the whole budget: every job sharing it pauses;
@@ -107,11 +107,12 @@ class SharedRateLimiter:
         self._store = store
         self._workspace = workspace
         self.interval = 3600.0 / (requests_per_hour * _PACING_SHARE)
-        # As RateLimiter: starts are also counted over a sliding second (or one interval).
+        # Starts are also counted over a sliding second (or one interval), up to the limit's
+        # share of it: the pacing above stays under it, so the window only stops bunched
+        # starts (a start it refuses forfeits its slot, which would cost rate if the window
+        # were stricter than the pacing).
         self._window = max(1.0, self.interval)
-        self._window_cap = max(
-            1, math.floor(requests_per_hour * self._window / 3600 * _PACING_SHARE)
-        )
+        self._window_cap = max(1, math.floor(requests_per_hour * self._window / 3600))
         self._cap = cap
         self._clock = wall_clock
         self._max_hold = max_hold
