@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from hypothesis import settings
 
 from braze_cohorts.testing import BrazeEmulator
 from helpers import braze_environ
+from postgres_server import postgres_server
 
 # In CI the property tests draw the same examples every run, so a submission's result does not
 # depend on luck; on a developer's machine they keep exploring new examples each run.
@@ -27,3 +29,10 @@ def braze_env(
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("BRAZE_COHORTS_STATE", str(tmp_path / "state.db"))
     return braze_emulator
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A throwaway PostgreSQL server for the session (tests/postgres_server.py)."""
+    with postgres_server() as url:
+        yield url

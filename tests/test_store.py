@@ -1,5 +1,5 @@
-"""The StateStore contract, run against SQLiteStore and MemoryStore; SQLiteStore's own schema,
-files and cross-process lock."""
+"""The StateStore contract, run against SQLiteStore, MemoryStore and SQLStore (on PostgreSQL and
+DuckDB); SQLiteStore's own schema, files and cross-process lock."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterable, Iterator
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -23,6 +24,7 @@ from hypothesis import strategies as st
 import braze_cohorts as bc
 from braze_cohorts import ImportInProgressError, ImportRun, InputError, StoreError, _delta, _store
 from braze_cohorts._delta import Delta
+from braze_cohorts._sqlstore import SQLStore
 from braze_cohorts._store import SQLiteStore
 from braze_cohorts.testing import MemoryStore, SettableClock
 from doc_examples import run_doc_examples
@@ -42,21 +44,26 @@ def _run(cohort_id: str = "c1", **changes: object) -> ImportRun:
 
 
 #: Every store that implements the StateStore contract; the contract tests run against each.
-STORES = ["sqlite", "memory"]
-Store = SQLiteStore | MemoryStore
+STORES = ["sqlite", "memory", "postgres", "duckdb"]
+Store = SQLiteStore | MemoryStore | SQLStore
 
 
-def _open(kind: str, directory: Path) -> Store:
+def _open(kind: str, directory: Path, request: pytest.FixtureRequest) -> Store:
     clock = SettableClock(T0 + dt.timedelta(hours=1))
     if kind == "sqlite":
         return SQLiteStore(directory / "state.db", clock=clock)
+    if kind == "postgres":  # a schema of its own in the session's throwaway server
+        url = request.getfixturevalue("pg_url").replace("postgresql://", "postgresql+psycopg://")
+        return SQLStore(url, schema=f"s_{uuid.uuid4().hex[:12]}", clock=clock)
+    if kind == "duckdb":
+        return SQLStore(f"duckdb:///{directory / 'state.duckdb'}", clock=clock)
     return MemoryStore(clock=clock)
 
 
 @pytest.fixture(params=STORES)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     """Each StateStore implementation in turn (the contract tests)."""
-    s = _open(request.param, tmp_path)
+    s = _open(request.param, tmp_path, request)
     yield s
     s.close()
 
@@ -549,6 +556,7 @@ class TestDiff:
     @given(held=_KEYS, recent=_KEYS, unsure=_KEYS, want=st.lists(_KEY), full=st.booleans())
     def test_delta_is_exact(
         self,
+        request: pytest.FixtureRequest,
         tmp_path_factory: pytest.TempPathFactory,
         kind: str,
         memory_keys: int,
@@ -563,7 +571,7 @@ class TestDiff:
         mp = pytest.MonkeyPatch()
         mp.setattr(_delta, "MEMORY_KEYS", memory_keys)
         try:
-            with _open(kind, tmp_path_factory.mktemp("d")) as store:
+            with _open(kind, tmp_path_factory.mktemp("d"), request) as store:
                 store.apply_batch("c1", added=held - recent)
                 store.apply_batch("c1", added=held & recent, entered_at=T0)
                 _mark(store, "c1", adds=unsure)

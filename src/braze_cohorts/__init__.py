@@ -60,6 +60,7 @@ from braze_cohorts._sources import (
     query_records,
     read_records,
 )
+from braze_cohorts._sqlstore import QueryMembers, SQLStore
 from braze_cohorts._store import LockInfo, SQLiteStore
 from braze_cohorts._sync import (
     DEFAULT_MAX_REJECT_FRACTION,
@@ -162,6 +163,7 @@ __all__ = [
     "NotifyRule",
     "PhaseProgress",
     "ProfileSyncs",
+    "QueryMembers",
     "QuerySource",
     "RESYNC_OFF",
     "RateLimitInfo",
@@ -172,6 +174,7 @@ __all__ = [
     "ResourceLockedError",
     "RetryPolicy",
     "RunResult",
+    "SQLStore",
     "SQLiteStore",
     "Schedule",
     "ScheduleConflictError",
