@@ -224,3 +224,38 @@ def test_imports_converge_whatever_fails(
     finally:
         wh.store.close()
         engine.dispose()
+
+
+class TestCli:
+    def test_sync_and_history_keep_the_state_in_the_store_url(
+        self,
+        braze_emulator: bc.testing.BrazeEmulator,
+        monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        """--store URL (or $BRAZE_COHORTS_STORE) puts the state in that database, not a file."""
+        from braze_cohorts.cli import main
+
+        for name, value in (
+            ("BRAZE_REST_ENDPOINT", braze_emulator.url),
+            ("BRAZE_PARTNER", braze_emulator.partner),
+            ("BRAZE_PARTNER_API_KEY", braze_emulator.partner_api_key),
+            ("BRAZE_DATA_IMPORT_KEY", braze_emulator.data_import_key),
+            ("BRAZE_COHORTS_STATE", str(tmp_path / "state.db")),
+        ):
+            monkeypatch.setenv(name, value)
+        ids = braze_emulator.add_users(30, prefix="u")
+        src = tmp_path / "members.csv"
+        src.write_text("external_id\n" + "\n".join(ids) + "\n", encoding="utf-8")
+        url = f"duckdb:///{tmp_path / 'state.duckdb'}"
+        assert main(["sync", str(src), "--cohort-id", "c1", "--name", "N", "--store", url]) == 0
+        assert not (tmp_path / "state.db").exists()
+        with SQLStore(url) as store:
+            assert store.member_count("c1") == 30
+        monkeypatch.setenv("BRAZE_COHORTS_STORE", url)
+        capsys.readouterr()
+        assert main(["history", "c1", "--json"]) == 0
+        assert '"added": 30' in capsys.readouterr().out
+        assert main(["history", "c1", "--store", "nosuchdialect://x"]) == 2
+        assert "store" in capsys.readouterr().err

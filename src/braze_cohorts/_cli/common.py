@@ -21,6 +21,7 @@ __all__ = [
     "ENV_PARTNER",
     "ENV_PARTNER_API_KEY",
     "ENV_STATE",
+    "ENV_STORE",
     "EXIT_FAILED",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
@@ -32,6 +33,7 @@ __all__ = [
     "configure_logging",
     "default_state_path",
     "fail",
+    "open_state",
     "open_store",
     "run_command",
     "state_path",
@@ -43,6 +45,7 @@ ENV_PARTNER = "BRAZE_PARTNER"
 ENV_PARTNER_API_KEY = "BRAZE_PARTNER_API_KEY"
 ENV_DATA_IMPORT_KEY = "BRAZE_DATA_IMPORT_KEY"
 ENV_STATE = "BRAZE_COHORTS_STATE"
+ENV_STORE = "BRAZE_COHORTS_STORE"
 _APP_DIR = "braze-cohorts"
 _STATE_FILE = "state.db"
 
@@ -114,14 +117,26 @@ def credentials(args: argparse.Namespace) -> dict[str, str]:
     return found
 
 
-def add_state_arg(parser: argparse.ArgumentParser, *, creates: bool = False) -> None:
-    """Add ``--state PATH`` (and ``--create-state-dir`` to commands that may create the file)."""
+def add_state_arg(
+    parser: argparse.ArgumentParser, *, creates: bool = False, sql_store: bool = False
+) -> None:
+    """Add ``--state PATH`` (and ``--create-state-dir`` to commands that may create the file).
+
+    ``sql_store`` adds ``--store URL`` too: the state in a database (:class:`bc.SQLStore`).
+    """
     parser.add_argument(
         "--state",
         type=Path,
         help=f"state database (default: env {ENV_STATE}, else "
         "$XDG_STATE_HOME/braze-cohorts/state.db or ~/.local/state/braze-cohorts/state.db)",
     )
+    if sql_store:
+        parser.add_argument(
+            "--store",
+            metavar="URL",
+            help=f"keep the state in this database instead, a SQLAlchemy URL such as "
+            f"postgresql+psycopg://host/db (default: env {ENV_STORE}; see docs/warehouse.md)",
+        )
     if creates:
         parser.add_argument(
             "--create-state-dir",
@@ -145,6 +160,25 @@ def _state_location(args: argparse.Namespace) -> tuple[Path, bool]:
 def state_path(args: argparse.Namespace) -> Path:
     """The state database path: ``--state``, else ``$BRAZE_COHORTS_STATE``, else the default."""
     return _state_location(args)[0]
+
+
+def open_state(
+    args: argparse.Namespace, *, write: bool, create: bool = False
+) -> bc.SQLiteStore | bc.SQLStore:
+    """:func:`open_store`, or the :class:`bc.SQLStore` that ``--store URL`` names.
+
+    ``$BRAZE_COHORTS_STORE`` stands for ``--store`` in commands that take it. The store's tables
+    are created in that database when missing.
+    """
+    url = getattr(args, "store", None) or (
+        os.environ.get(ENV_STORE) if hasattr(args, "store") else None
+    )
+    if not url:
+        return open_store(args, write=write, create=create)
+    try:
+        return bc.SQLStore(url)
+    except bc.StoreError as exc:
+        raise bc.ConfigurationError(str(exc)) from exc
 
 
 def open_store(args: argparse.Namespace, *, write: bool, create: bool = False) -> bc.SQLiteStore:

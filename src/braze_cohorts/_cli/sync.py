@@ -18,7 +18,7 @@ from braze_cohorts._cli.common import (
     add_state_arg,
     credentials,
     fail,
-    open_store,
+    open_state,
     table,
 )
 from braze_cohorts._cli.progress import ProgressBar, estimate_records
@@ -151,7 +151,7 @@ def register(subparsers: Any) -> None:
         help="keep sending when Braze looks down (by default the upload stops after "
         f"{bc.DEFAULT_BREAKER.consecutive_failures} failed requests in a row)",
     )
-    add_state_arg(sync, creates=True)
+    add_state_arg(sync, creates=True, sql_store=True)
     add_credential_args(sync)
     sync.set_defaults(handler=_run_sync)
 
@@ -161,7 +161,7 @@ def register(subparsers: Any) -> None:
     history.add_argument(
         "--limit", type=_positive_int, default=20, help="newest N runs (default 20)"
     )
-    add_state_arg(history)
+    add_state_arg(history, sql_store=True)
     history.set_defaults(handler=_run_history)
 
 
@@ -427,7 +427,7 @@ def _run_sync(args: argparse.Namespace) -> int:
             data_import_key=creds["data_import_key"],
             timeout=timeout,
         ) as client:
-            store = open_store(args, write=True, create=True)
+            store = open_state(args, write=True, create=True)
             try:
                 # Metered: rate-limit waits reach the metrics when OpenTelemetry is installed.
                 limiter = bc.MeteredLimiter(bc.RateLimiter(args.requests_per_hour))
@@ -505,7 +505,7 @@ def _optional_credentials(args: argparse.Namespace) -> dict[str, str]:
 
 def _run_history(args: argparse.Namespace) -> int:
     try:
-        store = open_store(args, write=False)
+        store = open_state(args, write=False)
     except bc.ConfigurationError as exc:
         return fail(str(exc), 2)
     try:
