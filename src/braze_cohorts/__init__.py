@@ -60,6 +60,7 @@ from braze_cohorts._sources import (
     query_records,
     read_records,
 )
+from braze_cohorts._spark import SparkDelta
 from braze_cohorts._sqlstore import QueryMembers, SQLStore
 from braze_cohorts._store import LockInfo, SQLiteStore
 from braze_cohorts._sync import (
@@ -189,6 +190,7 @@ __all__ = [
     "SharedRateLimiter",
     "SmtpNotifier",
     "SourceError",
+    "SparkDelta",
     "StateStore",
     "StopReason",
     "StoreError",
