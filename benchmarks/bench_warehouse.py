@@ -11,6 +11,8 @@ counted, nothing is sent) in its own subprocess:
 * ``indb``   — ``SQLStore`` in the same database, fed by ``store.query_members("SELECT
   external_id FROM members")``: the database runs the anti-joins against the snapshot table
   and only the adds and removes are fetched.
+* ``indb-256MB`` (DuckDB only) — the same with DuckDB's ``memory_limit`` at 256 MB: DuckDB
+  runs inside the Python process, so its hash tables count in the process's RSS unless capped.
 
 Both states hold the same snapshot (the N ids), the same name and a recent full resync, so
 both compute the same delta (asserted). Wall time covers the refresh only; peak RSS is the
@@ -80,8 +82,13 @@ def child(case: str, members: int, sa_url: str, raw: str, state: str) -> dict[st
             moved += sum(len(k) - 2 for k in delta.iter_removes())
 
     connection: Any = None
-    if case == "indb":
-        store: Any = Counting(sa_url)
+    if case.startswith("indb"):
+        engine = sa_url
+        if case == "indb-256MB":  # DuckDB runs in this process: cap its memory (it spills)
+            import sqlalchemy as sa
+
+            engine = sa.create_engine(sa_url, connect_args={"config": {"memory_limit": "256MB"}})
+        store: Any = Counting(engine)
         records: Any = store.query_members(SQL)
     else:
         store = bc.SQLiteStore(state)
@@ -111,7 +118,7 @@ def child(case: str, members: int, sa_url: str, raw: str, state: str) -> dict[st
         "seconds": seconds,
         "held_mb": held / 1024,
         "peak_mb": peak / 1024,
-        "moved": moved if case == "indb" else None,
+        "moved": moved if case.startswith("indb") else None,
     }
 
 
@@ -196,7 +203,8 @@ def main() -> None:
                 f"{time.perf_counter() - start:.0f} s",
                 flush=True,
             )
-            for case in ("sqlite", "indb"):
+            cases = ("sqlite", "indb") + (("indb-256MB",) if args.db == "duckdb" else ())
+            for case in cases:
                 out = subprocess.run(
                     [sys.executable, __file__, "--members", str(args.members), "--db", args.db,
                      "--child", case, str(args.members), sa_url, raw, str(work / "state.db")],
@@ -205,7 +213,7 @@ def main() -> None:
                 r = json.loads(out.stdout.strip().splitlines()[-1])
                 moved = total if r["moved"] is None else r["moved"]
                 print(
-                    f"  {case:6}  {r['seconds']:7.1f} s  peak RSS +{r['peak_mb'] - r['held_mb']:7.1f}"
+                    f"  {case:10}  {r['seconds']:7.1f} s  peak RSS +{r['peak_mb'] - r['held_mb']:7.1f}"
                     f" MB (held {r['held_mb']:.0f} MB)  moved {moved / 1e6:8.2f} MB",
                     flush=True,
                 )

@@ -259,3 +259,10 @@ class TestCli:
         assert '"added": 30' in capsys.readouterr().out
         assert main(["history", "c1", "--store", "nosuchdialect://x"]) == 2
         assert "store" in capsys.readouterr().err
+
+
+def test_examples_in_the_warehouse_page_run() -> None:
+    """The examples in docs/warehouse.md run as shown."""
+    from doc_examples import run_doc_examples
+
+    assert run_doc_examples("warehouse.md") > 10

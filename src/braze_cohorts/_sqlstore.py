@@ -805,17 +805,19 @@ class SQLStore:
                     self._fill(conn, staged, ((k, 1) for k in keys))
                     desired = sa.select(staged.c.key).distinct().cte("desired")
                 d = desired.c.key
-                settled = sa.exists().where(s.c.cohort_id == cohort_id, s.c.key == d)
+                # Outer joins, not OR-ed EXISTS: every engine plans them as hash joins.
+                settled_on = sa.and_(s.c.cohort_id == cohort_id, s.c.key == d)
                 if since is not None:
-                    settled = sa.exists().where(
-                        s.c.cohort_id == cohort_id,
-                        s.c.key == d,
-                        sa.or_(s.c.entered.is_(None), s.c.entered < since),
+                    settled_on = sa.and_(
+                        settled_on, sa.or_(s.c.entered.is_(None), s.c.entered < since)
                     )
-                unsure = sa.exists().where(p.c.cohort_id == cohort_id, p.c.key == d)
                 adds = sa.select(d.label("key"), sa.literal(1).label("op"))
                 if not full:
-                    adds = adds.where(sa.or_(~settled, unsure))
+                    adds = adds.select_from(
+                        desired.outerjoin(s, settled_on).outerjoin(
+                            p, sa.and_(p.c.cohort_id == cohort_id, p.c.key == d)
+                        )
+                    ).where(sa.or_(s.c.key.is_(None), p.c.key.is_not(None)))
                 gone = sa.select(s.c.key, sa.literal(0)).where(
                     s.c.cohort_id == cohort_id,
                     ~sa.exists().where(desired.c.key == s.c.key),
