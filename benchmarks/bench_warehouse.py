@@ -212,8 +212,9 @@ def main() -> None:
                 )  # fmt: skip
                 r = json.loads(out.stdout.strip().splitlines()[-1])
                 moved = total if r["moved"] is None else r["moved"]
+                grown = r["peak_mb"] - r["held_mb"]
                 print(
-                    f"  {case:10}  {r['seconds']:7.1f} s  peak RSS +{r['peak_mb'] - r['held_mb']:7.1f}"
+                    f"  {case:10}  {r['seconds']:7.1f} s  peak RSS +{grown:7.1f}"
                     f" MB (held {r['held_mb']:.0f} MB)  moved {moved / 1e6:8.2f} MB",
                     flush=True,
                 )
