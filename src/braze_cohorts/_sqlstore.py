@@ -31,7 +31,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 
@@ -56,6 +56,9 @@ from braze_cohorts.exceptions import (
 
 #: SQLAlchemy, imported by the first SQLStore (``import braze_cohorts`` stays light).
 sa: Any = None
+
+if TYPE_CHECKING:
+    from braze_cohorts.typing import StateStore
 
 __all__ = ["QueryMembers", "SQLStore"]
 
@@ -952,3 +955,9 @@ def _brief(exc: BaseException) -> str:
     """A database error's first line, without the SQL and parameters SQLAlchemy appends."""
     text = str(getattr(exc, "orig", None) or exc)
     return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+
+
+if TYPE_CHECKING:
+
+    def _sql_store_is_a_state_store(store: SQLStore) -> StateStore:
+        return store  # mypy checks SQLStore against the protocol here
