@@ -38,8 +38,8 @@ TIERS: tuple[tuple[str, ...], ...] = (
     ("_uploader", "_schedule", "_sources", "_profiles", "_budget"),
     # one import end to end, and the state it keeps: beside each other
     ("_sync", "_store"),
-    # above the sync engine
-    ("_scheduler", "_many"),
+    # above the sync engine and the SQLite store (SQLStore reuses its run rows and lock info)
+    ("_scheduler", "_many", "_sqlstore", "_spark"),
     # the public surface re-exports everything
     ("",),
 )

@@ -686,6 +686,12 @@ def _connection(name: str = "acme", **changes: object) -> bc.ConnectionProfile:
 class TestProfiles:
     """The ProfileStore contract: named connections, by name, never a key."""
 
+    @pytest.fixture(params=["sqlite", "memory"])  # SQLStore keeps no profiles or schedules
+    def store(self, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+        s = _open(request.param, tmp_path, request)
+        yield s
+        s.close()
+
     def test_put_get_list_delete(self, store: Store) -> None:
         """Profiles are stored, listed by name, replaced only when asked, and deleted."""
         assert store.list_profiles() == []
