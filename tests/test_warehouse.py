@@ -266,3 +266,54 @@ def test_examples_in_the_warehouse_page_run() -> None:
     from doc_examples import run_doc_examples
 
     assert run_doc_examples("warehouse.md") > 10
+
+
+class TestStoreOwnRules:
+    """What SQLStore decides itself: the lock's takeover and the schema version."""
+
+    def _lock(self, wh: Warehouse, *, pid: int, host: str) -> int:
+        run = wh.store.start_run(bc.ImportRun(cohort_id="c1", name="C", trigger="manual",
+                                              started_at=T0))  # fmt: skip
+        assert run.id is not None
+        locks = wh.store._t["locks"]
+        with wh.engine.begin() as conn:
+            conn.execute(sa.update(locks).values(pid=pid, host=host))
+        return run.id
+
+    def test_stale_lock_of_a_dead_process_of_this_host_is_taken_over(self, wh: Warehouse) -> None:
+        """A lock whose process on this host has exited is taken over, its run interrupted."""
+        import subprocess
+        import sys
+
+        proc = subprocess.Popen([sys.executable, "-c", "pass"])
+        proc.wait()
+        old = self._lock(wh, pid=proc.pid, host=wh.store._host)
+        run = wh.store.start_run(bc.ImportRun(cohort_id="c1", name="C", trigger="manual",
+                                              started_at=T0))  # fmt: skip
+        stale = wh.store.get_run(old)
+        assert stale is not None
+        assert stale.result == "interrupted"
+        holder = wh.store.lock_holder("c1")
+        assert holder is not None
+        assert holder.run_id == run.id
+
+    def test_lock_of_another_host_is_kept_until_broken(self, wh: Warehouse) -> None:
+        """Another host's lock cannot be judged: refused until break_lock()."""
+        self._lock(wh, pid=1, host="elsewhere.example")
+        start = bc.ImportRun(cohort_id="c1", name="C", trigger="manual", started_at=T0)
+        with pytest.raises(bc.ImportInProgressError, match=r"elsewhere\.example"):
+            wh.store.start_run(start)
+        assert wh.store.break_lock("c1")
+        assert wh.store.start_run(start).result == "running"
+
+    def test_a_newer_schema_is_refused(self, wh: Warehouse) -> None:
+        """A store written by a newer version is not touched."""
+        meta = wh.store._t["meta"]
+        with wh.engine.begin() as conn:
+            conn.execute(sa.update(meta).values(value="99"))
+        with pytest.raises(bc.StoreError, match="schema version 99"):
+            SQLStore(wh.engine, schema=wh.store.schema)
+
+    def test_schedules_are_refused_clearly(self, wh: Warehouse) -> None:
+        with pytest.raises(bc.StoreError, match="keeps no schedules"):
+            wh.store.list_schedules()
