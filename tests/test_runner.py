@@ -73,7 +73,7 @@ class FnImporter:
         return self.fn(cohort_id, name, members, trigger)  # type: ignore[no-any-return]
 
 
-def ScheduleRunner(store: Any, run_import: Any = None, **options: Any) -> Scheduler:
+def make_scheduler(store: Any, run_import: Any = None, **options: Any) -> Scheduler:
     return Scheduler(store, None if run_import is None else FnImporter(run_import), **options)
 
 
@@ -107,7 +107,7 @@ def rig() -> Rig:
     store = MemoryStore()
     run_import = FakeImport(clock, store)
     notifier = RecordingNotifier()
-    runner = ScheduleRunner(store, run_import, notifier=notifier, clock=clock)
+    runner = make_scheduler(store, run_import, notifier=notifier, clock=clock)
     return Rig(clock, store, run_import, notifier, runner)
 
 
@@ -176,7 +176,7 @@ class TestSetSchedule:
 
     def test_naive_clock_is_refused(self, rig: Rig) -> None:
         """A clock returning naive datetimes is a configuration error."""
-        runner = ScheduleRunner(rig.store, clock=lambda: dt.datetime(2026, 1, 1))
+        runner = make_scheduler(rig.store, clock=lambda: dt.datetime(2026, 1, 1))
         with pytest.raises(bc.ConfigurationError):
             runner.set_schedule("c1", "One", "hourly 0", source=_members)
 
@@ -271,7 +271,7 @@ class TestRunDue:
     def test_runner_without_import_function_only_manages(self) -> None:
         """A runner made without run_import keeps schedules but refuses to run them."""
         clock = SettableClock(T0)
-        runner = ScheduleRunner(MemoryStore(), clock=clock)
+        runner = make_scheduler(MemoryStore(), clock=clock)
         runner.set_schedule("c1", "One", "hourly 30", source="m.csv")
         clock.advance(hours=1)
         with pytest.raises(bc.ConfigurationError):
@@ -308,7 +308,7 @@ class TestRunDue:
             read.append(path)
             return [{"external_id": "x"}]
 
-        runner = ScheduleRunner(MemoryStore(), run_import, clock=clock, read_file=reader)
+        runner = make_scheduler(MemoryStore(), run_import, clock=clock, read_file=reader)
         runner.set_schedule("c1", "One", "hourly 30", source="m.csv")
         clock.advance(hours=1)
         runner.run_due()
@@ -341,7 +341,7 @@ class TestConcurrentRunners:
         first = threading.Thread(target=lambda: results.append(rig.runner.run_due()))
         first.start()
         assert inside.wait(10)
-        second = ScheduleRunner(rig.store, rig.run_import, clock=rig.clock)
+        second = make_scheduler(rig.store, rig.run_import, clock=rig.clock)
         assert second.run_due() == []
         release.set()
         first.join(10)
@@ -358,7 +358,7 @@ class TestConcurrentRunners:
         lock = threading.Lock()
 
         def work() -> None:
-            runner = ScheduleRunner(rig.store, rig.run_import, clock=rig.clock)
+            runner = make_scheduler(rig.store, rig.run_import, clock=rig.clock)
             for i in range(30):
                 runner.register_source(f"c{i:02d}", _members)
             barrier.wait(10)
@@ -451,7 +451,7 @@ class TestPauseResume:
                 id=9,
             )
 
-        runner = ScheduleRunner(rig.store, import_401, notifier=rig.notifier, clock=rig.clock)
+        runner = make_scheduler(rig.store, import_401, notifier=rig.notifier, clock=rig.clock)
         runner.set_schedule("c1", "One", "hourly 30", source=_members)
         rig.clock.advance(hours=1)
         runner.run_due()
@@ -470,7 +470,7 @@ class TestPauseResume:
                 error="HTTP 401 from POST /x: Invalid client_secret", error_kind="ServerError",
             )  # fmt: skip
 
-        runner = ScheduleRunner(rig.store, import_failed, notifier=rig.notifier, clock=rig.clock)
+        runner = make_scheduler(rig.store, import_failed, notifier=rig.notifier, clock=rig.clock)
         runner.set_schedule("c1", "One", "hourly 30", source=_members)
         runner.trigger("c1")
         assert runner.get_schedule("c1").state == "active"
@@ -572,7 +572,7 @@ class TestNotifications:
             def notify(self, run: bc.ImportRun) -> None:
                 got.append(run)
 
-        runner = ScheduleRunner(rig.store, rig.run_import, notifier=Plain(), clock=rig.clock)
+        runner = make_scheduler(rig.store, rig.run_import, notifier=Plain(), clock=rig.clock)
         runner.set_schedule("c1", "One", "hourly 30", source=_members)
         runner.trigger("c1")
         assert [r.cohort_id for r in got] == ["c1"]
@@ -594,7 +594,7 @@ class TestSQLiteSchedules:
         """A schedule read back from SQLite equals the one stored, in any process's view."""
         clock = SettableClock(T0)
         with bc.SQLiteStore(db_path) as store:
-            runner = ScheduleRunner(store, clock=clock)
+            runner = make_scheduler(store, clock=clock)
             entry = runner.set_schedule(
                 "c1",
                 "One",
@@ -603,14 +603,14 @@ class TestSQLiteSchedules:
                 recipients=["Ops <ops@example.com>", "b@example.com"],
             )
         with bc.SQLiteStore(db_path) as other:
-            assert ScheduleRunner(other).get_schedule("c1") == entry
-            assert ScheduleRunner(other).schedules() == [entry]
+            assert make_scheduler(other).get_schedule("c1") == entry
+            assert make_scheduler(other).schedules() == [entry]
 
     def test_conflict_replace_and_done(self, db_path: str) -> None:
         """SQLite enforces one live schedule per cohort; done ones may be replaced."""
         clock = SettableClock(T0)
         with bc.SQLiteStore(db_path) as store:
-            runner = ScheduleRunner(store, FakeImport(clock), clock=clock)
+            runner = make_scheduler(store, FakeImport(clock), clock=clock)
             runner.set_schedule("c1", "One", bc.Schedule.once(T0 + dt.timedelta(minutes=1)))
             with pytest.raises(bc.ScheduleConflictError, match="already has a live schedule"):
                 runner.set_schedule("c1", "One", "hourly 0")
@@ -625,7 +625,7 @@ class TestSQLiteSchedules:
         """A claim with a stale due time changes nothing and says so."""
         clock = SettableClock(T0)
         with bc.SQLiteStore(db_path) as store:
-            runner = ScheduleRunner(store, clock=clock)
+            runner = make_scheduler(store, clock=clock)
             entry = runner.set_schedule("c1", "One", "hourly 30")
             assert entry.next_due is not None
             later = entry.next_due + dt.timedelta(hours=1)
@@ -638,7 +638,7 @@ class TestSQLiteSchedules:
         clock = SettableClock(T0)
         run_import = FakeImport(clock)
         with bc.SQLiteStore(db_path) as store:
-            setup = ScheduleRunner(store, clock=clock)
+            setup = make_scheduler(store, clock=clock)
             for i in range(40):
                 setup.set_schedule(f"c{i:02d}", f"C{i}", "hourly 30")
         clock.advance(hours=1)
@@ -648,7 +648,7 @@ class TestSQLiteSchedules:
 
         def work() -> None:
             with bc.SQLiteStore(db_path) as own:
-                runner = ScheduleRunner(own, run_import, clock=clock)
+                runner = make_scheduler(own, run_import, clock=clock)
                 for i in range(40):
                     runner.register_source(f"c{i:02d}", _members)
                 barrier.wait(10)
@@ -679,7 +679,7 @@ def _process_worker(db_path: str, now: str, count: int, barrier: Any, queue: Any
     """Run due schedules in a separate process and report which cohorts it ran."""
     at = dt.datetime.fromisoformat(now)
     with bc.SQLiteStore(db_path) as store:
-        runner = ScheduleRunner(store, _process_import, clock=lambda: at)
+        runner = make_scheduler(store, _process_import, clock=lambda: at)
         for i in range(count):
             runner.register_source(f"c{i:02d}", _members)
         barrier.wait(30)
@@ -693,7 +693,7 @@ class TestSeparateProcesses:
 
         clock = SettableClock(T0)
         with bc.SQLiteStore(db_path) as store:
-            setup = ScheduleRunner(store, clock=clock)
+            setup = make_scheduler(store, clock=clock)
             for i in range(30):
                 setup.set_schedule(f"c{i:02d}", f"C{i}", "hourly 30")
         ctx = multiprocessing.get_context("spawn")

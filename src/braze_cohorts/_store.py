@@ -841,7 +841,7 @@ class SQLiteStore:
             )
             return cur.rowcount > 0
 
-    # -- schedules (one row per cohort; see braze_cohorts._runner) ------------------------------
+    # -- schedules (one row per cohort; see braze_cohorts._scheduler) ---------------------------
 
     def put_schedule(self, entry: ScheduledImport, *, replace: bool = False) -> None:
         """Store a cohort's schedule (one live schedule per cohort; a done one may be replaced).
