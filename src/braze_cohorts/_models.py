@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Mapping
-from typing import Literal
+from typing import Any, Literal
 
 import attrs
 
@@ -141,6 +141,16 @@ class UploadReport:
         return not self.failed_batches
 
 
+def _jsonable(value: object) -> object:
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
 def _warnings(value: Iterable[str]) -> tuple[str, ...]:
     return tuple(value)
 
@@ -212,6 +222,22 @@ class ImportRun:
     def rejected_total(self) -> int:
         """All rejected records, whatever the reason."""
         return sum(self.rejected.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        """The run as a JSON-safe dict: what ``history --json`` prints and webhooks post.
+
+        Every field under its own name (times as ISO 8601 UTC, ``rejected`` by reason,
+        ``warnings`` as a list), plus ``rejected_total`` and ``seconds`` (the duration; ``None``
+        while running).
+        """
+        data: dict[str, Any] = {
+            field.name: _jsonable(getattr(self, field.name)) for field in attrs.fields(type(self))
+        }
+        data["rejected_total"] = self.rejected_total
+        data["seconds"] = (
+            (self.finished_at - self.started_at).total_seconds() if self.finished_at else None
+        )
+        return data
 
     @property
     def ok(self) -> bool:

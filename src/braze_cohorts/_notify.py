@@ -24,7 +24,7 @@ import ssl as _ssl
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from email.message import EmailMessage
 from typing import Any, Literal, cast, get_args
 
@@ -445,16 +445,6 @@ def check_env_name(value: object, what: str = "webhook_env") -> str:
     return value
 
 
-def _jsonable(value: object) -> object:
-    if isinstance(value, dt.datetime):
-        return value.isoformat()
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (tuple, list)):
-        return [_jsonable(v) for v in value]
-    return value
-
-
 def run_to_dict(run: ImportRun, *, paused_reason: str | None = None) -> dict[str, Any]:
     """The run as a JSON-safe dict: what :class:`WebhookNotifier` posts in the ``json`` format.
 
@@ -464,15 +454,7 @@ def run_to_dict(run: ImportRun, *, paused_reason: str | None = None) -> dict[str
     ``None`` while running) and ``paused_reason`` (why this import paused its schedule, else
     ``None``).
     """
-    data: dict[str, Any] = {
-        field.name: _jsonable(getattr(run, field.name)) for field in attrs.fields(type(run))
-    }
-    data["rejected_total"] = run.rejected_total
-    data["seconds"] = (
-        (run.finished_at - run.started_at).total_seconds() if run.finished_at else None
-    )
-    data["paused_reason"] = paused_reason
-    return data
+    return {**run.to_dict(), "paused_reason": paused_reason}
 
 
 _SLACK_ICON = {

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import sys
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -526,26 +524,8 @@ def _run_history(args: argparse.Namespace) -> int:
 
 
 def run_to_json(run: bc.ImportRun) -> dict[str, object]:
-    """An ImportRun as a JSON-safe dict: every field, plus ``rejected_total`` and ``seconds``.
-
-    Times are ISO 8601 in UTC; ``seconds`` is the run's duration (``None`` while running).
-    """
-    data = {field.name: _jsonable(getattr(run, field.name)) for field in attrs.fields(type(run))}
-    data["rejected_total"] = run.rejected_total
-    data["seconds"] = (
-        (run.finished_at - run.started_at).total_seconds() if run.finished_at else None
-    )
-    return data
-
-
-def _jsonable(value: object) -> object:
-    if isinstance(value, dt.datetime):
-        return value.isoformat()
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (tuple, list)):
-        return [_jsonable(v) for v in value]
-    return value
+    """An ImportRun as a JSON-safe dict (:meth:`ImportRun.to_dict`)."""
+    return run.to_dict()
 
 
 def format_history(runs: list[bc.ImportRun]) -> str:
