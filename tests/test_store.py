@@ -10,6 +10,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -686,12 +687,6 @@ def _connection(name: str = "acme", **changes: object) -> bc.ConnectionProfile:
 class TestProfiles:
     """The ProfileStore contract: named connections, by name, never a key."""
 
-    @pytest.fixture(params=["sqlite", "memory"])  # SQLStore keeps no profiles or schedules
-    def store(self, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-        s = _open(request.param, tmp_path, request)
-        yield s
-        s.close()
-
     def test_put_get_list_delete(self, store: Store) -> None:
         """Profiles are stored, listed by name, replaced only when asked, and deleted."""
         assert store.list_profiles() == []
@@ -734,6 +729,148 @@ class TestProfiles:
         assert store.get_schedule("c") == attrs.evolve(
             entry, profile=None, resync_every=dt.timedelta(days=7)
         )
+
+
+def _entry(cohort_id: str = "c1", **changes: object) -> bc.ScheduledImport:
+    fields: dict[str, object] = {
+        "cohort_id": cohort_id,
+        "name": f"Cohort {cohort_id}",
+        "schedule": bc.Schedule.hourly(30),
+        "next_due": T0,
+    }
+    fields.update(changes)
+    return bc.ScheduledImport(**fields)  # type: ignore[arg-type]
+
+
+class TestSchedules:
+    """The ScheduleStore contract: one live schedule per cohort, due times, compare-and-set."""
+
+    def test_every_field_round_trips(self, store: Store) -> None:
+        """A schedule with every field set (each kind of source) reads back equal."""
+        sources: tuple[object, ...] = (
+            "/data/members.csv",
+            bc.FileSource(
+                path="/data/m.tsv", format="csv", delimiter=";", external_id_column="uid"
+            ),
+            bc.QuerySource(
+                sql="SELECT id FROM users WHERE plan = :plan",
+                url_env="WAREHOUSE_URL",
+                params={"plan": "pro"},
+                external_id_column="id",
+            ),
+            None,
+        )
+        for i, source in enumerate(sources):
+            entry = _entry(
+                f"c{i}",
+                schedule=bc.Schedule.parse("monthly last 06:00 America/New_York"),
+                source=source,
+                recipients=("Ops <ops@example.com>", "b@example.com"),
+                next_due=T0 + dt.timedelta(microseconds=123_456),
+                last_run_id=41,
+                notify_when="on_failure,rejected>2%",
+                webhook_env="TEAM_ALERTS_URL",
+                webhook_format="slack",
+                profile="acme",
+                resync_every="12h",
+            )
+            store.put_schedule(entry)
+            assert store.get_schedule(f"c{i}") == entry
+        paused = _entry("p", state="paused", paused_reason="401 from Braze", next_due=None)
+        store.put_schedule(paused)
+        assert store.get_schedule("p") == paused
+        assert [e.cohort_id for e in store.list_schedules()] == ["c0", "c1", "c2", "c3", "p"]
+        assert store.get_schedule("nope") is None
+
+    def test_one_live_schedule_per_cohort_replace_and_done(self, store: Store) -> None:
+        """A live schedule is replaced only when asked; a done one may always be replaced."""
+        store.put_schedule(_entry())
+        with pytest.raises(bc.ScheduleConflictError, match="already has a live schedule"):
+            store.put_schedule(_entry(name="Other"))
+        assert store.get_schedule("c1") == _entry()
+        store.put_schedule(_entry(name="Other"), replace=True)
+        assert store.get_schedule("c1") == _entry(name="Other")
+        store.update_schedule("c1", state="done", paused_reason=None, next_due=None)
+        store.put_schedule(_entry(name="Again"))
+        assert store.get_schedule("c1") == _entry(name="Again")
+
+    def test_two_writers_never_both_create_a_live_schedule(self, store: Store) -> None:
+        """Writers racing to schedule one cohort: exactly one wins, the others conflict."""
+        wins: list[str] = []
+        conflicts: list[str] = []
+        errors: list[BaseException] = []
+        barrier = threading.Barrier(4)
+
+        def write(name: str) -> None:
+            barrier.wait(10)
+            try:
+                store.put_schedule(_entry(name=name))
+                wins.append(name)
+            except bc.ScheduleConflictError:
+                conflicts.append(name)
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=write, args=(f"W{i}",)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert errors == []
+        assert len(wins) == 1
+        assert len(conflicts) == 3
+        got = store.get_schedule("c1")
+        assert got is not None
+        assert got.name == wins[0]
+
+    def test_due_schedules_next_due_and_claims(self, store: Store) -> None:
+        """Due means active and due at or before now, earliest first; a claim is compare-and-set."""
+        store.put_schedule(_entry("late", next_due=T0 + dt.timedelta(minutes=20)))
+        store.put_schedule(_entry("early", next_due=T0 + dt.timedelta(minutes=10)))
+        store.put_schedule(_entry("future", next_due=T0 + dt.timedelta(hours=5)))
+        store.put_schedule(_entry("held", state="paused", paused_reason="why", next_due=None))
+        now = T0 + dt.timedelta(minutes=20)
+        assert [e.cohort_id for e in store.due_schedules(now)] == ["early", "late"]
+        assert store.next_due() == T0 + dt.timedelta(minutes=10)
+        later = T0 + dt.timedelta(hours=1)
+        due = T0 + dt.timedelta(minutes=10)
+        assert store.claim_schedule("early", expected_due=due, next_due=later)
+        assert not store.claim_schedule("early", expected_due=due, next_due=later)
+        assert not store.claim_schedule("held", expected_due=due, next_due=later)
+        assert [e.cohort_id for e in store.due_schedules(now)] == ["late"]
+        assert store.claim_schedule("late", expected_due=now, next_due=None)
+        late = store.get_schedule("late")
+        assert late is not None
+        assert (late.state, late.next_due) == ("done", None)
+        assert store.next_due() == later
+        store.update_schedule("early", state="paused", paused_reason="401", next_due=None)
+        assert store.next_due() == T0 + dt.timedelta(hours=5)
+        store.set_schedule_last_run("future", 7)
+        future = store.get_schedule("future")
+        assert future is not None
+        assert future.last_run_id == 7
+        assert store.delete_schedule("future")
+        assert not store.delete_schedule("future")
+        assert store.next_due() is None
+
+    def test_racing_claims_of_one_slot_succeed_once(self, store: Store) -> None:
+        """Threads claiming the same due slot: exactly one claim succeeds."""
+        store.put_schedule(_entry())
+        barrier = threading.Barrier(4)
+        won: list[bool] = []
+
+        def claim() -> None:
+            barrier.wait(10)
+            won.append(
+                store.claim_schedule("c1", expected_due=T0, next_due=T0 + dt.timedelta(hours=1))
+            )
+
+        threads = [threading.Thread(target=claim) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert sorted(won) == [False, False, False, True]
 
 
 class TestDocs:

@@ -314,6 +314,21 @@ class TestStoreOwnRules:
         with pytest.raises(bc.StoreError, match="schema version 99"):
             SQLStore(wh.engine, schema=wh.store.schema)
 
-    def test_schedules_are_refused_clearly(self, wh: Warehouse) -> None:
-        with pytest.raises(bc.StoreError, match="keeps no schedules"):
-            wh.store.list_schedules()
+    def test_a_version_1_store_is_migrated_keeping_its_state(self, wh: Warehouse) -> None:
+        """A store from before schedules (version 1) gains them on open; its state stays."""
+        wh.store.apply_batch("c1", ["e:u1", "e:u2"])
+        wh.store.record_name("c1", "C", named_at=T0)
+        with wh.engine.begin() as conn:
+            for name in ("schedules", "profiles"):
+                wh.store._t[name].drop(conn)
+            conn.execute(sa.update(wh.store._t["meta"]).values(value="1"))
+        with SQLStore(wh.engine, schema=wh.store.schema) as store:
+            with wh.engine.connect() as conn:
+                version = conn.execute(sa.select(store._t["meta"].c.value)).scalar_one()
+            assert version == "2"
+            assert (store.member_count("c1"), store.known_name("c1")) == (2, "C")
+            entry = bc.ScheduledImport(
+                cohort_id="c1", name="C", schedule=bc.Schedule.hourly(5), next_due=T0
+            )
+            store.put_schedule(entry)
+            assert store.list_schedules() == [entry]

@@ -7,7 +7,7 @@ the *same* database (:meth:`SQLStore.query_members`), the delta is computed by t
 one set-based statement (anti-joins against the snapshot and the pending ids) and only the adds
 and removes leave it.
 
-Layout (schema version 1, in table ``meta``)::
+Layout (schema version 2, in table ``meta``)::
 
     meta     (name PK, value)                        name 'schema_version'
     cohorts  (cohort_id PK, name, named_at, members, created_at, workspace, full_resync_at)
@@ -15,6 +15,10 @@ Layout (schema version 1, in table ``meta``)::
     pending  (cohort_id, key, op)       PK (cohort_id, key)   op: 1 add, 0 remove
     runs     (id PK from sequence runs_id_seq, every ImportRun field)
     locks    (cohort_id PK, owner, pid, host, acquired_at, run_id)
+    schedules (cohort_id PK, every ScheduledImport field as the SQLite store keeps it, updated_at)
+              next_due: fixed-width UTC text, so due times compare as strings   (version 2)
+    profiles (name PK, endpoint, partner, the key variables' names and files' paths, updated_at)
+              (version 2)
 
 Only portable SQL is used: ``NOT EXISTS`` anti-joins, ``UNION ALL``, ``||``, ``CAST``, temporary
 tables created through SQLAlchemy, and no upsert (a delete then an insert in one transaction).
@@ -29,6 +33,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, cast
@@ -37,20 +42,30 @@ import attrs
 
 from braze_cohorts._delta import CHUNK, Delta, chunks
 from braze_cohorts._models import ImportRun
+from braze_cohorts._profiles import ConnectionProfile
+from braze_cohorts._schedule import ScheduledImport, ScheduleState
 from braze_cohorts._store import (
     _INTERRUPTED,
+    _PROFILE_COLUMNS,
     _RUN_COLUMNS,
+    _SCHEDULE_COLUMNS,
     LockInfo,
+    _due,
+    _from_due,
     _from_iso,
     _iso,
     _pid_alive,
+    _profile_exists,
     _run_from_row,
     _run_values,
+    _schedule_from_row,
+    _schedule_values,
 )
 from braze_cohorts.exceptions import (
     ConfigurationError,
     ImportInProgressError,
     InputError,
+    ScheduleConflictError,
     StoreError,
 )
 
@@ -58,14 +73,14 @@ from braze_cohorts.exceptions import (
 sa: Any = None
 
 if TYPE_CHECKING:
-    from braze_cohorts.typing import StateStore
+    from braze_cohorts.typing import ProfileStore, ScheduleStore, StateStore
 
 __all__ = ["QueryMembers", "SQLStore"]
 
 log = logging.getLogger(__name__)
 
 #: The schema version this module writes; older schemas are migrated on open.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: Rows per multi-row INSERT / keys per ``IN`` list.
 _ROWS = 1_000
@@ -76,6 +91,13 @@ _EXTERNAL = "e:"
 Clock = Callable[[], dt.datetime]
 
 _RUN_NAMES = _RUN_COLUMNS.split(", ")
+_SCHEDULE_NAMES = _SCHEDULE_COLUMNS.replace(" ", "").split(",")
+_PROFILE_NAMES = _PROFILE_COLUMNS.replace(" ", "").split(",")
+
+#: How often put_schedule() retries when another writer changed the row between its steps.
+_PUT_ATTEMPTS = 5
+#: The first pause (seconds) before such a retry; it grows with each attempt.
+_RETRY_PAUSE = 0.02
 
 #: Fetch results in chunks (a server-side cursor where the dialect has one).
 _STREAM = {"stream_results": True, "yield_per": CHUNK}
@@ -180,6 +202,41 @@ def _tables(metadata: Any, schema: str | None) -> dict[str, Any]:
             sa.Column("run_id", sa.BigInteger),
             schema=schema,
         ),
+        # Version 2: schedules and connection profiles, as the SQLite store keeps them.
+        "schedules": sa.Table(
+            "schedules",
+            metadata,
+            sa.Column("cohort_id", key, primary_key=True),
+            sa.Column("name", text, nullable=False),
+            sa.Column("spec", text, nullable=False),
+            sa.Column("source", text),
+            sa.Column("recipients", text, nullable=False),
+            sa.Column("state", sa.String(16), nullable=False),
+            sa.Column("paused_reason", text),
+            sa.Column("next_due", sa.String(32)),
+            sa.Column("last_run_id", sa.BigInteger),
+            sa.Column("notify_when", text),
+            sa.Column("webhook_env", text),
+            sa.Column("webhook_format", sa.String(16), nullable=False),
+            sa.Column("profile", text),
+            sa.Column("resync_every", sa.BigInteger),
+            sa.Column("updated_at", text, nullable=False),
+            sa.Index("schedules_due", "state", "next_due"),
+            schema=schema,
+        ),
+        "profiles": sa.Table(
+            "profiles",
+            metadata,
+            sa.Column("name", key, primary_key=True),
+            sa.Column("endpoint", text, nullable=False),
+            sa.Column("partner", text, nullable=False),
+            sa.Column("partner_api_key_env", text),
+            sa.Column("partner_api_key_file", text),
+            sa.Column("data_import_key_env", text),
+            sa.Column("data_import_key_file", text),
+            sa.Column("updated_at", text, nullable=False),
+            schema=schema,
+        ),
     }
     return t
 
@@ -243,9 +300,10 @@ class SQLStore:
 
     Tables are created (and migrated) in ``schema`` on open. One store object may be shared by
     threads; several processes may use the same database. Every database error is raised as
-    :class:`~braze_cohorts.StoreError`. Schedules are not kept here (use a
-    :class:`~braze_cohorts.SQLiteStore` for them); the schedule methods raise
-    :class:`~braze_cohorts.StoreError`.
+    :class:`~braze_cohorts.StoreError`. It is also a :class:`ScheduleStore
+    <braze_cohorts.typing.ScheduleStore>` (so a :class:`~braze_cohorts.Scheduler` runs on it,
+    and schedulers on several machines sharing the database run each due slot once) and a
+    :class:`ProfileStore <braze_cohorts.typing.ProfileStore>`.
 
     Args:
         db: A SQLAlchemy URL (``str``) or ``Engine``.
@@ -335,7 +393,9 @@ class SQLStore:
                 )
             if version == SCHEMA_VERSION:
                 return
-            # Version 1: every table. Later versions append steps here (ALTER TABLE ...).
+            # Version 1: the state tables; version 2 adds schedules and profiles. Each version so
+            # far only adds tables, so creating the missing ones migrates any older store.
+            # Later versions that change a table append their steps here (ALTER TABLE ...).
             self._metadata.create_all(conn, checkfirst=True)
             conn.execute(sa.delete(meta).where(meta.c.name == "schema_version"))
             conn.execute(sa.insert(meta).values(name="schema_version", value=str(SCHEMA_VERSION)))
@@ -932,17 +992,210 @@ class SQLStore:
             raise
         return delta
 
-    # -- schedules ----------------------------------------------------------------------------
+    # -- schedules (one row per cohort; see braze_cohorts._scheduler) ---------------------------
 
-    def _no_schedules(self, *args: object, **kwargs: object) -> Any:
-        raise StoreError(
-            "SQLStore keeps no schedules yet: keep schedules in a SQLiteStore "
-            "(braze-cohorts schedule ... --state FILE) and let them import through this store"
+    def put_schedule(self, entry: ScheduledImport, *, replace: bool = False) -> None:
+        """Store a cohort's schedule (one live schedule per cohort; a done one may be replaced).
+
+        Without an upsert: an ``UPDATE`` of a replaceable row, else an ``INSERT`` that the primary
+        key refuses when another writer got there first (then the row is judged again), so two
+        writers never both pass the "no live schedule" check.
+
+        Raises:
+            ScheduleConflictError: If the cohort has an active or paused schedule and
+                ``replace`` is false.
+            StoreError: If the store fails.
+        """
+        t = self._t["schedules"]
+        row = dict(zip(_SCHEDULE_NAMES, _schedule_values(entry), strict=True))
+        replaceable = t.c.cohort_id == entry.cohort_id
+        if not replace:
+            replaceable = sa.and_(replaceable, t.c.state == "done")
+        failure: BaseException | None = None
+        for attempt in range(_PUT_ATTEMPTS):
+            row["updated_at"] = _iso(self._clock())
+            try:
+                with self._engine.begin() as conn:
+                    if conn.execute(sa.update(t).where(replaceable).values(**row)).rowcount:
+                        return
+                with self._engine.begin() as conn:
+                    conn.execute(sa.insert(t).values(**row))
+                return
+            except sa.exc.SQLAlchemyError as exc:  # most often: another writer's row
+                failure = exc
+            existing = self.get_schedule(entry.cohort_id)
+            if existing is not None and not replace and existing.state != "done":
+                raise ScheduleConflictError(
+                    f"cohort {entry.cohort_id!r} already has a live schedule; replace it with "
+                    "replace=True (CLI: --replace)"
+                )
+            time.sleep(_RETRY_PAUSE * (attempt + 1))  # let the other writer's transaction end
+        assert failure is not None  # every attempt that did not return failed
+        raise StoreError(f"state store failed: {_brief(failure)}") from None
+
+    def _schedules(self, *where: Any, order: Any = None) -> list[ScheduledImport]:
+        t = self._t["schedules"]
+        q = sa.select(*(t.c[n] for n in _SCHEDULE_NAMES)).where(*where)
+        if order is not None:
+            q = q.order_by(*order)
+        with self._tx() as conn:
+            rows = conn.execute(q).all()
+        return [_schedule_from_row(row) for row in rows]
+
+    def get_schedule(self, cohort_id: str) -> ScheduledImport | None:
+        """The cohort's schedule, or ``None``."""
+        found = self._schedules(self._t["schedules"].c.cohort_id == cohort_id)
+        return found[0] if found else None
+
+    def list_schedules(self) -> list[ScheduledImport]:
+        """Every schedule, by cohort id."""
+        return self._schedules(order=[self._t["schedules"].c.cohort_id])
+
+    def due_schedules(self, now: dt.datetime) -> list[ScheduledImport]:
+        """Active schedules due at or before ``now``, earliest first."""
+        c = self._t["schedules"].c
+        return self._schedules(
+            c.state == "active",
+            c.next_due.is_not(None),
+            c.next_due <= _due(now),
+            order=[c.next_due, c.cohort_id],
         )
 
-    put_schedule = get_schedule = list_schedules = delete_schedule = _no_schedules
-    due_schedules = next_due = claim_schedule = update_schedule = _no_schedules
-    set_schedule_last_run = _no_schedules
+    def next_due(self) -> dt.datetime | None:
+        """The earliest ``next_due`` of the active schedules, or ``None`` when none is active."""
+        t = self._t["schedules"]
+        with self._tx() as conn:
+            due = conn.execute(
+                sa.select(sa.func.min(t.c.next_due)).where(
+                    t.c.state == "active", t.c.next_due.is_not(None)
+                )
+            ).scalar()
+        return _from_due(due)
+
+    def delete_schedule(self, cohort_id: str) -> bool:
+        """Delete the cohort's schedule; ``False`` if it had none."""
+        t = self._t["schedules"]
+        with self._tx() as conn:
+            return bool(conn.execute(sa.delete(t).where(t.c.cohort_id == cohort_id)).rowcount)
+
+    def claim_schedule(
+        self, cohort_id: str, *, expected_due: dt.datetime, next_due: dt.datetime | None
+    ) -> bool:
+        """Atomically move an active schedule's due time from ``expected_due`` to ``next_due``.
+
+        One ``UPDATE ... WHERE next_due = expected`` (the database re-checks the condition
+        after waiting for a concurrent writer), so schedulers in several processes or on
+        several machines agree on who runs. ``next_due=None`` marks it done. Returns
+        ``False``, changing nothing, when another runner got there first (or the schedule was
+        paused, replaced or cleared meanwhile). A database that refuses the write because of a
+        concurrent one not committed yet (DuckDB's write conflict) is tried again after a pause,
+        when the other transaction has ended.
+        """
+        t = self._t["schedules"]
+        update = (
+            sa.update(t)
+            .where(
+                t.c.cohort_id == cohort_id,
+                t.c.state == "active",
+                t.c.next_due == _due(expected_due),
+            )
+            .values(
+                next_due=_due(next_due),
+                state="active" if next_due is not None else "done",
+                updated_at=_iso(self._clock()),
+            )
+        )
+        failure: BaseException | None = None
+        for attempt in range(_PUT_ATTEMPTS):
+            try:
+                with self._engine.begin() as conn:
+                    return bool(conn.execute(update).rowcount == 1)
+            except sa.exc.SQLAlchemyError as exc:  # e.g. a concurrent claim not committed yet
+                failure = exc
+            time.sleep(_RETRY_PAUSE * (attempt + 1))  # then the claim is judged again
+        assert failure is not None
+        raise StoreError(f"state store failed: {_brief(failure)}") from None
+
+    def update_schedule(
+        self,
+        cohort_id: str,
+        *,
+        state: ScheduleState,
+        paused_reason: str | None,
+        next_due: dt.datetime | None,
+    ) -> None:
+        """Set the state, pause reason and due time of the cohort's schedule."""
+        t = self._t["schedules"]
+        with self._tx() as conn:
+            conn.execute(
+                sa.update(t)
+                .where(t.c.cohort_id == cohort_id)
+                .values(
+                    state=state,
+                    paused_reason=paused_reason,
+                    next_due=_due(next_due),
+                    updated_at=_iso(self._clock()),
+                )
+            )
+
+    def set_schedule_last_run(self, cohort_id: str, run_id: int | None) -> None:
+        """Remember the id of the schedule's latest import."""
+        t = self._t["schedules"]
+        with self._tx() as conn:
+            conn.execute(sa.update(t).where(t.c.cohort_id == cohort_id).values(last_run_id=run_id))
+
+    # -- connection profiles (see braze_cohorts._profiles) -----------------------------------
+
+    def put_profile(self, profile: ConnectionProfile, *, replace: bool = False) -> None:
+        """Store a connection profile (names and paths only; a profile holds no key).
+
+        Raises:
+            ConfigurationError: If a profile of that name exists and ``replace`` is false.
+            StoreError: If the store fails.
+        """
+        t = self._t["profiles"]
+        row = {n: getattr(profile, n) for n in _PROFILE_NAMES}
+        failure: BaseException | None = None
+        for attempt in range(_PUT_ATTEMPTS):
+            row["updated_at"] = _iso(self._clock())
+            try:
+                if replace:
+                    with self._engine.begin() as conn:
+                        where = t.c.name == profile.name
+                        if conn.execute(sa.update(t).where(where).values(**row)).rowcount:
+                            return
+                with self._engine.begin() as conn:
+                    conn.execute(sa.insert(t).values(**row))
+                return
+            except sa.exc.SQLAlchemyError as exc:  # most often: another writer's row
+                failure = exc
+            if not replace and self.get_profile(profile.name) is not None:
+                raise ConfigurationError(_profile_exists(profile.name))
+            time.sleep(_RETRY_PAUSE * (attempt + 1))  # let the other writer's transaction end
+        assert failure is not None  # every attempt that did not return failed
+        raise StoreError(f"state store failed: {_brief(failure)}") from None
+
+    def _profiles(self, *where: Any) -> list[ConnectionProfile]:
+        t = self._t["profiles"]
+        q = sa.select(*(t.c[n] for n in _PROFILE_NAMES)).where(*where).order_by(t.c.name)
+        with self._tx() as conn:
+            rows = conn.execute(q).all()
+        return [ConnectionProfile(**dict(zip(_PROFILE_NAMES, row, strict=True))) for row in rows]
+
+    def get_profile(self, name: str) -> ConnectionProfile | None:
+        """The profile called ``name``, or ``None``."""
+        found = self._profiles(self._t["profiles"].c.name == name)
+        return found[0] if found else None
+
+    def list_profiles(self) -> list[ConnectionProfile]:
+        """Every profile, by name."""
+        return self._profiles()
+
+    def delete_profile(self, name: str) -> bool:
+        """Delete the profile called ``name``; ``False`` if there is none."""
+        t = self._t["profiles"]
+        with self._tx() as conn:
+            return bool(conn.execute(sa.delete(t).where(t.c.name == name)).rowcount)
 
 
 def _row_chunks(rows: Iterable[tuple[str, int]]) -> Iterator[list[tuple[str, int]]]:
@@ -960,4 +1213,10 @@ def _brief(exc: BaseException) -> str:
 if TYPE_CHECKING:
 
     def _sql_store_is_a_state_store(store: SQLStore) -> StateStore:
-        return store  # mypy checks SQLStore against the protocol here
+        return store  # mypy checks SQLStore against the protocols here
+
+    def _sql_store_is_a_schedule_store(store: SQLStore) -> ScheduleStore:
+        return store
+
+    def _sql_store_is_a_profile_store(store: SQLStore) -> ProfileStore:
+        return store

@@ -375,6 +375,36 @@ def _due(moment: dt.datetime | None) -> str | None:
     return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def _schedule_values(entry: ScheduledImport) -> tuple[Any, ...]:
+    """A schedule as stored, in the order of ``_SCHEDULE_COLUMNS`` (see _schedule_from_row).
+
+    Shared by the SQLite and the database store, so both keep a schedule the same way.
+    """
+    return (
+        entry.cohort_id,
+        entry.name,
+        json.dumps(entry.schedule.to_dict(), sort_keys=True),
+        source_to_text(entry.source),
+        json.dumps(list(entry.recipients)),
+        entry.state,
+        entry.paused_reason,
+        _due(entry.next_due),
+        entry.last_run_id,
+        json.dumps(entry.notify_when.to_dict(), sort_keys=True),
+        entry.webhook_env,
+        entry.webhook_format,
+        entry.profile,
+        _period_minutes(entry.resync_every),
+    )
+
+
+def _from_due(text: str | None) -> dt.datetime | None:
+    """The inverse of :func:`_due`."""
+    if text is None:
+        return None
+    return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.timezone.utc)
+
+
 def _schedule_from_row(row: Sequence[Any]) -> ScheduledImport:
     due = row[7]
     return ScheduledImport(
@@ -385,9 +415,7 @@ def _schedule_from_row(row: Sequence[Any]) -> ScheduledImport:
         recipients=tuple(json.loads(row[4])),
         state=row[5],
         paused_reason=row[6],
-        next_due=None
-        if due is None
-        else dt.datetime.strptime(due, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.timezone.utc),
+        next_due=_from_due(due),
         last_run_id=row[8],
         notify_when=NOTIFY_ALWAYS if row[9] is None else NotifyRule.from_dict(json.loads(row[9])),
         webhook_env=row[10],
@@ -854,9 +882,7 @@ class SQLiteStore:
         with self._tx() as conn:
             # One statement, so two writers cannot both pass the "no live schedule" check.
             cur = conn.execute(
-                "INSERT INTO schedules (cohort_id, name, spec, source, recipients, state,"
-                " paused_reason, next_due, last_run_id, updated_at, notify_when, webhook_env,"
-                " webhook_format, profile, resync_every)"
+                f"INSERT INTO schedules ({_SCHEDULE_COLUMNS}, updated_at)"  # noqa: S608
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (cohort_id) DO UPDATE SET name = excluded.name,"
                 " spec = excluded.spec, source = excluded.source,"
@@ -867,24 +893,7 @@ class SQLiteStore:
                 " webhook_format = excluded.webhook_format, profile = excluded.profile,"
                 " resync_every = excluded.resync_every"
                 " WHERE ? OR schedules.state = 'done'",
-                (
-                    entry.cohort_id,
-                    entry.name,
-                    json.dumps(entry.schedule.to_dict(), sort_keys=True),
-                    source_to_text(entry.source),
-                    json.dumps(list(entry.recipients)),
-                    entry.state,
-                    entry.paused_reason,
-                    _due(entry.next_due),
-                    entry.last_run_id,
-                    _iso(self._clock()),
-                    json.dumps(entry.notify_when.to_dict(), sort_keys=True),
-                    entry.webhook_env,
-                    entry.webhook_format,
-                    entry.profile,
-                    _period_minutes(entry.resync_every),
-                    int(replace),
-                ),
+                (*_schedule_values(entry), _iso(self._clock()), int(replace)),
             )
             if cur.rowcount == 0:
                 raise ScheduleConflictError(
@@ -924,10 +933,7 @@ class SQLiteStore:
                 "SELECT min(next_due) FROM schedules"
                 " WHERE state = 'active' AND next_due IS NOT NULL"
             ).fetchone()
-        due = row[0] if row else None
-        if due is None:
-            return None
-        return dt.datetime.strptime(due, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.timezone.utc)
+        return _from_due(row[0] if row else None)
 
     def delete_schedule(self, cohort_id: str) -> bool:
         """Delete the cohort's schedule; ``False`` if it had none."""
