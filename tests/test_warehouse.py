@@ -4,6 +4,7 @@ PostgreSQL and DuckDB, with every guarantee that makes imports exact."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -259,6 +260,60 @@ class TestCli:
         assert '"added": 30' in capsys.readouterr().out
         assert main(["history", "c1", "--store", "nosuchdialect://x"]) == 2
         assert "store" in capsys.readouterr().err
+
+    def test_schedules_run_due_and_trigger_keep_the_state_in_the_store_url(
+        self,
+        braze_emulator: bc.testing.BrazeEmulator,
+        monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        """schedule/run-due/trigger take --store URL: schedules, runs and snapshot live there."""
+        from braze_cohorts.cli import main
+
+        for name, value in (
+            ("BRAZE_REST_ENDPOINT", braze_emulator.url),
+            ("BRAZE_PARTNER", braze_emulator.partner),
+            ("BRAZE_PARTNER_API_KEY", braze_emulator.partner_api_key),
+            ("BRAZE_DATA_IMPORT_KEY", braze_emulator.data_import_key),
+            ("BRAZE_COHORTS_STATE", str(tmp_path / "state.db")),
+        ):
+            monkeypatch.setenv(name, value)
+        ids = braze_emulator.add_users(12, prefix="u")
+        src = tmp_path / "members.csv"
+        src.write_text("external_id\n" + "\n".join(ids) + "\n", encoding="utf-8")
+        url = f"duckdb:///{tmp_path / 'state.duckdb'}"
+        store = ["--store", url]
+        set_ = ["schedule", "set", "c1", "--name", "N", "--source", str(src), "--hourly", "15"]
+        assert main([*set_, *store]) == 0
+        assert main(["run-due", *store]) == 0
+        capsys.readouterr()
+        with SQLStore(url) as db:  # make it due: an hour ago
+            db.update_schedule(
+                "c1",
+                state="active",
+                paused_reason=None,
+                next_due=dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1),
+            )
+        assert main(["run-due", *store]) == 0
+        assert "c1 (N): scheduled import succeeded" in capsys.readouterr().out
+        assert main(["run-due", *store]) == 0
+        assert capsys.readouterr().out == ""  # once per due time
+        assert main(["trigger", "c1", *store]) == 0
+        assert "c1 (N): manual import succeeded" in capsys.readouterr().out
+        assert main(["schedule", "list", "--json", *store]) == 0
+        listed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert [entry["cohort_id"] for entry in listed] == ["c1"]
+        assert not (tmp_path / "state.db").exists()
+        with SQLStore(url) as db:
+            assert db.member_count("c1") == 12
+            assert [r.trigger for r in db.history("c1")] == ["manual", "scheduled"]
+            entry = db.get_schedule("c1")
+            assert entry is not None
+            assert entry.last_run_id == db.history("c1")[0].id
+        assert main(["schedule", "clear", "c1", *store]) == 0
+        with SQLStore(url) as db:
+            assert db.list_schedules() == []
 
 
 def test_examples_in_the_warehouse_page_run() -> None:

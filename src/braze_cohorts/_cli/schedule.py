@@ -23,7 +23,7 @@ from braze_cohorts._cli.common import (
     add_state_arg,
     credentials,
     fail,
-    open_store,
+    open_state,
     table,
 )
 from braze_cohorts._cli.sync import (
@@ -149,34 +149,34 @@ def register(subparsers: Any) -> None:
     set_.add_argument(
         "--replace", action="store_true", help="replace the cohort's existing schedule"
     )
-    add_state_arg(set_, creates=True)
+    add_state_arg(set_, creates=True, sql_store=True)
     set_.set_defaults(handler=_run_set)
 
     list_ = actions.add_parser("list", help="list every schedule")
     list_.add_argument("--json", action="store_true", help="print JSON Lines, one schedule a line")
-    add_state_arg(list_)
+    add_state_arg(list_, sql_store=True)
     list_.set_defaults(handler=_run_list)
 
     show = actions.add_parser("show", help="show one cohort's schedule and its last import")
     show.add_argument("cohort_id", metavar="ID", help="the cohort's id")
     show.add_argument("--json", action="store_true", help="print JSON")
-    add_state_arg(show)
+    add_state_arg(show, sql_store=True)
     show.set_defaults(handler=_run_show)
 
     pause = actions.add_parser("pause", help="stop a schedule from running until resumed")
     pause.add_argument("cohort_id", metavar="ID", help="the cohort's id")
     pause.add_argument("--reason", default="paused by user", help="shown by list and show")
-    add_state_arg(pause)
+    add_state_arg(pause, sql_store=True)
     pause.set_defaults(handler=_run_pause)
 
     resume = actions.add_parser("resume", help="re-activate a paused schedule")
     resume.add_argument("cohort_id", metavar="ID", help="the cohort's id")
-    add_state_arg(resume)
+    add_state_arg(resume, sql_store=True)
     resume.set_defaults(handler=_run_resume)
 
     clear = actions.add_parser("clear", help="delete a cohort's schedule (its history stays)")
     clear.add_argument("cohort_id", metavar="ID", help="the cohort's id")
-    add_state_arg(clear)
+    add_state_arg(clear, sql_store=True)
     clear.set_defaults(handler=_run_clear)
 
     run_due: argparse.ArgumentParser = subparsers.add_parser(
@@ -189,7 +189,7 @@ def register(subparsers: Any) -> None:
         ),
     )
     add_json_arg(run_due)
-    add_state_arg(run_due)
+    add_state_arg(run_due, sql_store=True)
     add_credential_args(run_due)
     _add_smtp_args(run_due)
     run_due.set_defaults(handler=_run_run_due)
@@ -201,7 +201,7 @@ def register(subparsers: Any) -> None:
     )
     trigger.add_argument("cohort_id", metavar="ID", help="the cohort's id")
     add_json_arg(trigger)
-    add_state_arg(trigger)
+    add_state_arg(trigger, sql_store=True)
     add_credential_args(trigger)
     _add_smtp_args(trigger)
     trigger.set_defaults(handler=_run_trigger)
@@ -419,7 +419,7 @@ def _run_set(args: argparse.Namespace) -> int:
     try:
         spec = _schedule_from_args(args)
         source = _schedule_source(args)
-        store = open_store(args, write=True, create=True)
+        store = open_state(args, write=True, create=True)
         try:
             entry = bc.Scheduler(store).set_schedule(
                 args.cohort_id,
@@ -448,7 +448,7 @@ def _run_set(args: argparse.Namespace) -> int:
 
 def _run_list(args: argparse.Namespace) -> int:
     try:
-        store = open_store(args, write=False)
+        store = open_state(args, write=False)
     except bc.ConfigurationError as exc:
         return fail(str(exc), 2)
     try:
@@ -484,7 +484,7 @@ def _run_list(args: argparse.Namespace) -> int:
 def _with_runner(args: argparse.Namespace, action: str) -> tuple[int, bc.ScheduledImport | None]:
     """Run one of show/pause/resume/clear; return (exit code, the schedule afterwards)."""
     try:
-        store = open_store(args, write=action != "show")
+        store = open_state(args, write=action != "show")
     except bc.ConfigurationError as exc:
         return fail(str(exc), 2), None
     try:
@@ -506,7 +506,7 @@ def _run_show(args: argparse.Namespace) -> int:
         code, entry = _with_runner(args, "show")
         if entry is None:
             return code
-        store = open_store(args, write=False)
+        store = open_state(args, write=False)
         try:
             runs = store.history(args.cohort_id, limit=1)
         finally:
@@ -640,15 +640,15 @@ def default_credentials(
         return None
 
 
-def open_running_store(args: argparse.Namespace) -> bc.SQLiteStore:
-    """Open the state database of a command that runs imports.
+def open_running_store(args: argparse.Namespace) -> bc.SQLiteStore | bc.SQLStore:
+    """Open the state database (or the ``--store URL`` database) of a command that runs imports.
 
     Raises:
         ConfigurationError: If it cannot be opened; when the Braze settings are missing too,
             the error names them (the usual first mistake), not the database.
     """
     try:
-        return open_store(args, write=True)
+        return open_state(args, write=True)
     except bc.ConfigurationError:
         credentials(args)  # raises the missing settings' error, if any
         raise

@@ -122,7 +122,7 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="log one JSON object a line (with cohort_id and run_id fields), for log collectors",
     )
-    add_state_arg(parser)
+    add_state_arg(parser, sql_store=True)
     add_credential_args(parser)
     _add_smtp_args(parser)
     parser.set_defaults(handler=_run_scheduler)
@@ -276,7 +276,7 @@ class _Interruptible:
         )
 
 
-def _warn_unconfigured(store: bc.SQLiteStore, notifier: object) -> None:
+def _warn_unconfigured(store: bc.SQLiteStore | bc.SQLStore, notifier: object) -> None:
     """Say at start what would fail at 3 a.m.: webhook variables unset, mail with no SMTP host."""
     entries = [e for e in store.list_schedules() if e.state != "done"]
     unset = sorted(
