@@ -311,7 +311,7 @@ class StateStore(Protocol):
 
 
 class ScheduleStore(Protocol):
-    """Where schedules live. :class:`~braze_cohorts.SQLiteStore` implements it.
+    """Where schedules live. :class:`~braze_cohorts.SQLiteStore` and SQLStore implement it.
 
     ``claim_schedule`` must be atomic across processes: it is how two schedulers agree on who
     runs.
@@ -381,7 +381,7 @@ class ScheduleStore(Protocol):
 
 
 class ProfileStore(Protocol):
-    """Where named connection profiles live. :class:`~braze_cohorts.SQLiteStore` implements it.
+    """Where named connection profiles live. SQLiteStore and SQLStore implement it.
 
     A profile holds names and paths only (where the keys are found), never a key.
     """
