@@ -311,9 +311,24 @@ class TestCli:
             entry = db.get_schedule("c1")
             assert entry is not None
             assert entry.last_run_id == db.history("c1")[0].id
+        # A profile kept in the same database names another schedule's workspace.
+        monkeypatch.setenv("ACME_PARTNER_KEY", braze_emulator.partner_api_key)
+        monkeypatch.setenv("ACME_IMPORT_KEY", braze_emulator.data_import_key)
+        profile = ["profile", "add", "acme", "--endpoint", braze_emulator.url, "--partner",
+                   braze_emulator.partner, "--partner-api-key-env", "ACME_PARTNER_KEY",
+                   "--data-import-key-env", "ACME_IMPORT_KEY"]  # fmt: skip
+        assert main([*profile, *store]) == 0
+        set_c2 = ["schedule", "set", "c2", "--name", "Two", "--source", str(src), "--hourly", "5"]
+        assert main([*set_c2, "--profile", "acme", *store]) == 0
+        capsys.readouterr()
+        assert main(["trigger", "c2", *store]) == 0
+        assert "c2 (Two): manual import succeeded" in capsys.readouterr().out
         assert main(["schedule", "clear", "c1", *store]) == 0
         with SQLStore(url) as db:
-            assert db.list_schedules() == []
+            assert [e.cohort_id for e in db.list_schedules()] == ["c2"]
+            assert [p.name for p in db.list_profiles()] == ["acme"]
+            assert db.member_count("c2") == 12
+        assert not (tmp_path / "state.db").exists()
 
 
 def test_examples_in_the_warehouse_page_run() -> None:

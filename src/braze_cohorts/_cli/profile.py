@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 import braze_cohorts as bc
-from braze_cohorts._cli.common import add_state_arg, fail, open_store, table
+from braze_cohorts._cli.common import add_state_arg, fail, open_state, table
 
 __all__ = ["register"]
 
@@ -50,12 +50,12 @@ def register(subparsers: Any) -> None:
         "--data-import-key-file", metavar="PATH", help="file holding the data import key"
     )
     add.add_argument("--replace", action="store_true", help="replace a profile of that name")
-    add_state_arg(add, creates=True)
+    add_state_arg(add, creates=True, sql_store=True)
     add.set_defaults(handler=_run_add)
 
     list_ = actions.add_parser("list", help="list the profiles (never a key)")
     list_.add_argument("--json", action="store_true", help="print JSON Lines, one profile a line")
-    add_state_arg(list_)
+    add_state_arg(list_, sql_store=True)
     list_.set_defaults(handler=_run_list)
 
     remove = actions.add_parser("remove", help="remove a profile no schedule uses")
@@ -63,7 +63,7 @@ def register(subparsers: Any) -> None:
     remove.add_argument(
         "--force", action="store_true", help="remove it even if schedules use it (they will fail)"
     )
-    add_state_arg(remove)
+    add_state_arg(remove, sql_store=True)
     remove.set_defaults(handler=_run_remove)
 
 
@@ -78,7 +78,7 @@ def _run_add(args: argparse.Namespace) -> int:
             data_import_key_env=args.data_import_key_env,
             data_import_key_file=args.data_import_key_file,
         )
-        store = open_store(args, write=True, create=True)
+        store = open_state(args, write=True, create=True)
         try:
             store.put_profile(profile, replace=args.replace)
         finally:
@@ -98,7 +98,7 @@ def _run_add(args: argparse.Namespace) -> int:
 
 def _run_list(args: argparse.Namespace) -> int:
     try:
-        store = open_store(args, write=False)
+        store = open_state(args, write=False)
     except bc.ConfigurationError as exc:
         return fail(str(exc), 2)
     try:
@@ -142,7 +142,7 @@ def _run_list(args: argparse.Namespace) -> int:
 
 def _run_remove(args: argparse.Namespace) -> int:
     try:
-        store = open_store(args, write=True)
+        store = open_state(args, write=True)
     except bc.ConfigurationError as exc:
         return fail(str(exc), 2)
     try:
