@@ -176,6 +176,34 @@ def _serve(conn: Any, users: int) -> None:
                 conn.send(0)
 
 
+def _timed(client: Any) -> tuple[list[float], list[float]]:
+    """Record when each batch request of ``client`` started and ended (naming left out)."""
+    starts: list[float] = []
+    ends: list[float] = []
+    method = client.update_members
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        starts.append(time.perf_counter())
+        try:
+            return method(*args, **kwargs)
+        finally:
+            ends.append(time.perf_counter())
+
+    client.update_members = timed
+    return starts, ends
+
+
+def _timing(starts: list[float], ends: list[float], begin: float, end: float, rate: float) -> str:
+    """Split one sync's wall time: before the first batch, the batches' span, the tail."""
+    paced = (len(starts) - 1) * 3600 / (0.99 * rate)  # the pacing's own span for these starts
+    span = starts[-1] - starts[0]
+    return (
+        f"{starts[0] - begin:.2f} s before the first batch, {span:.2f} s from its start to the "
+        f"last one's (the pacing alone: {paced:.2f} s, so {span - paced:.2f} s lost to late "
+        f"starts), {end - max(ends):.2f} s after the last answer"
+    )
+
+
 def e2e(n: int, rate: float, shared: bool = True) -> None:
     """First import of ``n`` members through CohortSync vs a requests.post loop, over HTTP."""
     import multiprocessing
@@ -223,6 +251,7 @@ def e2e(n: int, rate: float, shared: bool = True) -> None:
                     uploader=BatchUploader(client, requests_per_hour=rate),
                     workspace_requests_per_hour=rate if shared else None,
                 )
+                starts, ends = _timed(client)
                 marks: list[float] = []
                 start = time.perf_counter()
                 run = sync.sync(
@@ -233,9 +262,13 @@ def e2e(n: int, rate: float, shared: bool = True) -> None:
                 )
                 first_ack = marks[0] - start
                 sync_seconds = time.perf_counter() - start
+                timings = [_timing(starts, ends, start, start + sync_seconds, rate)]
+                starts.clear()
+                ends.clear()
                 start = time.perf_counter()
                 resync = sync.sync(COHORT, "Benchmark", iter(all_ids), full_resync=True)
                 resync_seconds = time.perf_counter() - start
+                timings.append(_timing(starts, ends, start, start + resync_seconds, rate))
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
         conn.send(COHORT)
@@ -252,9 +285,10 @@ def e2e(n: int, rate: float, shared: bool = True) -> None:
         f"(first import: first request acknowledged {first_ack:.2f} s after the call; shared "
         f"workspace budget {'on' if shared else 'off'})"
     )
-    for what, done, seconds in (
-        ("first import", run, sync_seconds),
-        ("full resync", resync, resync_seconds),
+    for (what, done, seconds), timing in zip(
+        (("first import", run, sync_seconds), ("full resync", resync, resync_seconds)),
+        timings,
+        strict=True,
     ):
         floor = done.requests / (rate / 3600)
         print(
@@ -262,6 +296,7 @@ def e2e(n: int, rate: float, shared: bool = True) -> None:
             f"({seconds:.2f} s, {done.requests} requests, {done.retries} retries); Braze's floor "
             f"for {done.requests} requests {floor:.2f} s: {seconds / floor:.3f}x (goal <= 1.10)"
         )
+        print(f"  where the time went: {timing}")
 
 
 def refresh_rounds(
