@@ -50,6 +50,7 @@ from braze_cohorts._store import (
     _RUN_COLUMNS,
     _SCHEDULE_COLUMNS,
     LockInfo,
+    _CohortFields,
     _due,
     _from_due,
     _from_iso,
@@ -295,7 +296,7 @@ class QueryMembers:
         )
 
 
-class SQLStore:
+class SQLStore(_CohortFields):
     """A :class:`StateStore <braze_cohorts.typing.StateStore>` in the user's database.
 
     Tables are created (and migrated) in ``schema`` on open. One store object may be shared by
@@ -601,14 +602,6 @@ class SQLStore:
 
     # -- names, workspace, resyncs ------------------------------------------------------------
 
-    def known_name(self, cohort_id: str) -> str | None:
-        """The name Braze acknowledged for the cohort, or ``None`` if it was never named."""
-        return cast("str | None", self._cohort_value(cohort_id, "name"))
-
-    def created_at(self, cohort_id: str) -> dt.datetime | None:
-        """When the cohort was first named in its workspace (sent again with every rename)."""
-        return _from_iso(self._cohort_value(cohort_id, "created_at"))
-
     def record_name(
         self,
         cohort_id: str,
@@ -634,27 +627,15 @@ class SQLStore:
                 )
             )
 
-    def workspace(self, cohort_id: str) -> str | None:
-        """The workspace fingerprint the cohort's snapshot describes, or ``None``."""
-        return cast("str | None", self._cohort_value(cohort_id, "workspace"))
-
     def bind_workspace(self, cohort_id: str, workspace: str | None) -> None:
         """Say that the cohort's snapshot now describes ``workspace`` (a fingerprint, no key)."""
         self._set_cohort(cohort_id, workspace=workspace)
-
-    def last_full_resync(self, cohort_id: str) -> dt.datetime | None:
-        """When the cohort's last full resync succeeded, or ``None``."""
-        return _from_iso(self._cohort_value(cohort_id, "full_resync_at"))
 
     def record_full_resync(self, cohort_id: str, *, at: dt.datetime) -> None:
         """Remember that a full resync of the cohort succeeded at ``at``."""
         self._set_cohort(cohort_id, full_resync_at=_iso(at))
 
     # -- membership ---------------------------------------------------------------------------
-
-    def member_count(self, cohort_id: str) -> int:
-        """How many members Braze is known to hold (the snapshot's size)."""
-        return int(self._cohort_value(cohort_id, "members") or 0)
 
     def pending_count(self, cohort_id: str) -> int:
         """How many ids are uncertain (sent, or about to be sent, without acknowledgement)."""

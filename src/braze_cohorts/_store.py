@@ -489,7 +489,34 @@ def _create_private(path: Path) -> None:
             os.unlink(temp)
 
 
-class SQLiteStore:
+class _CohortFields:
+    """What both SQL stores read of a cohort the same way: one column of its ``cohorts`` row."""
+
+    def _cohort_value(self, cohort_id: str, column: str) -> Any:
+        raise NotImplementedError
+
+    def known_name(self, cohort_id: str) -> str | None:
+        """The name Braze acknowledged for the cohort, or ``None`` if it was never named."""
+        return cast("str | None", self._cohort_value(cohort_id, "name"))
+
+    def created_at(self, cohort_id: str) -> dt.datetime | None:
+        """When the cohort was first named in its workspace (sent again with every rename)."""
+        return _from_iso(self._cohort_value(cohort_id, "created_at"))
+
+    def workspace(self, cohort_id: str) -> str | None:
+        """The workspace fingerprint the cohort's snapshot describes, or ``None``."""
+        return cast("str | None", self._cohort_value(cohort_id, "workspace"))
+
+    def last_full_resync(self, cohort_id: str) -> dt.datetime | None:
+        """When the cohort's last full resync succeeded, or ``None``."""
+        return _from_iso(self._cohort_value(cohort_id, "full_resync_at"))
+
+    def member_count(self, cohort_id: str) -> int:
+        """How many members Braze acknowledged and still holds, as far as anyone can know."""
+        return int(self._cohort_value(cohort_id, "members") or 0)
+
+
+class SQLiteStore(_CohortFields):
     """The default :class:`StateStore <braze_cohorts.typing.StateStore>`: one SQLite file.
 
     The file is opened in WAL mode with ``synchronous=NORMAL``. One store object may be shared by
@@ -1056,14 +1083,6 @@ class SQLiteStore:
             ).fetchone()
         return None if row is None else row[0]
 
-    def known_name(self, cohort_id: str) -> str | None:
-        """The name Braze acknowledged for the cohort, or ``None`` if it was never named."""
-        return cast("str | None", self._cohort_value(cohort_id, "name"))
-
-    def created_at(self, cohort_id: str) -> dt.datetime | None:
-        """When the cohort was first named in its workspace (sent again with every rename)."""
-        return _from_iso(self._cohort_value(cohort_id, "created_at"))
-
     def record_name(
         self,
         cohort_id: str,
@@ -1089,19 +1108,11 @@ class SQLiteStore:
                 (name, _iso(named_at), _iso(created_at), _iso(named_at), cid),
             )
 
-    def workspace(self, cohort_id: str) -> str | None:
-        """The workspace fingerprint the cohort's snapshot describes, or ``None``."""
-        return cast("str | None", self._cohort_value(cohort_id, "workspace"))
-
     def bind_workspace(self, cohort_id: str, workspace: str | None) -> None:
         """Say that the cohort's snapshot now describes ``workspace`` (a fingerprint, no key)."""
         with self._tx() as conn:
             cid = self._cid(conn, cohort_id, create=True)
             conn.execute("UPDATE cohorts SET workspace = ? WHERE id = ?", (workspace, cid))
-
-    def last_full_resync(self, cohort_id: str) -> dt.datetime | None:
-        """When the cohort's last full resync succeeded, or ``None``."""
-        return _from_iso(self._cohort_value(cohort_id, "full_resync_at"))
 
     def record_full_resync(self, cohort_id: str, *, at: dt.datetime) -> None:
         """Remember that a full resync of the cohort succeeded at ``at``."""
@@ -1239,10 +1250,6 @@ class SQLiteStore:
         return 0.0
 
     # -- membership ---------------------------------------------------------------------------
-
-    def member_count(self, cohort_id: str) -> int:
-        """How many members Braze is known to hold (the snapshot's size)."""
-        return int(self._cohort_value(cohort_id, "members") or 0)
 
     def pending_count(self, cohort_id: str) -> int:
         """How many ids are uncertain (sent, or about to be sent, without acknowledgement)."""
