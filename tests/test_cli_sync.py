@@ -288,6 +288,20 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "braze_cohorts.cli", *args]
 
 
+def _paced_sync(
+    src: Path, requests_per_hour: int, *, stdout: int, text: bool = True
+) -> subprocess.Popen[Any]:
+    """``braze-cohorts sync src`` in a subprocess, paced so that a signal lands mid-import."""
+    argv = ["sync", str(src), "--cohort-id", COHORT, "--name", "N", "--no-progress"]
+    return subprocess.Popen(
+        _cli(*argv, "--requests-per-hour", str(requests_per_hour)),
+        env=os.environ.copy(),
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        text=text,
+    )
+
+
 class TestKilledImport:
     @pytest.mark.parametrize("seed", [1, 2, 3])
     def test_sigkill_mid_import_then_next_run_converges(
@@ -301,22 +315,7 @@ class TestKilledImport:
         # Some requests land after being applied but are never answered: outcome unknown.
         braze_emulator.drop_next(1, when="after_apply")
         # 20 member requests at 20 a second: the kill lands mid-import even on a loaded machine.
-        proc = subprocess.Popen(
-            _cli(
-                "sync",
-                str(src),
-                "--cohort-id",
-                COHORT,
-                "--name",
-                "N",
-                "--no-progress",
-                "--requests-per-hour",
-                "72000",
-            ),
-            env=os.environ.copy(),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
+        proc = _paced_sync(src, 72000, stdout=subprocess.DEVNULL, text=False)
         kill_after = rng.randint(2, 15)
         deadline = time.monotonic() + 60
         while len(braze_emulator.request_log) < kill_after and time.monotonic() < deadline:
@@ -368,23 +367,7 @@ class TestKilledImport:
         ids = braze_emulator.add_users(20_000, prefix="u")
         src = write_csv(tmp_path / "m.csv", ids)
         # 20 member requests at 10 a second; the counts are saved at most once a second.
-        proc = subprocess.Popen(
-            _cli(
-                "sync",
-                str(src),
-                "--cohort-id",
-                COHORT,
-                "--name",
-                "N",
-                "--no-progress",
-                "--requests-per-hour",
-                "36000",
-            ),
-            env=os.environ.copy(),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        proc = _paced_sync(src, 36000, stdout=subprocess.DEVNULL)
         _wait_for_requests(braze_emulator, 16, proc)
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=30)
@@ -824,23 +807,7 @@ class TestSignals:
         ids = braze_emulator.add_users(30_000, prefix="u")
         src = write_csv(tmp_path / "m.csv", ids[:20_000])
         # 20 member requests at 10 a second: the signal lands mid-import.
-        proc = subprocess.Popen(
-            _cli(
-                "sync",
-                str(src),
-                "--cohort-id",
-                COHORT,
-                "--name",
-                "N",
-                "--no-progress",
-                "--requests-per-hour",
-                "36000",
-            ),
-            env=os.environ.copy(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        proc = _paced_sync(src, 36000, stdout=subprocess.PIPE)
         _wait_for_requests(braze_emulator, 4, proc)
         proc.send_signal(signum)
         _out, err = proc.communicate(timeout=60)
