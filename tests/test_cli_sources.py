@@ -28,15 +28,10 @@ def pg_url() -> Iterator[str]:
 
 
 @pytest.fixture
-def env(braze_emulator: BrazeEmulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """Point the CLI at the emulator through the environment; return the state path."""
-    state = tmp_path / "state.db"
-    monkeypatch.setenv("BRAZE_REST_ENDPOINT", braze_emulator.url)
-    monkeypatch.setenv("BRAZE_PARTNER", braze_emulator.partner)
-    monkeypatch.setenv("BRAZE_PARTNER_API_KEY", braze_emulator.partner_api_key)
-    monkeypatch.setenv("BRAZE_DATA_IMPORT_KEY", braze_emulator.data_import_key)
-    monkeypatch.setenv("BRAZE_COHORTS_STATE", str(state))
-    return state
+def env(braze_env: BrazeEmulator, tmp_path: Path) -> Path:
+    """The CLI pointed at the emulator through the environment (conftest's braze_env); the
+    state path."""
+    return tmp_path / "state.db"
 
 
 def _table(pg_url: str, ids: list[str], *, cohorts: int = 1) -> str:

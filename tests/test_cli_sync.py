@@ -18,20 +18,16 @@ import pytest
 
 from braze_cohorts.cli import main
 from braze_cohorts.testing import BrazeEmulator
+from helpers import run_cli
 
 COHORT = "power-users"
 
 
 @pytest.fixture
-def env(braze_emulator: BrazeEmulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """Point the CLI at the emulator through the environment; return the state path."""
-    state = tmp_path / "state.db"
-    monkeypatch.setenv("BRAZE_REST_ENDPOINT", braze_emulator.url)
-    monkeypatch.setenv("BRAZE_PARTNER", braze_emulator.partner)
-    monkeypatch.setenv("BRAZE_PARTNER_API_KEY", braze_emulator.partner_api_key)
-    monkeypatch.setenv("BRAZE_DATA_IMPORT_KEY", braze_emulator.data_import_key)
-    monkeypatch.setenv("BRAZE_COHORTS_STATE", str(state))
-    return state
+def env(braze_env: BrazeEmulator, tmp_path: Path) -> Path:
+    """The CLI pointed at the emulator through the environment (conftest's braze_env); the
+    state path."""
+    return tmp_path / "state.db"
 
 
 def write_csv(path: Path, ids: list[str], *, extra_rows: list[list[str]] = ()) -> Path:  # type: ignore[assignment]
@@ -335,25 +331,12 @@ class TestKilledImport:
             20_000 : 20_000 + rng.randint(0, 3000)
         ]
         write_csv(src, changed)
-        result = subprocess.run(
-            _cli("sync", str(src), "--cohort-id", COHORT, "--name", "N", "--no-progress"),
-            env=os.environ.copy(),
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        result = run_cli("sync", str(src), "--cohort-id", COHORT, "--name", "N", "--no-progress")
         assert result.returncode == 0, result.stderr
         assert members(braze_emulator) == set(changed)
 
-        history = subprocess.run(
-            _cli("history", COHORT, "--json"),
-            env=os.environ.copy(),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
+        history = run_cli("history", COHORT, "--json", timeout=60)
+        assert history.returncode == 0, history.stderr
         runs = [json.loads(line) for line in history.stdout.splitlines()]
         assert [r["result"] for r in runs] == ["succeeded", "interrupted"]
         # The killed run's counts are what it had committed: never more than Braze held.
@@ -373,14 +356,8 @@ class TestKilledImport:
         proc.communicate(timeout=30)
         assert proc.returncode == -signal.SIGKILL
         held = len(members(braze_emulator))
-        history = subprocess.run(
-            _cli("history", COHORT, "--json"),
-            env=os.environ.copy(),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
+        history = run_cli("history", COHORT, "--json", timeout=60)
+        assert history.returncode == 0, history.stderr
         [run] = [json.loads(x) for x in history.stdout.splitlines()]
         assert run["result"] == "running"  # nobody has looked at the lock yet
         # Saved after at least one second, i.e. several acknowledged batches; never more than
@@ -816,14 +793,8 @@ class TestSignals:
         assert err.strip().splitlines()[-1] == line
         sent_before = len(braze_emulator.request_log)
         assert sent_before < 21  # it stopped sending
-        history = subprocess.run(
-            _cli("history", COHORT, "--json"),
-            env=os.environ.copy(),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
+        history = run_cli("history", COHORT, "--json", timeout=60)
+        assert history.returncode == 0, history.stderr
         [run] = [json.loads(x) for x in history.stdout.splitlines()]
         assert run["result"] == "interrupted"
         assert run["finished_at"] is not None
@@ -835,13 +806,6 @@ class TestSignals:
         # The lock is free: the next import starts at once (no stale-lock take-over needed).
         changed = ids[1000:21_000]
         write_csv(src, changed)
-        result = subprocess.run(
-            _cli("sync", str(src), "--cohort-id", COHORT, "--name", "N", "--no-progress"),
-            env=os.environ.copy(),
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        result = run_cli("sync", str(src), "--cohort-id", COHORT, "--name", "N", "--no-progress")
         assert result.returncode == 0, result.stderr
         assert members(braze_emulator) == set(changed)
