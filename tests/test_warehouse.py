@@ -230,7 +230,7 @@ def test_imports_converge_whatever_fails(
 class TestCli:
     def test_sync_and_history_keep_the_state_in_the_store_url(
         self,
-        braze_emulator: bc.testing.BrazeEmulator,
+        braze_env: bc.testing.BrazeEmulator,
         monkeypatch: pytest.MonkeyPatch,
         tmp_path: Path,
         capsys: pytest.CaptureFixture[str],
@@ -238,15 +238,7 @@ class TestCli:
         """--store URL (or $BRAZE_COHORTS_STORE) puts the state in that database, not a file."""
         from braze_cohorts.cli import main
 
-        for name, value in (
-            ("BRAZE_REST_ENDPOINT", braze_emulator.url),
-            ("BRAZE_PARTNER", braze_emulator.partner),
-            ("BRAZE_PARTNER_API_KEY", braze_emulator.partner_api_key),
-            ("BRAZE_DATA_IMPORT_KEY", braze_emulator.data_import_key),
-            ("BRAZE_COHORTS_STATE", str(tmp_path / "state.db")),
-        ):
-            monkeypatch.setenv(name, value)
-        ids = braze_emulator.add_users(30, prefix="u")
+        ids = braze_env.add_users(30, prefix="u")
         src = tmp_path / "members.csv"
         src.write_text("external_id\n" + "\n".join(ids) + "\n", encoding="utf-8")
         url = f"duckdb:///{tmp_path / 'state.duckdb'}"
@@ -263,7 +255,7 @@ class TestCli:
 
     def test_schedules_run_due_and_trigger_keep_the_state_in_the_store_url(
         self,
-        braze_emulator: bc.testing.BrazeEmulator,
+        braze_env: bc.testing.BrazeEmulator,
         monkeypatch: pytest.MonkeyPatch,
         tmp_path: Path,
         capsys: pytest.CaptureFixture[str],
@@ -271,15 +263,7 @@ class TestCli:
         """schedule/run-due/trigger take --store URL: schedules, runs and snapshot live there."""
         from braze_cohorts.cli import main
 
-        for name, value in (
-            ("BRAZE_REST_ENDPOINT", braze_emulator.url),
-            ("BRAZE_PARTNER", braze_emulator.partner),
-            ("BRAZE_PARTNER_API_KEY", braze_emulator.partner_api_key),
-            ("BRAZE_DATA_IMPORT_KEY", braze_emulator.data_import_key),
-            ("BRAZE_COHORTS_STATE", str(tmp_path / "state.db")),
-        ):
-            monkeypatch.setenv(name, value)
-        ids = braze_emulator.add_users(12, prefix="u")
+        ids = braze_env.add_users(12, prefix="u")
         src = tmp_path / "members.csv"
         src.write_text("external_id\n" + "\n".join(ids) + "\n", encoding="utf-8")
         url = f"duckdb:///{tmp_path / 'state.duckdb'}"
@@ -312,10 +296,10 @@ class TestCli:
             assert entry is not None
             assert entry.last_run_id == db.history("c1")[0].id
         # A profile kept in the same database names another schedule's workspace.
-        monkeypatch.setenv("ACME_PARTNER_KEY", braze_emulator.partner_api_key)
-        monkeypatch.setenv("ACME_IMPORT_KEY", braze_emulator.data_import_key)
-        profile = ["profile", "add", "acme", "--endpoint", braze_emulator.url, "--partner",
-                   braze_emulator.partner, "--partner-api-key-env", "ACME_PARTNER_KEY",
+        monkeypatch.setenv("ACME_PARTNER_KEY", braze_env.partner_api_key)
+        monkeypatch.setenv("ACME_IMPORT_KEY", braze_env.data_import_key)
+        profile = ["profile", "add", "acme", "--endpoint", braze_env.url, "--partner",
+                   braze_env.partner, "--partner-api-key-env", "ACME_PARTNER_KEY",
                    "--data-import-key-env", "ACME_IMPORT_KEY"]  # fmt: skip
         assert main([*profile, *store]) == 0
         set_c2 = ["schedule", "set", "c2", "--name", "Two", "--source", str(src), "--hourly", "5"]
