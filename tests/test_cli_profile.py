@@ -40,6 +40,13 @@ def _add(name: str = "acme", *extra: str) -> int:
     )  # fmt: skip
 
 
+def _set_c1(members: Path, *flags: str) -> int:
+    """``schedule set c1 --name C1 --source MEMBERS --hourly 5 FLAGS``."""
+    return main(
+        ["schedule", "set", "c1", "--name", "C1", "--source", str(members), "--hourly", "5", *flags]
+    )
+
+
 class TestProfileCommands:
     def test_add_list_remove_never_print_a_key(
         self, state: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -107,24 +114,7 @@ class TestProfileCommands:
     ) -> None:
         """A profile a live schedule names is kept unless --force."""
         assert _add() == 0
-        assert (
-            main(
-                [
-                    "schedule",
-                    "set",
-                    "c1",
-                    "--name",
-                    "C1",
-                    "--source",
-                    str(members),
-                    "--hourly",
-                    "5",
-                    "--profile",
-                    "acme",
-                ]
-            )
-            == 0
-        )
+        assert _set_c1(members, "--profile", "acme") == 0
         assert main(["profile", "remove", "acme"]) == 1
         assert "c1" in capsys.readouterr().err
         assert main(["profile", "remove", "acme", "--force"]) == 0
@@ -210,24 +200,7 @@ class TestScheduleSetFlags:
         self, state: Path, members: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
         """--resync-every off stores 'off' and show says so."""
-        assert (
-            main(
-                [
-                    "schedule",
-                    "set",
-                    "c1",
-                    "--name",
-                    "C1",
-                    "--source",
-                    str(members),
-                    "--hourly",
-                    "5",
-                    "--resync-every",
-                    "off",
-                ]
-            )
-            == 0
-        )
+        assert _set_c1(members, "--resync-every", "off") == 0
         capsys.readouterr()
         assert main(["schedule", "show", "c1"]) == 0
         assert "resync:     off" in capsys.readouterr().out
